@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh Debian/Ubuntu machine: QGIS's Python bindings, the project venv, torch, the project.
+#
+# Idempotent: every step checks first and skips what is already done, so a second run takes seconds.
+# Environment overrides:
+#   RSREFSEG2_TORCH="torch==X torchvision==Y"  the torch pair to install (default: the pair this project is tested on)
+#   RSREFSEG2_EXTRAS="train,dev"                 the project extras to install
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_SPEC=${RSREFSEG2_TORCH:-"torch==2.14.1 torchvision==0.29.1"}
+EXTRAS=${RSREFSEG2_EXTRAS:-"train,dev"}
+SYSTEM_PYTHON=/usr/bin/python3
+VENV=.venv
+
+step() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+step "QGIS Python bindings for $SYSTEM_PYTHON"
+if QT_QPA_PLATFORM=offscreen "$SYSTEM_PYTHON" -c "import qgis.core" 2>/dev/null \
+   && command -v qgis_process >/dev/null && command -v xvfb-run >/dev/null; then
+  echo "present: $(QT_QPA_PLATFORM=offscreen "$SYSTEM_PYTHON" -c 'from qgis.core import Qgis; print(Qgis.QGIS_VERSION)')"
+elif command -v apt-get >/dev/null; then
+  echo "installing python3-qgis, qgis-providers, xvfb from the distribution (about 75 s)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    python3-qgis qgis-providers qgis xvfb python3-venv >/dev/null
+else
+  echo "error: no apt-get here. Install QGIS (>= 3.22) with its Python bindings for $SYSTEM_PYTHON, then rerun." >&2
+  exit 1
+fi
+
+step "virtual environment $VENV (system site packages, so QGIS and PyQt are visible)"
+if [ -x "$VENV/bin/python" ] && grep -q "include-system-site-packages = true" "$VENV/pyvenv.cfg"; then
+  echo "present: $("$VENV/bin/python" --version)"
+else
+  rm -rf "$VENV"
+  "$SYSTEM_PYTHON" -m venv --system-site-packages "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  echo "created with $("$VENV/bin/python" --version)"
+fi
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+
+step "torch and torchvision, installed together and first ($TORCH_SPEC)"
+# shellcheck disable=SC2086  # TORCH_SPEC is a list of requirement specifiers
+if "$VENV/bin/python" - $TORCH_SPEC <<'EOF' 2>/dev/null
+import sys
+from importlib.metadata import version
+import torchvision  # noqa: F401  (imports torch too: proves the pair loads together)
+wanted = dict(arg.split("==") for arg in sys.argv[1:])
+sys.exit(any(version(name).split("+")[0] != v for name, v in wanted.items()))
+EOF
+then
+  echo "present: torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
+else
+  # shellcheck disable=SC2086
+  "${PIP[@]}" $TORCH_SPEC
+fi
+
+step "the project and its dependencies (extras: $EXTRAS)"
+stamp="$VENV/.rsrefseg2-installed"
+fingerprint=$(cat pyproject.toml; echo "$EXTRAS")
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ] \
+   && "$VENV/bin/python" -c "import open_clip, segment_anything, rasterio, backend" 2>/dev/null; then
+  echo "up to date"
+else
+  "${PIP[@]}" -e ".[$EXTRAS]"
+  printf '%s' "$fingerprint" > "$stamp"
+  echo "installed"
+fi
+
+step "check: QGIS, torch and the project import from $VENV"
+QT_QPA_PLATFORM=offscreen "$VENV/bin/python" - <<'EOF'
+from qgis.core import Qgis
+import numpy, rasterio, torch, open_clip, segment_anything  # noqa: F401
+print(f"QGIS {Qgis.QGIS_VERSION}, torch {torch.__version__}, numpy {numpy.__version__}, rasterio {rasterio.__version__}")
+EOF
+echo
+echo "Setup done. Run the demo: ./scripts/demo.sh    Run the tests: .venv/bin/python -m pytest"
