@@ -1,0 +1,355 @@
+"""The worker protocol: JSON lines between a client (the QGIS plugin, a test) and ``python -m backend.worker``.
+
+One UTF-8 JSON object per line. Every message carries ``"type"``, ``"id"`` (the request id, a string) and
+``"v"`` (``PROTOCOL_VERSION``). Requests flow client → worker, replies worker → client; a reply carries the id
+of the request it answers. Pixels and results never travel in JSON, only paths of files.
+
+This module is the contract shared with the plugin, so it imports nothing heavier than the standard library
+(never torch, numpy or rasterio). Messages are frozen dataclasses; ``encode`` and ``decode`` convert them to and
+from one line of JSON, and ``decode`` rejects anything the contract does not allow with a ``ProtocolError``
+that names the offending type or field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+PROTOCOL_VERSION = 1
+
+LOAD_MODES = ("trained", "zero-shot")
+SEGMENT_MODES = ("view", "find-all")
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid message: bad JSON, unknown type, missing or mistyped field."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ProtocolError(message)
+
+
+# ----------------------------------------------------------------------------------------- nested values
+@dataclass(frozen=True)
+class Window:
+    """The part of the raster to segment: exactly one of ``extent`` or ``pixels``.
+
+    Attributes:
+        extent: (xmin, ymin, xmax, ymax) in the raster's CRS.
+        pixels: (col_off, row_off, width, height) in raster pixels.
+    """
+
+    extent: tuple[float, float, float, float] | None = None
+    pixels: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _require((self.extent is None) != (self.pixels is None),
+                 "window: give exactly one of 'extent' or 'pixels'")
+        if self.extent is not None:
+            xmin, ymin, xmax, ymax = self.extent
+            _require(xmin < xmax and ymin < ymax, f"window.extent: need xmin < xmax and ymin < ymax, got {self.extent}")
+        if self.pixels is not None:
+            _require(self.pixels[2] > 0 and self.pixels[3] > 0, f"window.pixels: width and height must be > 0, "
+                                                                f"got {self.pixels}")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Paths of the files a segment request produced (``gpkg`` is None when none was written)."""
+
+    geojson: str
+    gpkg: str | None = None
+
+
+@dataclass(frozen=True)
+class PhraseSummary:
+    """What one phrase found: number of polygons, best score (0..1), total area in m² (None if unknown)."""
+
+    query: str
+    count: int
+    score: float | None
+    area_m2: float | None
+
+
+# ------------------------------------------------------------------------------------------------- requests
+@dataclass(frozen=True)
+class Ping:
+    """Liveness check; answered by ``Pong``."""
+
+    TYPE: ClassVar[str] = "ping"
+    id: str
+
+
+@dataclass(frozen=True)
+class Load:
+    """Load a model (and keep it loaded); answered by ``Loaded`` or ``Error``.
+
+    ``config`` (a config name such as "tiny") is used only without ``checkpoint``: a randomly initialised model,
+    for tests. Weight fields are paths or names known to the weights manager.
+    """
+
+    TYPE: ClassVar[str] = "load"
+    id: str
+    checkpoint: str | None = None
+    config: str | None = None
+    clip_weights: str | None = None
+    sam_weights: str | None = None
+    device: str = "auto"
+    mode: str = "trained"
+
+    def __post_init__(self) -> None:
+        _require(self.mode in LOAD_MODES, f"load.mode: expected one of {LOAD_MODES}, got {self.mode!r}")
+        _require(self.checkpoint is not None or self.config is not None or self.mode == "zero-shot",
+                 "load: give 'checkpoint' or 'config' (or mode 'zero-shot' with base weights)")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Segment ``phrases`` on a raster; answered by ``Progress``… then one ``Result`` or ``Error``.
+
+    Attributes:
+        raster: path of a GDAL-readable raster with a CRS.
+        phrases: the referring expressions, one output layer each.
+        output_dir: the folder the worker writes into (and nowhere else).
+        window: the part of the raster to use; None = the whole raster.
+        resolution: map units per pixel; None = native.
+        bands: 1-based band indices; None = the raster's RGB (or first three) bands.
+        mode: "view" (the window is one picture) or "find-all" (tile the window, find every instance).
+        tile_size, overlap: tile side and overlap in pixels.
+        threshold: probability above which a pixel belongs to the object.
+    """
+
+    TYPE: ClassVar[str] = "segment"
+    id: str
+    raster: str
+    phrases: tuple[str, ...]
+    output_dir: str
+    window: Window | None = None
+    resolution: float | None = None
+    bands: tuple[int, ...] | None = None
+    mode: str = "view"
+    tile_size: int = 1024
+    overlap: int = 128
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(self.mode in SEGMENT_MODES, f"segment.mode: expected one of {SEGMENT_MODES}, got {self.mode!r}")
+        _require(len(self.phrases) > 0, "segment.phrases: give at least one phrase")
+        _require(self.tile_size > 0 and 0 <= self.overlap < self.tile_size,
+                 f"segment: need tile_size > 0 and 0 <= overlap < tile_size, got {self.tile_size}, {self.overlap}")
+        _require(0.0 < self.threshold < 1.0, f"segment.threshold: must be in (0, 1), got {self.threshold}")
+        _require(self.resolution is None or self.resolution > 0, "segment.resolution: must be > 0 or null")
+        _require(self.bands is None or all(b >= 1 for b in self.bands), "segment.bands: indices are 1-based")
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Cancel the running or queued segment request ``target``; it ends with an ``Error`` "cancelled"."""
+
+    TYPE: ClassVar[str] = "cancel"
+    id: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Ask the worker to exit; answered by ``Bye``, then the worker exits with status 0."""
+
+    TYPE: ClassVar[str] = "shutdown"
+    id: str
+
+
+# -------------------------------------------------------------------------------------------------- replies
+@dataclass(frozen=True)
+class Pong:
+    TYPE: ClassVar[str] = "pong"
+    id: str
+    protocol: int
+    backend_version: str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The model is loaded: ``model`` describes it, ``device`` is where it runs (e.g. "cpu", "cuda:0")."""
+
+    TYPE: ClassVar[str] = "loaded"
+    id: str
+    model: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of a segment request: ``fraction`` in [0, 1], a short ``stage`` and a human ``message``."""
+
+    TYPE: ClassVar[str] = "progress"
+    id: str
+    fraction: float
+    stage: str
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.fraction <= 1.0, f"progress.fraction: must be in [0, 1], got {self.fraction}")
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished segment request: output files, one summary per phrase, the CRS (WKT), seconds per stage."""
+
+    TYPE: ClassVar[str] = "result"
+    id: str
+    outputs: Outputs
+    phrases: tuple[PhraseSummary, ...]
+    crs: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Error:
+    """A failed request: ``code`` (see ``backend.errors.EXIT_CODES``), what went wrong and what to do."""
+
+    TYPE: ClassVar[str] = "error"
+    id: str
+    code: str
+    message: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Bye:
+    TYPE: ClassVar[str] = "bye"
+    id: str
+
+
+Request = Ping | Load | Segment | Cancel | Shutdown
+Reply = Pong | Loaded | Progress | Result | Error | Bye
+Message = Request | Reply
+
+REQUEST_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (Ping, Load, Segment, Cancel, Shutdown)}
+REPLY_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (Pong, Loaded, Progress, Result, Error, Bye)}
+MESSAGE_TYPES: dict[str, type] = {**REQUEST_TYPES, **REPLY_TYPES}
+
+
+# ---------------------------------------------------------------------------------------- encode / decode
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (isinstance(value, Window) and getattr(value, f.name) is None)}
+    if isinstance(value, (tuple, list)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    return value
+
+
+def encode(message: Message) -> str:
+    """One JSON line (without the newline) for ``message``.
+
+    Args:
+        message: any request or reply dataclass of this module.
+
+    Returns:
+        The compact JSON text, with ``type``, ``id`` and ``v`` first.
+    """
+    if type(message) not in MESSAGE_TYPES.values():
+        raise ProtocolError(f"cannot encode {type(message).__name__}: not a protocol message")
+    body = _to_json(message)
+    payload = {"type": message.TYPE, "id": body.pop("id"), "v": PROTOCOL_VERSION, **body}
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` (parsed JSON) against the type ``hint`` and convert lists to tuples, dicts to dataclasses."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None:
+            _require(type(None) in options, f"{where}: must not be null")
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _convert(value, inner, where)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        _require(isinstance(value, dict), f"{where}: expected an object")
+        return _build(hint, value, where)
+    if origin is tuple:
+        _require(isinstance(value, list), f"{where}: expected a list")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        _require(len(value) == len(args), f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        _require(isinstance(value, dict), f"{where}: expected an object")
+        _, value_hint = typing.get_args(hint)
+        return {str(k): _convert(v, value_hint, f"{where}.{k}") for k, v in value.items()}
+    if hint is float:
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: expected a number")
+        _require(math.isfinite(value), f"{where}: must be finite")
+        return float(value)
+    if hint is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), f"{where}: expected an integer")
+        return value
+    if hint is str:
+        _require(isinstance(value, str), f"{where}: expected a string")
+        return value
+    raise ProtocolError(f"{where}: unsupported field type {hint!r}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            _require(has_default, f"{where}: missing field {f.name!r}")
+            continue
+        kwargs[f.name] = _convert(data[f.name], hints[f.name], f"{where}.{f.name}")
+    return cls(**kwargs)
+
+
+def decode(line: str) -> Message:
+    """Parse one line into a message dataclass.
+
+    Args:
+        line: one JSON object (a trailing newline is allowed). Unknown extra fields are ignored, so newer
+            clients can add optional fields without breaking older workers.
+
+    Returns:
+        The request or reply.
+
+    Raises:
+        ProtocolError: not JSON, not an object, wrong version, unknown type, or a missing/mistyped field.
+    """
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    _require(isinstance(data, dict), "a message must be a JSON object")
+    kind = data.get("type")
+    _require(isinstance(kind, str), "missing field 'type'")
+    cls = MESSAGE_TYPES.get(kind)
+    _require(cls is not None, f"unknown message type {kind!r}; known: {sorted(MESSAGE_TYPES)}")
+    _require("v" in data, f"{kind}: missing field 'v'")
+    _require(data["v"] == PROTOCOL_VERSION,
+             f"{kind}: protocol version {data['v']!r} is not supported (this side speaks {PROTOCOL_VERSION})")
+    _require("id" in data, f"{kind}: missing field 'id'")
+    fields = {k: v for k, v in data.items() if k not in ("type", "v")}
+    return _build(cls, fields, kind)
+
+
+def request_id(line: str) -> str:
+    """The ``id`` of a line that may not decode, so an error reply can still name its request ("" if none)."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return ""
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
