@@ -7,6 +7,7 @@ be told to cut the connection after a number of bytes, which is how a dropped do
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from backend import weights
-from backend.errors import BackendError
+from backend.errors import EXIT_CODES, BackendError
 from backend.weights import REGISTRY, WeightsEntry
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # a little over 3 MiB: several read chunks
@@ -199,3 +200,31 @@ def test_registry_is_consistent() -> None:
         assert e.url.startswith("https://")
         assert e.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", e.sha256)
     assert len({e.filename for e in REGISTRY.values()}) == len(REGISTRY)
+
+
+def test_cli_list_import_download(server, entry, tmp_path: Path, monkeypatch, capsys) -> None:
+    from backend.cli import main
+
+    folder = tmp_path / "w"
+    monkeypatch.setenv("RSREFSEG2_WEIGHTS_DIR", str(folder))
+    monkeypatch.setitem(REGISTRY, "test-w", entry)
+    assert main(["weights", "download", "test-w"]) == 0
+    assert capsys.readouterr().out.strip() == str(folder / "test_w.pth")
+
+    source = tmp_path / "sam.pth"
+    source.write_bytes(b"pretend weights")
+    assert main(["weights", "import", str(source)]) == 0
+    assert (folder / "sam.pth").read_bytes() == b"pretend weights"
+    capsys.readouterr()
+
+    assert main(["weights", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["folder"] == str(folder)
+    rows = {row["name"]: row for row in listed["weights"]}
+    assert rows["test-w"]["path"] == str(folder / "test_w.pth") and rows["sam-vit-b"]["path"] is None
+    assert main(["weights", "list"]) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"^test-w .* published " + re.escape(str(folder / "test_w.pth")), table, re.M)
+
+    assert main(["weights", "import", str(source), "--name", "sam-vit-b"]) == EXIT_CODES["weights"]
+    assert "checksum mismatch" in capsys.readouterr().err

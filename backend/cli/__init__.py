@@ -1,0 +1,66 @@
+"""``python -m backend``: the command line without QGIS (``segment``, ``info``, ``weights``).
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``. Only the
+chosen subcommand's module is imported, so ``weights`` and ``--help`` stay fast and work even where torch is
+broken. A ``BackendError`` becomes two lines on stderr (what went wrong, what to do) and its exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from backend.errors import EXIT_CODES, BackendError
+
+log = logging.getLogger(__name__)
+
+# name → (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "segment": ("backend.cli.segment", "segment a raster with referring phrases into georeferenced polygons"),
+    "info": ("backend.cli.info", "print versions, devices and installed weights (paste this into bug reports)"),
+    "weights": ("backend.cli.weights", "list, import or download the base CLIP and SAM weights"),
+}
+
+
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first argument not starting with '-'), if it is a known one."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The argument parser; the full options are built only for the subcommand named in ``argv``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m backend",
+        description="RSRefSeg 2: referring segmentation of remote-sensing rasters (no QGIS needed).",
+        epilog=f"exit status: 0 success; otherwise by error code: "
+               f"{', '.join(f'{c} {s}' for c, s in EXIT_CODES.items())}",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = _chosen(argv)
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return importlib.import_module(COMMANDS[args.command][0]).run(args)
+    except BackendError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_CODES["cancelled"]

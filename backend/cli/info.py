@@ -1,0 +1,118 @@
+"""``python -m backend info [--json]``: the diagnostics users paste into bug reports.
+
+Every probe is guarded: a missing or broken library shows up as its error text instead of crashing, because
+this command is most needed exactly when the installation is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import platform
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from backend import weights
+
+
+def _probe(fn: Callable[[], Any]) -> Any:
+    """``fn()``, or ``{"error": "..."}`` if it raises (an import error, a broken driver)."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 (diagnostics report every failure)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _torch() -> dict[str, Any]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    devices = [{"index": i, "name": torch.cuda.get_device_name(i),
+                "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1),
+                "capability": ".".join(map(str, torch.cuda.get_device_capability(i)))}
+               for i in range(torch.cuda.device_count())] if cuda else []
+    mps = getattr(torch.backends, "mps", None)
+    return {
+        "version": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "cuda_available": cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cuda_devices": devices,
+        "mps_available": bool(mps and mps.is_available()),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _geo() -> dict[str, Any]:
+    import rasterio
+
+    info: dict[str, Any] = {"rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
+    pyogrio = _probe(lambda: __import__("pyogrio"))
+    if not isinstance(pyogrio, dict):
+        info["pyogrio"] = pyogrio.__version__
+        info["pyogrio_gdal"] = ".".join(map(str, pyogrio.__gdal_version__))
+    info["shapely"] = _version("shapely")
+    return info
+
+
+def collect() -> dict[str, Any]:
+    """Everything ``info`` reports, as JSON-ready data."""
+    present = weights.installed()
+    return {
+        "backend": _version("rsrefseg2-qgis"),
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "torch": _probe(_torch),
+        "open_clip": _version("open_clip_torch"),
+        "segment_anything": _version("segment-anything"),
+        "numpy": _version("numpy"),
+        "geo": _probe(_geo),
+        "weights_folder": str(weights.weights_dir()),
+        "weights": {name: str(path) if path else None for name, path in present.items()},
+    }
+
+
+def format_text(info: dict[str, Any]) -> str:
+    """The human-readable report: one ``key: value`` line each, nested sections indented."""
+    lines: list[str] = []
+
+    def emit(key: str, value: Any, indent: int) -> None:
+        pad = "  " * indent
+        if isinstance(value, dict):
+            lines.append(f"{pad}{key}:")
+            for k, v in value.items():
+                emit(k, v, indent + 1)
+        elif isinstance(value, list):
+            lines.append(f"{pad}{key}: {', '.join(json.dumps(v) for v in value) if value else 'none'}")
+        else:
+            lines.append(f"{pad}{key}: {'-' if value is None else value}")
+
+    for key, value in info.items():
+        if key == "weights":
+            lines.append("weights:")
+            lines.extend(f"  {n}: {p or 'not installed'}" for n, p in value.items())
+        else:
+            emit(key, value, 0)
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--json`` to ``parser``."""
+    parser.add_argument("--json", action="store_true", help="machine-readable output (for the plugin)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the report; returns 0."""
+    info = collect()
+    print(json.dumps(info, indent=2) if args.json else format_text(info))
+    return 0
