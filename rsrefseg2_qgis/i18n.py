@@ -1,0 +1,12 @@
+"""One translation entry point for every user-visible string of the plugin."""
+
+from __future__ import annotations
+
+from qgis.PyQt.QtCore import QCoreApplication
+
+CONTEXT = "RSRefSeg2"
+
+
+def tr(text: str) -> str:
+    """Translate ``text`` in the plugin's context (returns it unchanged when no translation is installed)."""
+    return QCoreApplication.translate(CONTEXT, text)
