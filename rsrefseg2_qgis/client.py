@@ -1,0 +1,256 @@
+"""The plugin's side of the worker protocol: one long-lived ``python -m backend.worker`` subprocess.
+
+``BackendClient`` starts the worker lazily with the configured interpreter, sends one request at a time (a lock
+queues concurrent callers in arrival order) and waits for the reply with the same id, forwarding ``progress``
+messages to a callback and turning an ``error`` reply into a ``WorkerError``. Two reader threads drain stdout
+(JSON lines) and stderr (logs; the last lines are kept to explain a crash), so the worker never stalls on a
+full pipe. Calls block the *calling* thread; they are made from QgsTask/Processing worker threads, never from
+the GUI thread (only ``shutdown``, which is bounded by a timeout, runs there).
+
+Pure Python: no qgis, no torch, so it is usable from tests and scripts as well.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import queue
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .i18n import tr
+
+POLL_SECONDS = 0.1
+STDERR_LINES = 25
+_EOF = object()
+
+
+class WorkerError(Exception):
+    """A failed request, as the worker reported it or as the client observed it (crash, missing Python).
+
+    Attributes:
+        code: the ``backend.errors`` code, or "worker_crashed" / "worker_start" for client-side failures.
+        message: what went wrong.
+        hint: what to do about it.
+    """
+
+    def __init__(self, code: str, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}".strip()
+
+
+class BackendClient:
+    """A client for one worker process, restarted on demand after it dies.
+
+    Args:
+        python: the interpreter that has torch and the backend's dependencies.
+        backend_root: the folder that contains ``backend/`` (working directory and ``PYTHONPATH``).
+        log: called with each stderr line of the worker (from a reader thread); None drops them.
+        cancel_grace: seconds a cancelled request may take to end before the worker is killed.
+    """
+
+    def __init__(self, *, python: Path, backend_root: Path, log: Callable[[str], None] | None = None,
+                 cancel_grace: float = 15.0) -> None:
+        self.python = Path(python)
+        self.backend_root = Path(backend_root)
+        self.protocol = paths.load_protocol()
+        self._log = log
+        self._cancel_grace = cancel_grace
+        self._call_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._replies: queue.Queue = queue.Queue()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self._loaded: tuple[Any, Any] | None = None  # (load request without id, Loaded reply)
+        self._closing = False
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    @property
+    def running(self) -> bool:
+        """True while a worker process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, or None when none is running."""
+        return self._process.pid if self.running else None
+
+    def _start(self) -> None:
+        env = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONPATH")}
+        env.update(PYTHONPATH=str(self.backend_root), PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        flags = subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0
+        try:
+            process = subprocess.Popen(
+                [str(self.python), "-m", "backend.worker"], cwd=self.backend_root, env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                encoding="utf-8", errors="replace", bufsize=1, creationflags=flags)
+        except OSError as exc:
+            raise WorkerError(
+                "worker_start", tr("Cannot start the backend with {python}: {error}.").format(
+                    python=self.python, error=exc.strerror or exc),
+                tr("Run Plugins → RSRefSeg 2 → Set up backend…, or choose a Python with PyTorch in the "
+                   "plugin settings.")) from exc
+        self._replies = queue.Queue()
+        self._stderr.clear()
+        self._loaded = None
+        self._closing = False
+        self._process = process
+        threading.Thread(target=self._read_stdout, args=(process, self._replies), daemon=True,
+                         name="rsrefseg2-stdout").start()
+        threading.Thread(target=self._read_stderr, args=(process,), daemon=True,
+                         name="rsrefseg2-stderr").start()
+
+    def _read_stdout(self, process: subprocess.Popen, replies: queue.Queue) -> None:
+        for line in process.stdout:
+            if not line.strip():
+                continue
+            try:
+                replies.put(self.protocol.decode(line))
+            except self.protocol.ProtocolError as exc:
+                self._remember(f"[client] unreadable worker output ({exc}): {line.strip()[:200]}")
+        replies.put(_EOF)
+
+    def _read_stderr(self, process: subprocess.Popen) -> None:
+        for line in process.stderr:
+            self._remember(line.rstrip())
+
+    def _remember(self, line: str) -> None:
+        self._stderr.append(line)
+        if self._log is not None:
+            self._log(line)
+
+    def stderr_tail(self) -> str:
+        """The worker's last stderr lines (what explains a crash)."""
+        return "\n".join(self._stderr)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Ask the worker to exit, wait up to ``timeout`` seconds, then kill it. Safe to call at any time."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        self._closing = True
+        try:
+            self._write(self.protocol.Shutdown(id=_new_id()))
+            process.wait(timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired, WorkerError):
+            process.kill()
+            process.wait(timeout=timeout)
+        finally:
+            for stream in (process.stdin, process.stdout, process.stderr):
+                stream.close()
+
+    def kill(self) -> None:
+        """Kill the worker at once (it is restarted by the next request)."""
+        if self.running:
+            self._process.kill()
+            self._process.wait()
+
+    # ------------------------------------------------------------------------------------------- requests
+    def ping(self) -> Any:
+        """Start the worker if needed and check it answers. Returns the ``Pong`` reply."""
+        return self.call(self.protocol.Ping(id=_new_id()))
+
+    def load(self, *, checkpoint: str | None, config: str | None, device: str = "auto",
+             mode: str = "trained", clip_weights: str | None = None, sam_weights: str | None = None,
+             is_cancelled: Callable[[], bool] | None = None) -> Any:
+        """Load a model unless the running worker already holds the same one. Returns the ``Loaded`` reply."""
+        request = self.protocol.Load(id="", checkpoint=checkpoint, config=config, device=device, mode=mode,
+                                     clip_weights=clip_weights, sam_weights=sam_weights)
+        with self._call_lock:
+            if self._loaded is not None and self._loaded[0] == request and self.running:
+                return self._loaded[1]
+            reply = self._call_locked(dataclasses.replace(request, id=_new_id()), None, is_cancelled)
+            self._loaded = (request, reply)
+            return reply
+
+    def segment(self, *, on_progress: Callable[[float, str, str], None] | None = None,
+                is_cancelled: Callable[[], bool] | None = None, **fields: Any) -> Any:
+        """Run one ``segment`` request (fields as in ``protocol.Segment`` without ``id``).
+
+        Args:
+            on_progress: called as ``(fraction, stage, message)`` for each progress message.
+            is_cancelled: polled every 0.1 s; once True the request is cancelled in the worker.
+
+        Returns:
+            The ``Result`` reply.
+
+        Raises:
+            WorkerError: the worker's error (code "cancelled" after a cancel), a crash or a start failure.
+        """
+        return self.call(self.protocol.Segment(id=_new_id(), **fields), on_progress, is_cancelled)
+
+    def call(self, request: Any, on_progress: Callable[[float, str, str], None] | None = None,
+             is_cancelled: Callable[[], bool] | None = None) -> Any:
+        """Send ``request`` and wait for its reply (see ``segment`` for the arguments)."""
+        with self._call_lock:
+            return self._call_locked(request, on_progress, is_cancelled)
+
+    def _call_locked(self, request: Any, on_progress: Callable[[float, str, str], None] | None,
+                     is_cancelled: Callable[[], bool] | None) -> Any:
+        if not self.running:
+            self._start()
+        replies = self._replies
+        self._write(request)
+        cancel_deadline: float | None = None
+        while True:
+            try:
+                reply = replies.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if cancel_deadline is None and is_cancelled is not None and is_cancelled():
+                    self._write(self.protocol.Cancel(id=_new_id(), target=request.id))
+                    cancel_deadline = time.monotonic() + self._cancel_grace
+                elif cancel_deadline is not None and time.monotonic() > cancel_deadline:
+                    self.kill()
+                    raise WorkerError("cancelled", tr("Cancelled (the backend did not stop in time and was "
+                                                      "restarted).")) from None
+                continue
+            if reply is _EOF:
+                raise self._crash_error()
+            if reply.id != request.id:
+                continue  # a late reply to an earlier, abandoned request
+            if reply.TYPE == "progress":
+                if on_progress is not None:
+                    on_progress(reply.fraction, reply.stage, reply.message)
+                continue
+            if reply.TYPE == "error":
+                raise WorkerError(reply.code, reply.message, reply.hint)
+            return reply
+
+    def _write(self, message: Any) -> None:
+        process = self._process
+        try:
+            with self._write_lock:
+                process.stdin.write(self.protocol.encode(message) + "\n")
+                process.stdin.flush()
+        except (OSError, ValueError) as exc:  # ValueError: the pipe was closed
+            raise self._crash_error() from exc
+
+    def _crash_error(self) -> WorkerError:
+        process = self._process
+        status = process.wait() if process is not None else None
+        self._loaded = None
+        if self._closing:
+            return WorkerError("cancelled", tr("The backend was shut down."))
+        tail = self.stderr_tail() or tr("(the worker printed nothing)")
+        return WorkerError(
+            "worker_crashed",
+            tr("The backend worker stopped unexpectedly (exit status {status}). Its last messages:\n{tail}").format(
+                status=status, tail=tail),
+            tr("The next query restarts it. If it keeps failing, check the device (try 'cpu') and the "
+               "Diagnostics."))
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:12]

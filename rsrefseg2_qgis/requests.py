@@ -1,0 +1,53 @@
+"""``SegmentRequest``: everything one query needs, as the dock (or a test) states it. No Qt objects inside."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Extent = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """One referring-segmentation query on one raster layer.
+
+    Attributes:
+        layer_id: the raster layer's id in the current project.
+        phrases: the referring expressions (one result layer holds all, told apart by ``query``).
+        extent: (xmin, ymin, xmax, ymax) in the layer CRS, or None for the whole layer.
+        resolution: ground resolution in layer map units per pixel; None = native.
+        load_mode: "trained" (a checkpoint) or "zero-shot".
+        checkpoint: checkpoint path, or None for a random-init model of ``config``.
+        config: model config name used without a checkpoint ("tiny": untrained, for tests and a first look).
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        search: "view" (one object in the view) or "find-all" (tile the view, find every instance).
+        tile_size, overlap: tile grid in pixels.
+        threshold: mask probability threshold in (0, 1).
+        clip_weights, sam_weights: local base weights, or None.
+        output_gpkg: a GeoPackage to save the result layer into, or None for a memory layer.
+    """
+
+    layer_id: str
+    phrases: tuple[str, ...]
+    extent: Extent | None = None
+    resolution: float | None = None
+    load_mode: str = "trained"
+    checkpoint: str | None = None
+    config: str | None = "tiny"
+    device: str = "auto"
+    search: str = "view"
+    tile_size: int = 512
+    overlap: int = 64
+    threshold: float = 0.5
+    clip_weights: str | None = None
+    sam_weights: str | None = None
+    output_gpkg: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.phrases or not all(phrase.strip() for phrase in self.phrases):
+            raise ValueError("a SegmentRequest needs at least one non-empty phrase")
+
+    @property
+    def untrained(self) -> bool:
+        """True when the model is randomly initialised (no checkpoint, not zero-shot)."""
+        return self.checkpoint is None and self.load_mode == "trained"
