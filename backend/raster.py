@@ -1,0 +1,235 @@
+"""Georeferenced raster input: validate a file, define the view the user asked for, read it in windows.
+
+A ``RasterView`` is the pixel grid the engine works on: a window of the source raster resampled to a target
+ground resolution. Every read goes through ``read_tile`` (or ``read_whole`` for decimated overviews), which
+reads only the source pixels it needs, so memory never grows with the raster.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window, from_bounds
+
+from backend.errors import BackendError
+
+# Default bound on the view's pixel count (16384² ≈ 268 Mpx): beyond it a run would take hours on a CPU.
+MAX_VIEW_PIXELS = 2**28
+
+
+@dataclass(frozen=True)
+class RasterView:
+    """The pixel grid the engine works on: a source window resampled to ``shape``.
+
+    Attributes:
+        path: the raster file.
+        window: (col_off, row_off, width, height) in source pixels (may be fractional).
+        shape: (height, width) of the view at the target resolution.
+        transform: affine transform of the view's grid (view pixel → map coordinates).
+        crs: the raster's coordinate reference system.
+        bands: 1-based source band indices read as R, G, B (a single band is replicated).
+        nodata: the source nodata value of each selected band (None where a band has none).
+    """
+
+    path: str
+    window: tuple[float, float, float, float]
+    shape: tuple[int, int]
+    transform: Affine
+    crs: CRS
+    bands: tuple[int, ...]
+    nodata: tuple[float | None, ...]
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        """(x, y) ground size of one view pixel in map units."""
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(x, y) source pixels per view pixel (> 1 means the view is coarser than the source)."""
+        return self.window[2] / self.shape[1], self.window[3] / self.shape[0]
+
+
+def open_raster(path: str) -> rasterio.DatasetReader:
+    """Open ``path`` with GDAL, refusing what the engine cannot georeference.
+
+    Raises:
+        BackendError: ``not_a_raster`` when GDAL cannot read it, ``no_crs`` when it has no CRS.
+    """
+    try:
+        dataset = rasterio.open(path)
+    except RasterioIOError as err:
+        raise BackendError("not_a_raster", f"cannot open {path!r} as a raster: {err}",
+                           "choose a GDAL-readable raster such as a GeoTIFF") from err
+    if dataset.crs is None:
+        dataset.close()
+        raise BackendError("no_crs", f"{path!r} has no coordinate reference system",
+                           "georeference it first, e.g. gdal_translate -a_srs EPSG:xxxx or QGIS's Georeferencer")
+    return dataset
+
+
+def select_bands(dataset: rasterio.DatasetReader, bands: Sequence[int] | None) -> tuple[int, ...]:
+    """The 1-based bands to read as RGB.
+
+    Args:
+        dataset: an open raster.
+        bands: requested 1-based indices (1 or 3 of them), or None for the bands the file declares as
+            red/green/blue, else its first three, else its only band.
+
+    Returns:
+        Three band indices (a single band is repeated).
+    """
+    count = dataset.count
+    if bands is None:
+        interp = list(dataset.colorinterp)
+        rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+        if all(ci in interp for ci in rgb):
+            return tuple(interp.index(ci) + 1 for ci in rgb)
+        bands = (1, 2, 3) if count >= 3 else (1,)
+    bands = tuple(int(b) for b in bands)
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise BackendError("bad_band", f"band {bad[0]} does not exist: the raster has {count} band(s)",
+                           f"choose bands between 1 and {count}, e.g. --bands 1,2,3")
+    if len(bands) == 1:
+        return bands * 3
+    if len(bands) != 3:
+        raise BackendError("bad_band", f"{len(bands)} bands requested; the model reads 1 or 3",
+                           "give three bands (R,G,B) or one band to replicate")
+    return bands
+
+
+def _clip_window(window: Window, dataset: rasterio.DatasetReader, what: str) -> Window:
+    """Intersect ``window`` with the raster; refuse one that does not overlap it."""
+    col0, row0 = max(window.col_off, 0.0), max(window.row_off, 0.0)
+    col1 = min(window.col_off + window.width, dataset.width)
+    row1 = min(window.row_off + window.height, dataset.height)
+    if col1 - col0 < 1 or row1 - row0 < 1:
+        raise BackendError("window_outside", f"the requested {what} does not overlap the raster",
+                           f"choose an extent inside the raster's bounds {tuple(round(b, 3) for b in dataset.bounds)}"
+                           " (in its CRS)")
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Sequence[float] | None = None,
+              resolution: float | None = None, bands: Sequence[int] | None = None,
+              max_pixels: int = MAX_VIEW_PIXELS) -> RasterView:
+    """Define the view of ``path`` to segment.
+
+    Args:
+        path: a GDAL-readable raster with a CRS.
+        extent: (xmin, ymin, xmax, ymax) in the raster's CRS; clipped to the raster.
+        pixels: (col_off, row_off, width, height) in source pixels (exclusive with ``extent``); clipped.
+        resolution: target ground size of a pixel in map units (None: the raster's own).
+        bands: 1-based band indices (see ``select_bands``).
+        max_pixels: refuse views with more pixels than this.
+
+    Returns:
+        The view; nothing is read yet.
+    """
+    if extent is not None and pixels is not None:
+        raise BackendError("bad_request", "both an extent and a pixel window were given", "give only one")
+    with open_raster(path) as dataset:
+        if not dataset.transform.is_rectilinear:
+            raise BackendError("bad_request", f"{path!r} has a rotated geotransform",
+                               "warp it to a north-up grid first (gdalwarp)")
+        chosen = select_bands(dataset, bands)
+        if extent is not None:
+            xmin, ymin, xmax, ymax = (float(v) for v in extent)
+            if not (xmax > xmin and ymax > ymin):
+                raise BackendError("bad_request", f"extent {tuple(extent)} is empty",
+                                   "give xmin,ymin,xmax,ymax with xmax > xmin and ymax > ymin")
+            window = _clip_window(from_bounds(xmin, ymin, xmax, ymax, dataset.transform), dataset, "extent")
+        elif pixels is not None:
+            col, row, width, height = (float(v) for v in pixels)
+            window = _clip_window(Window(col, row, width, height), dataset, "pixel window")
+        else:
+            window = Window(0, 0, dataset.width, dataset.height)
+        src_res = abs(dataset.transform.a), abs(dataset.transform.e)
+        if resolution is not None and not resolution > 0:
+            raise BackendError("bad_request", f"resolution {resolution} is not positive",
+                               "give the ground size of a pixel in the raster's map units")
+        factor_x = src_res[0] / resolution if resolution else 1.0
+        factor_y = src_res[1] / resolution if resolution else 1.0
+        out_w = max(1, round(window.width * factor_x))
+        out_h = max(1, round(window.height * factor_y))
+        if out_w * out_h > max_pixels:
+            fit = math.sqrt(out_w * out_h / max_pixels) * (resolution or src_res[0])
+            raise BackendError("too_large", f"the view is {out_w}×{out_h} = {out_w * out_h:,} pixels, more than "
+                               f"the {max_pixels:,} one run may take",
+                               f"choose a coarser resolution (≥ {fit:.4g} map units per pixel) or a smaller extent")
+        base = dataset.window_transform(window)
+        transform = base @ Affine.scale(window.width / out_w, window.height / out_h)
+        nodata = tuple(dataset.nodatavals[b - 1] for b in chosen)
+        return RasterView(path=str(path), window=(window.col_off, window.row_off, window.width, window.height),
+                          shape=(out_h, out_w), transform=transform, crs=dataset.crs, bands=chosen, nodata=nodata)
+
+
+def _read(dataset: rasterio.DatasetReader, view: RasterView, window: Window,
+          out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Read source ``window`` resampled to ``out_shape``: (3×h×w float32 data, h×w bool validity)."""
+    scale = max(window.width / out_shape[1], window.height / out_shape[0])
+    resampling = Resampling.average if scale > 1.5 else Resampling.bilinear
+    unique = sorted(set(view.bands))
+    data = dataset.read(unique, window=window, out_shape=(len(unique), *out_shape), resampling=resampling,
+                        out_dtype="float32")
+    masks = dataset.read_masks(unique, window=window, out_shape=(len(unique), *out_shape),
+                               resampling=Resampling.nearest)
+    valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
+    if unique == list(view.bands):
+        return data, valid
+    return data[[unique.index(b) for b in view.bands]], valid
+
+
+def read_tile(view: RasterView, row_off: int, col_off: int, height: int, width: int,
+              dataset: rasterio.DatasetReader | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read a tile of the view, reading only the source pixels under it.
+
+    Args:
+        view: the view.
+        row_off, col_off: the tile's top-left corner in view pixels (may lie outside the view).
+        height, width: the tile's size in view pixels; parts outside the view come back invalid (boundless).
+        dataset: an open dataset of ``view.path`` to reuse (opened and closed here when None).
+
+    Returns:
+        (data 3×height×width float32 in source units, valid height×width bool: False for nodata or outside).
+    """
+    r0, c0 = max(row_off, 0), max(col_off, 0)
+    r1, c1 = min(row_off + height, view.shape[0]), min(col_off + width, view.shape[1])
+    if r1 <= r0 or c1 <= c0:
+        return np.zeros((3, height, width), np.float32), np.zeros((height, width), bool)
+    sx, sy = view.scale
+    window = Window(view.window[0] + c0 * sx, view.window[1] + r0 * sy, (c1 - c0) * sx, (r1 - r0) * sy)
+    if dataset is None:
+        with open_raster(view.path) as opened:
+            inner, inner_valid = _read(opened, view, window, (r1 - r0, c1 - c0))
+    else:
+        inner, inner_valid = _read(dataset, view, window, (r1 - r0, c1 - c0))
+    if (r1 - r0, c1 - c0) == (height, width):
+        return inner, inner_valid
+    data = np.zeros((3, height, width), np.float32)
+    valid = np.zeros((height, width), bool)
+    data[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = inner
+    valid[r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = inner_valid
+    return data, valid
+
+
+def read_whole(view: RasterView, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read the whole view decimated so its longer side is at most ``max_side`` (never upsampled).
+
+    Returns:
+        (data 3×h×w float32, valid h×w bool) with h, w ≤ ``max_side`` and the view's aspect ratio.
+    """
+    height, width = view.shape
+    factor = min(1.0, max_side / max(height, width))
+    out_shape = (max(1, round(height * factor)), max(1, round(width * factor)))
+    with open_raster(view.path) as dataset:
+        return _read(dataset, view, Window(*view.window), out_shape)

@@ -1,0 +1,134 @@
+"""Tile grids with overlap and core stitching into a probability canvas that spills to disk when large.
+
+Every view pixel belongs to exactly one tile's *core*: the tile minus half of each overlap it shares with a
+neighbour (view edges are kept). Stitching writes only cores, so a per-pixel result does not depend on the
+grid, and a model's border effects land in the trimmed overlap.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+# Canvases above this many bytes live in a memory-mapped temp file instead of RAM.
+IN_MEMORY_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a grid, in view pixels.
+
+    Attributes:
+        row_off, col_off: top-left corner.
+        height, width: size (the view's size where the view is smaller than a tile).
+        core: (row0, row1, col0, col1), half-open: the part of the tile this tile owns when stitching.
+    """
+
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+    core: tuple[int, int, int, int]
+
+    def intersects(self, box: tuple[int, int, int, int]) -> bool:
+        """Whether the tile overlaps ``box`` = (row0, row1, col0, col1), half-open, in view pixels."""
+        r0, r1, c0, c1 = box
+        return (self.row_off < r1 and r0 < self.row_off + self.height
+                and self.col_off < c1 and c0 < self.col_off + self.width)
+
+
+def _starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile offsets along one axis: every ``stride``, the last one flush with the end."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def _cores(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:
+    """Half-open core interval of each tile along one axis: split every overlap at its middle."""
+    bounds = [0] + [(nxt + prev + size) // 2 for prev, nxt in zip(starts[:-1], starts[1:], strict=True)] + [length]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def tile_grid(shape: tuple[int, int], tile_size: int, overlap: int) -> list[Tile]:
+    """Cover a ``shape`` = (height, width) view with square tiles overlapping by ``overlap`` pixels.
+
+    Args:
+        shape: the view's (height, width).
+        tile_size: tile side in pixels.
+        overlap: pixels shared by neighbouring tiles (0 ≤ overlap < tile_size).
+
+    Returns:
+        Tiles in row-major order; their cores partition the view.
+    """
+    if tile_size < 1 or not 0 <= overlap < tile_size:
+        raise ValueError(f"need tile_size ≥ 1 and 0 ≤ overlap < tile_size, got {tile_size}, {overlap}")
+    height, width = shape
+    size_r, size_c = min(tile_size, height), min(tile_size, width)
+    rows = _starts(height, size_r, tile_size - overlap)
+    cols = _starts(width, size_c, tile_size - overlap)
+    row_cores, col_cores = _cores(rows, size_r, height), _cores(cols, size_c, width)
+    return [Tile(r, c, size_r, size_c, (*rc, *cc))
+            for r, rc in zip(rows, row_cores, strict=True) for c, cc in zip(cols, col_cores, strict=True)]
+
+
+class ProbabilityCanvas:
+    """An H×W float32 map assembled from tile cores; memory-mapped from a temp file when large.
+
+    Use as a context manager: the temp file is deleted on exit.
+    """
+
+    def __init__(self, *, shape: tuple[int, int], in_memory_bytes: int = IN_MEMORY_BYTES,
+                 directory: str | None = None) -> None:
+        """Args:
+            shape: (height, width) of the map.
+            in_memory_bytes: above this size the map lives in a memory-mapped temp file.
+            directory: where the temp file goes (the system temp folder when None).
+        """
+        self.shape = shape
+        self._path: str | None = None
+        if shape[0] * shape[1] * 4 > in_memory_bytes:
+            handle, self._path = tempfile.mkstemp(prefix="rsrefseg-canvas-", suffix=".f32", dir=directory)
+            os.close(handle)
+            self.array: np.ndarray = np.memmap(self._path, dtype=np.float32, mode="w+", shape=shape)
+        else:
+            self.array = np.zeros(shape, np.float32)
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether the map is memory-mapped from a file."""
+        return self._path is not None
+
+    def write_core(self, tile: Tile, probs: np.ndarray) -> None:
+        """Write the core of a tile's result.
+
+        Args:
+            tile: the tile ``probs`` was computed on.
+            probs: tile.height×tile.width float probabilities.
+        """
+        r0, r1, c0, c1 = tile.core
+        self.array[r0:r1, c0:c1] = probs[r0 - tile.row_off:r1 - tile.row_off, c0 - tile.col_off:c1 - tile.col_off]
+
+    def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (row_off, block) strips of at most ``rows`` rows, read one at a time."""
+        for start in range(0, self.shape[0], rows):
+            yield start, np.asarray(self.array[start:start + rows])
+
+    def close(self) -> None:
+        """Release the map and delete its temp file."""
+        if self._path is not None:
+            del self.array
+            os.remove(self._path)
+            self._path = None
+
+    def __enter__(self) -> ProbabilityCanvas:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
