@@ -1,0 +1,267 @@
+"""The "Referring Segmentation" dock: widgets in, a frozen ``SegmentRequest`` out (a signal). No I/O, no backend."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsMapLayerProxyModel,
+    QgsRasterLayer,
+    QgsRectangle,
+)
+from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .i18n import tr
+from .raster_source import RasterInputError, extent_in_layer_crs, local_file_path, native_resolution
+from .requests import SegmentRequest
+from .settings import PluginSettings, model_choice
+
+EXTENT_LAYER, EXTENT_CANVAS, EXTENT_DRAWN = "layer", "canvas", "drawn"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class SegmentDock(QDockWidget):
+    """The dock panel.
+
+    Args:
+        iface: the QGIS interface (map canvas, active layer).
+        settings: the saved settings (defaults for every widget and the phrase history).
+        parent: the main window.
+
+    Signals:
+        run_requested(SegmentRequest): the user pressed Run or Enter with a valid request.
+        cancel_requested(): the user pressed Cancel.
+        diagnostics_requested(): the user pressed Diagnostics.
+    """
+
+    run_requested = pyqtSignal(object)
+    cancel_requested = pyqtSignal()
+    diagnostics_requested = pyqtSignal()
+
+    def __init__(self, *, iface, settings: PluginSettings, parent: QWidget | None = None) -> None:
+        super().__init__(tr("Referring Segmentation"), parent)
+        self.setObjectName("RSRefSeg2Dock")
+        self.iface = iface
+        self.settings = settings
+        self._drawn: tuple[QgsRectangle, QgsCoordinateReferenceSystem] | None = None
+        self._map_tool: QgsMapToolExtent | None = None
+        self._build()
+        self._restore(settings)
+        self._on_layer_changed(self.layer_combo.currentLayer())
+        iface.currentLayerChanged.connect(self._follow_active_layer)
+
+    # ----------------------------------------------------------------------------------------------- widgets
+    def _build(self) -> None:
+        body = QWidget(self)
+        form = QFormLayout()
+        self.layer_combo = QgsMapLayerComboBox(body)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.layer_combo.layerChanged.connect(self._on_layer_changed)
+        form.addRow(tr("Raster layer"), self.layer_combo)
+
+        self.phrase_box = QComboBox(body)
+        self.phrase_box.setEditable(True)
+        self.phrase_box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.phrase_box.lineEdit().setPlaceholderText(tr("e.g. the large white storage tank near the road"))
+        self.phrase_box.lineEdit().returnPressed.connect(self.request_run)
+        form.addRow(tr("Phrase"), self.phrase_box)
+
+        extent_row = QHBoxLayout()
+        self.extent_combo = QComboBox(body)
+        self.extent_combo.addItem(tr("Layer extent"), EXTENT_LAYER)
+        self.extent_combo.addItem(tr("Map canvas"), EXTENT_CANVAS)
+        self.extent_combo.addItem(tr("Drawn rectangle"), EXTENT_DRAWN)
+        self.draw_button = QPushButton(tr("Draw"), body)
+        self.draw_button.setToolTip(tr("Drag a rectangle on the map"))
+        self.draw_button.clicked.connect(self._start_drawing)
+        extent_row.addWidget(self.extent_combo, 1)
+        extent_row.addWidget(self.draw_button)
+        form.addRow(tr("Extent"), extent_row)
+
+        self.resolution_spin = QgsDoubleSpinBox(body)
+        self.resolution_spin.setRange(0.0, 100000.0)
+        self.resolution_spin.setDecimals(3)
+        self.resolution_spin.setSpecialValueText(tr("native"))
+        self.resolution_spin.setToolTip(tr("Ground resolution in map units per pixel (required for web maps)"))
+        form.addRow(tr("Resolution"), self.resolution_spin)
+
+        self.mode_combo = QComboBox(body)
+        self.mode_combo.addItem(tr("Trained checkpoint"), "trained")
+        self.mode_combo.addItem(tr("Zero-shot (base CLIP + SAM)"), "zero-shot")
+        self.mode_combo.currentIndexChanged.connect(self._update_model_label)
+        form.addRow(tr("Mode"), self.mode_combo)
+        self.checkpoint_widget = QgsFileWidget(body)
+        self.checkpoint_widget.setFilter(tr("Checkpoints (*.safetensors)"))
+        self.checkpoint_widget.fileChanged.connect(self._update_model_label)
+        form.addRow(tr("Checkpoint"), self.checkpoint_widget)
+        self.model_label = QLabel(body)
+        self.model_label.setWordWrap(True)
+        form.addRow("", self.model_label)
+
+        self.search_combo = QComboBox(body)
+        self.search_combo.addItem(tr("The object in the view"), "view")
+        self.search_combo.addItem(tr("Every match (tiled)"), "find-all")
+        form.addRow(tr("Find"), self.search_combo)
+        self.device_combo = QComboBox(body)
+        self.device_combo.setEditable(True)
+        self.device_combo.addItems(DEVICES)
+        form.addRow(tr("Device"), self.device_combo)
+        self.output_widget = QgsFileWidget(body)
+        self.output_widget.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
+        self.output_widget.setFilter(tr("GeoPackage (*.gpkg)"))
+        self.output_widget.setToolTip(tr("Optional: save each result as a new table in this GeoPackage"))
+        form.addRow(tr("Save to"), self.output_widget)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton(tr("Run"), body)
+        self.run_button.clicked.connect(self.request_run)
+        self.cancel_button = QPushButton(tr("Cancel"), body)
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.diagnostics_button = QPushButton(tr("Diagnostics"), body)
+        self.diagnostics_button.clicked.connect(self.diagnostics_requested)
+        for button in (self.run_button, self.cancel_button, self.diagnostics_button):
+            buttons.addWidget(button)
+
+        self.progress_bar = QProgressBar(body)
+        self.progress_bar.setRange(0, 100)
+        self.status_label = QLabel(body)
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        layout = QVBoxLayout(body)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+        self.setWidget(body)
+
+    def _restore(self, settings: PluginSettings) -> None:
+        self.phrase_box.addItems(list(settings.history))
+        self.phrase_box.setEditText("")
+        self.mode_combo.setCurrentIndex(max(0, self.mode_combo.findData(settings.mode)))
+        self.checkpoint_widget.setFilePath(settings.checkpoint)
+        self.device_combo.setCurrentText(settings.device)
+        self._update_model_label()
+
+    # ----------------------------------------------------------------------------------------------- slots
+    def _follow_active_layer(self, layer) -> None:
+        if isinstance(layer, QgsRasterLayer):
+            self.layer_combo.setLayer(layer)
+
+    def _on_layer_changed(self, layer) -> None:
+        if not isinstance(layer, QgsRasterLayer):
+            return
+        native = native_resolution(layer)
+        if native is None:  # a web map: it has no grid of its own, start from what the canvas shows
+            canvas = self.iface.mapCanvas()
+            self.resolution_spin.setMinimum(0.001)
+            self.resolution_spin.setValue(canvas.mapUnitsPerPixel() if canvas.mapSettings().destinationCrs()
+                                          == layer.crs() else 0.5)
+            self.extent_combo.setCurrentIndex(self.extent_combo.findData(EXTENT_CANVAS))
+        else:
+            self.resolution_spin.setMinimum(0.0)
+            self.resolution_spin.setValue(0.0)
+        self.resolution_spin.setClearValue(self.resolution_spin.value())
+        kind = tr("file") if local_file_path(layer) else tr("read through its provider")
+        self.status_label.setText(tr("{name}: {kind}").format(name=layer.name(), kind=kind))
+
+    def _update_model_label(self) -> None:
+        choice = model_choice(self.checkpoint_widget.filePath(), self.mode_combo.currentData())
+        if choice.untrained:
+            self.model_label.setText(tr("⚠ No checkpoint: the tiny model runs with random weights (untrained); "
+                                        "its shapes mean nothing."))
+        elif self.mode_combo.currentData() == "zero-shot":
+            self.model_label.setText(tr("Zero-shot: base CLIP and SAM weights, no trained prompter."))
+        else:
+            self.model_label.setText(tr("Model: {path}").format(path=choice.checkpoint))
+
+    def _start_drawing(self) -> None:
+        canvas = self.iface.mapCanvas()
+        self._map_tool = QgsMapToolExtent(canvas)
+        self._map_tool.extentChanged.connect(self._on_drawn)
+        canvas.setMapTool(self._map_tool)
+
+    def _on_drawn(self, rect: QgsRectangle) -> None:
+        self._drawn = (QgsRectangle(rect), self.iface.mapCanvas().mapSettings().destinationCrs())
+        self.extent_combo.setCurrentIndex(self.extent_combo.findData(EXTENT_DRAWN))
+        self.iface.mapCanvas().unsetMapTool(self._map_tool)
+        self.status_label.setText(tr("Rectangle drawn: {w:.0f} × {h:.0f} map units").format(
+            w=rect.width(), h=rect.height()))
+
+    def set_busy(self, busy: bool) -> None:
+        """Enable Cancel while queries run (Run stays enabled: new queries are queued)."""
+        self.cancel_button.setEnabled(busy)
+        if not busy:
+            self.progress_bar.setValue(0)
+
+    def set_drawn_extent(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
+        """Use ``rect`` (in ``crs``) as the drawn rectangle, as if the user had dragged it."""
+        self._drawn = (QgsRectangle(rect), crs)
+        self.extent_combo.setCurrentIndex(self.extent_combo.findData(EXTENT_DRAWN))
+
+    # ----------------------------------------------------------------------------------------------- request
+    def build_request(self) -> SegmentRequest:
+        """The request the widgets describe.
+
+        Raises:
+            RasterInputError: no layer, no phrase, no drawn rectangle, or an extent off the layer.
+        """
+        layer = self.layer_combo.currentLayer()
+        if not isinstance(layer, QgsRasterLayer):
+            raise RasterInputError(tr("No raster layer is selected."), tr("Add a raster layer to the project."))
+        phrase = self.phrase_box.currentText().strip()
+        if not phrase:
+            raise RasterInputError(tr("Type a phrase that describes the object."))
+        choice = self.extent_combo.currentData()
+        extent = None
+        if choice == EXTENT_CANVAS:
+            canvas = self.iface.mapCanvas()
+            extent = extent_in_layer_crs(layer, canvas.extent(), canvas.mapSettings().destinationCrs())
+        elif choice == EXTENT_DRAWN:
+            if self._drawn is None:
+                raise RasterInputError(tr("No rectangle has been drawn."), tr("Press Draw and drag on the map."))
+            extent = extent_in_layer_crs(layer, *self._drawn)
+        mode = self.mode_combo.currentData()
+        model = model_choice(self.checkpoint_widget.filePath(), mode)
+        return SegmentRequest(
+            layer_id=layer.id(), phrases=(phrase,),
+            extent=None if extent is None else (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
+                                                extent.yMaximum()),
+            resolution=self.resolution_spin.value() or None, load_mode=mode, checkpoint=model.checkpoint,
+            config=model.config, device=self.device_combo.currentText().strip() or "auto",
+            search=self.search_combo.currentData(), tile_size=self.settings.tile_size,
+            overlap=self.settings.overlap, threshold=self.settings.threshold,
+            clip_weights=self.settings.clip_weights or None, sam_weights=self.settings.sam_weights or None,
+            output_gpkg=self.output_widget.filePath() or None)
+
+    def request_run(self) -> None:
+        """Build the request and emit ``run_requested``; a problem is shown in the status line instead."""
+        try:
+            request = self.build_request()
+        except RasterInputError as exc:
+            self.status_label.setText(str(exc))
+            return
+        phrase = request.phrases[0]
+        if self.phrase_box.findText(phrase) < 0:
+            self.phrase_box.insertItem(0, phrase)
+        self.run_requested.emit(request)
+
+    def unload(self) -> None:
+        """Disconnect from the interface and release the map tool (before the dock is deleted)."""
+        self.iface.currentLayerChanged.disconnect(self._follow_active_layer)
+        if self._map_tool is not None:
+            self.iface.mapCanvas().unsetMapTool(self._map_tool)
+            self._map_tool = None

@@ -1,0 +1,161 @@
+"""The plugin object QGIS creates: actions, the dock, the Processing provider, the shared worker client."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsProject
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from . import paths
+from .client import BackendClient
+from .dock import SegmentDock
+from .i18n import tr
+from .process_dialog import ProcessDialog, diagnostics_step
+from .processing.provider import RSRefSeg2Provider
+from .requests import SegmentRequest
+from .runner import SegmentRunner
+from .settings import PluginSettings
+from .setup_backend import detect_gpu, setup_steps
+
+MENU = "&RSRefSeg 2"
+LOG_TAG = "RSRefSeg 2"
+
+
+class RSRefSeg2Plugin:
+    """Created by ``classFactory``; QGIS calls ``initProcessing``/``initGui`` on load and ``unload`` on unload.
+
+    Args:
+        iface: the QGIS interface.
+    """
+
+    def __init__(self, iface) -> None:
+        self.iface = iface
+        self.provider: RSRefSeg2Provider | None = None
+        self.dock: SegmentDock | None = None
+        self.runner: SegmentRunner | None = None
+        self.actions: list[QAction] = []
+        self.dialogs: list[ProcessDialog] = []
+        self._client: BackendClient | None = None
+
+    # ------------------------------------------------------------------------------------- worker client
+    def client(self) -> BackendClient:
+        """The shared worker client, rebuilt (old worker shut down) when the interpreter setting changed."""
+        python = PluginSettings.load().worker_python()
+        if self._client is None or self._client.python != python:
+            if self._client is not None:
+                self._client.shutdown()
+            self._client = BackendClient(python=python, backend_root=paths.backend_root(), log=_log_worker_line)
+        return self._client
+
+    def shutdown_worker(self) -> None:
+        """Stop the worker (plugin unload, QGIS exit)."""
+        if self._client is not None:
+            self._client.shutdown()
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+    def initProcessing(self) -> None:  # noqa: N802 (QGIS's name)
+        """Register the Processing provider (also called alone by ``qgis_process``)."""
+        if self.provider is None:
+            self.provider = RSRefSeg2Provider(client=self.client)
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802 (QGIS's name)
+        """Add the dock, its toggle action, "Set up backend…", and the Processing provider."""
+        self.initProcessing()
+        main_window = self.iface.mainWindow()
+        settings = PluginSettings.load()
+        self.dock = SegmentDock(iface=self.iface, settings=settings, parent=main_window)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.dock.hide()
+        self.runner = SegmentRunner(client=self.client, project=QgsProject.instance(),
+                                    message_bar=self.iface.messageBar(),
+                                    max_pixels=lambda: PluginSettings.load().max_pixels)
+        self.dock.run_requested.connect(self._run)
+        self.dock.cancel_requested.connect(self.runner.cancel_all)
+        self.dock.diagnostics_requested.connect(self.show_diagnostics)
+        self.runner.busy_changed.connect(self.dock.set_busy)
+        self.runner.progress_changed.connect(self.dock.progress_bar.setValue)
+        self.runner.status_changed.connect(self.dock.status_label.setText)
+
+        toggle = QAction(QIcon(paths.icon_path()), tr("Referring Segmentation"), main_window)
+        toggle.setCheckable(True)
+        toggle.toggled.connect(self.dock.setVisible)
+        self.dock.visibilityChanged.connect(toggle.setChecked)
+        setup = QAction(tr("Set up backend…"), main_window)
+        setup.triggered.connect(self.set_up_backend)
+        self.actions = [toggle, setup]
+        self.iface.addToolBarIcon(toggle)
+        for action in self.actions:
+            self.iface.addPluginToMenu(MENU, action)
+        QgsApplication.instance().aboutToQuit.connect(self.shutdown_worker)
+
+    def unload(self) -> None:
+        """Remove every action, the dock and the provider; stop queries and the worker."""
+        QgsApplication.instance().aboutToQuit.disconnect(self.shutdown_worker)
+        if self.runner is not None:
+            self.runner.cancel_all()
+        for action in self.actions:
+            self.iface.removePluginMenu(MENU, action)
+            self.iface.removeToolBarIcon(action)
+            action.deleteLater()
+        self.actions = []
+        if self.dock is not None:
+            self.dock.unload()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        for dialog in self.dialogs:
+            dialog.cancel()
+            dialog.deleteLater()
+        self.dialogs = []
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+        self.shutdown_worker()
+
+    # --------------------------------------------------------------------------------------------- actions
+    def _run(self, request: SegmentRequest) -> None:
+        settings = PluginSettings.load()
+        replace(settings.with_phrase(request.phrases[0]), device=request.device, mode=request.load_mode,
+                checkpoint=request.checkpoint if not request.untrained else "").save()
+        self.runner.submit(request)
+
+    def _show_dialog(self, dialog: ProcessDialog) -> ProcessDialog:
+        self.dialogs.append(dialog)
+        dialog.finished.connect(lambda _result: self._forget(dialog))
+        dialog.show()
+        dialog.start()
+        return dialog
+
+    def _forget(self, dialog: ProcessDialog) -> None:
+        if dialog in self.dialogs:
+            self.dialogs.remove(dialog)
+            dialog.deleteLater()
+
+    def show_diagnostics(self) -> ProcessDialog:
+        """Show ``python -m backend info --json`` as run by the worker's interpreter."""
+        step = diagnostics_step(PluginSettings.load().worker_python(), paths.backend_root())
+        return self._show_dialog(ProcessDialog(title=tr("RSRefSeg 2 diagnostics"), steps=[step], pretty_json=True,
+                                               parent=self.iface.mainWindow()))
+
+    def set_up_backend(self) -> ProcessDialog:
+        """Create the private venv with the right torch; on success it becomes the worker interpreter."""
+        venv_dir = paths.private_venv_dir(Path(QgsApplication.qgisSettingsDirPath()))
+        dialog = ProcessDialog(title=tr("Set up the RSRefSeg 2 backend"),
+                               steps=setup_steps(venv_dir=venv_dir, gpu=detect_gpu()),
+                               parent=self.iface.mainWindow())
+
+        def adopt(ok: bool) -> None:
+            if ok:
+                replace(PluginSettings.load(), python=str(paths.venv_python(venv_dir))).save()
+
+        dialog.done.connect(adopt)
+        return self._show_dialog(dialog)
+
+
+def _log_worker_line(line: str) -> None:
+    QgsMessageLog.logMessage(line, LOG_TAG, Qgis.MessageLevel.Info)

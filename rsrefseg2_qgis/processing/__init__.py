@@ -1,0 +1,1 @@
+"""The Processing provider ``rsrefseg2`` and its algorithms, one per file."""

@@ -1,0 +1,219 @@
+"""Processing algorithm ``rsrefseg2:referringsegmentation``: phrases → polygons on a raster layer.
+
+Runs on Processing's worker thread (no ``FlagNoThreading``): it plans the raster read, talks to the shared worker
+client with progress and cancel through ``feedback``, and copies the worker's polygons into the output sink.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from qgis.core import (
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from ..client import BackendClient, WorkerError
+from ..i18n import tr
+from ..query import run_query
+from ..raster_source import RasterInputError, extent_in_layer_crs, plan_raster
+from ..requests import SegmentRequest
+from ..settings import PluginSettings, model_choice
+
+LOAD_MODES = ("trained", "zero-shot")
+SEARCH_MODES = ("view", "find-all")
+
+
+def result_fields() -> QgsFields:
+    """The attributes the engine writes for every polygon."""
+    fields = QgsFields()
+    for name, kind in (("query", QVariant.String), ("score", QVariant.Double), ("area_m2", QVariant.Double),
+                       ("model", QVariant.String), ("checkpoint", QVariant.String)):
+        fields.append(QgsField(name, kind))
+    return fields
+
+
+class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
+    """Segment the objects that phrases describe; one polygon layer with a ``query`` attribute per polygon.
+
+    Args:
+        client: returns the shared worker client.
+    """
+
+    INPUT = "INPUT"
+    PHRASE = "PHRASE"
+    PHRASES_FILE = "PHRASES_FILE"
+    EXTENT = "EXTENT"
+    RESOLUTION = "RESOLUTION"
+    MODE = "MODE"
+    CHECKPOINT = "CHECKPOINT"
+    SEARCH = "SEARCH"
+    DEVICE = "DEVICE"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    THRESHOLD = "THRESHOLD"
+    OUTPUT = "OUTPUT"
+
+    def __init__(self, *, client: Callable[[], BackendClient]) -> None:
+        super().__init__()
+        self._client = client
+
+    def createInstance(self) -> ReferringSegmentationAlgorithm:  # noqa: N802 (QGIS's name)
+        return ReferringSegmentationAlgorithm(client=self._client)
+
+    def name(self) -> str:
+        return "referringsegmentation"
+
+    def displayName(self) -> str:  # noqa: N802
+        return tr("Referring segmentation")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return tr("Segments the objects a phrase describes (\"the large white storage tank\") in a raster layer "
+                  "with RSRefSeg 2 and writes them as polygons in the raster's CRS, with the attributes query, "
+                  "score, area_m2, model and checkpoint. Give one phrase or a text file with one phrase per line.")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        defaults = PluginSettings.load()
+        add = self._add
+        add(QgsProcessingParameterRasterLayer(self.INPUT, tr("Raster layer")),
+            tr("The imagery; web maps are read through their provider at the chosen resolution."))
+        add(QgsProcessingParameterString(self.PHRASE, tr("Phrase"), optional=True),
+            tr("The referring expression, e.g. 'the red-roofed building next to the road'."))
+        add(QgsProcessingParameterFile(self.PHRASES_FILE, tr("Phrases file (one per line)"),
+                                       extension="txt", optional=True),
+            tr("A UTF-8 text file with one phrase per line; used in addition to Phrase."))
+        add(QgsProcessingParameterExtent(self.EXTENT, tr("Extent"), optional=True),
+            tr("The area to segment; empty means the whole layer."))
+        add(QgsProcessingParameterNumber(self.RESOLUTION, tr("Resolution (map units per pixel, 0 = native)"),
+                                         QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0),
+            tr("Ground resolution the raster is read at; required for web maps."))
+        add(QgsProcessingParameterEnum(self.MODE, tr("Mode"), [tr("Trained checkpoint"), tr("Zero-shot")],
+                                       defaultValue=LOAD_MODES.index(defaults.mode)),
+            tr("Trained: a checkpoint (the bundled demo model if none is given). Zero-shot: base weights only."))
+        add(QgsProcessingParameterFile(self.CHECKPOINT, tr("Checkpoint"), extension="safetensors",
+                                       optional=True),
+            tr("An RSRefSeg 2 .safetensors checkpoint; empty uses the demo model, or an untrained tiny model "
+               "when none is installed."))
+        add(QgsProcessingParameterEnum(self.SEARCH, tr("Find"), [tr("The object in the view"),
+                                                                 tr("Every match (tiled)")], defaultValue=0),
+            tr("View: the extent is one picture with one referred object. Every match: tile it and keep all."),
+            advanced=True)
+        add(QgsProcessingParameterString(self.DEVICE, tr("Device"), defaultValue=defaults.device),
+            tr("auto, cpu, cuda, cuda:N or mps."), advanced=True)
+        add(QgsProcessingParameterNumber(self.TILE_SIZE, tr("Tile size (pixels)"),
+                                         QgsProcessingParameterNumber.Type.Integer, defaults.tile_size,
+                                         minValue=64), tr("Side of the square tiles the engine works on."))
+        add(QgsProcessingParameterNumber(self.OVERLAP, tr("Tile overlap (pixels)"),
+                                         QgsProcessingParameterNumber.Type.Integer, defaults.overlap,
+                                         minValue=0), tr("Overlap between neighbouring tiles."))
+        add(QgsProcessingParameterNumber(self.THRESHOLD, tr("Threshold"), QgsProcessingParameterNumber.Type.Double,
+                                         defaults.threshold, minValue=0.01, maxValue=0.99),
+            tr("Mask probability above which a pixel belongs to the object."))
+        add(QgsProcessingParameterFeatureSink(self.OUTPUT, tr("Segmented objects"),
+                                              QgsProcessing.SourceType.TypeVectorPolygon),
+            tr("Polygons with query, score, area_m2, model and checkpoint (GeoPackage or temporary layer)."))
+
+    def _add(self, parameter: QgsProcessingParameterDefinition, help_text: str, advanced: bool = False) -> None:
+        parameter.setHelp(help_text)
+        if advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        self.addParameter(parameter)
+
+    def _phrases(self, parameters, context) -> tuple[str, ...]:
+        phrases = [self.parameterAsString(parameters, self.PHRASE, context).strip()]
+        path = self.parameterAsFile(parameters, self.PHRASES_FILE, context)
+        if path:
+            phrases += Path(path).read_text(encoding="utf-8").splitlines()
+        phrases = [phrase.strip() for phrase in phrases if phrase.strip()]
+        if not phrases:
+            raise QgsProcessingException(tr("Give a phrase or a file of phrases."))
+        return tuple(phrases)
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise QgsProcessingException(tr("The raster layer could not be loaded."))
+        phrases = self._phrases(parameters, context)
+        mode = LOAD_MODES[self.parameterAsEnum(parameters, self.MODE, context)]
+        model = model_choice(self.parameterAsFile(parameters, self.CHECKPOINT, context), mode)
+        if model.untrained:
+            feedback.pushWarning(tr("No checkpoint: the tiny model runs with random weights (untrained)."))
+        try:
+            extent = None
+            if parameters.get(self.EXTENT):
+                rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+                extent = extent_in_layer_crs(layer, rect, layer.crs(), context.project())
+            request = SegmentRequest(
+                layer_id=layer.id(), phrases=phrases,
+                extent=None if extent is None else (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
+                                                    extent.yMaximum()),
+                resolution=self.parameterAsDouble(parameters, self.RESOLUTION, context) or None,
+                load_mode=mode, checkpoint=model.checkpoint, config=model.config,
+                device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
+                search=SEARCH_MODES[self.parameterAsEnum(parameters, self.SEARCH, context)],
+                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+                threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context))
+            plan = plan_raster(layer, extent, request.resolution, PluginSettings.load().max_pixels)
+        except RasterInputError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, result_fields(),
+                                             QgsWkbTypes.Type.MultiPolygon, layer.crs())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        work_dir = Path(tempfile.mkdtemp(prefix="rsrefseg2-"))
+        try:
+            def progress(fraction: float, text: str) -> None:
+                feedback.setProgress(100.0 * fraction)
+                feedback.setProgressText(text)
+
+            reply = run_query(client=self._client(), request=request, plan=plan, work_dir=work_dir,
+                              on_progress=progress, is_cancelled=feedback.isCanceled)
+            self._copy(reply.result.outputs.geojson, sink)
+            for summary in reply.result.phrases:
+                feedback.pushInfo(tr("'{query}': {count} object(s)").format(query=summary.query,
+                                                                           count=summary.count))
+        except WorkerError as exc:
+            if exc.code == "cancelled":
+                return {}
+            raise QgsProcessingException(str(exc)) from exc
+        except RasterInputError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        return {self.OUTPUT: dest_id}
+
+    @staticmethod
+    def _copy(geojson: str, sink: QgsFeatureSink) -> None:
+        source = QgsVectorLayer(geojson, "result", "ogr")
+        if not source.isValid():
+            raise QgsProcessingException(tr("Cannot read the worker's result {path}.").format(path=geojson))
+        fields = result_fields()
+        for feature in source.getFeatures():
+            copy = QgsFeature(fields)
+            geometry = feature.geometry()
+            geometry.convertToMultiType()
+            copy.setGeometry(geometry)
+            for name in fields.names():
+                if feature.fields().indexOf(name) >= 0:
+                    copy.setAttribute(name, feature[name])
+            sink.addFeature(copy, QgsFeatureSink.Flag.FastInsert)

@@ -1,0 +1,77 @@
+"""One query end to end on a worker thread: pixels to a file, model loaded, segment; shared by task and Processing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsRasterBlockFeedback
+
+from .client import BackendClient, WorkerError
+from .i18n import tr
+from .raster_source import RasterPlan, materialize
+from .requests import SegmentRequest
+
+# Share of the progress bar for each step before the worker's own progress.
+READ_SHARE, LOAD_SHARE = 0.05, 0.10
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The worker's replies for one query: ``loaded`` (a ``Loaded``) and ``result`` (a ``Result``)."""
+
+    loaded: Any
+    result: Any
+
+    @property
+    def count(self) -> int:
+        """Number of polygons over all phrases."""
+        return sum(summary.count for summary in self.result.phrases)
+
+
+def run_query(*, client: BackendClient, request: SegmentRequest, plan: RasterPlan, work_dir: Path,
+              on_progress: Callable[[float, str], None], is_cancelled: Callable[[], bool],
+              feedback: QgsRasterBlockFeedback | None = None) -> QueryResult:
+    """Run ``request`` through the worker. Blocks the calling thread (never call it on the GUI thread).
+
+    Args:
+        client: the worker client.
+        request: what to segment and with which model.
+        plan: the pixels to use (from ``raster_source.plan_raster`` on the main thread).
+        work_dir: an empty folder this query owns: the temp GeoTIFF and the worker's outputs go there.
+        on_progress: called with (fraction 0..1, status text).
+        is_cancelled: polled; True cancels the query.
+        feedback: cancels the provider read of non-file layers.
+
+    Returns:
+        The ``Loaded`` and ``Result`` replies; ``result.outputs.geojson`` lies under ``work_dir``.
+
+    Raises:
+        WorkerError: the worker failed, crashed or the query was cancelled (code "cancelled").
+        RasterInputError: the layer's pixels could not be read.
+    """
+    on_progress(0.0, tr("Reading the raster…"))
+    raster = materialize(plan, work_dir, feedback)
+    if is_cancelled():
+        raise WorkerError("cancelled", tr("Cancelled."))
+    on_progress(READ_SHARE, tr("Loading the model…"))
+    loaded = client.load(checkpoint=request.checkpoint, config=request.config, device=request.device,
+                         mode=request.load_mode, clip_weights=request.clip_weights,
+                         sam_weights=request.sam_weights, is_cancelled=is_cancelled)
+    if is_cancelled():
+        raise WorkerError("cancelled", tr("Cancelled."))
+    output_dir = work_dir / "out"
+    output_dir.mkdir(exist_ok=True)
+    window = None if raster.window is None else client.protocol.Window(extent=tuple(raster.window))
+
+    def forward(fraction: float, stage: str, message: str) -> None:
+        start = READ_SHARE + LOAD_SHARE
+        on_progress(start + (1.0 - start) * fraction, message or stage)
+
+    result = client.segment(
+        raster=raster.raster, phrases=request.phrases, output_dir=str(output_dir), window=window,
+        resolution=raster.resolution, bands=raster.bands, mode=request.search, tile_size=request.tile_size,
+        overlap=request.overlap, threshold=request.threshold, on_progress=forward, is_cancelled=is_cancelled)
+    return QueryResult(loaded=loaded, result=result)

@@ -1,0 +1,114 @@
+"""The plugin's settings: one frozen dataclass read from and written to ``QgsSettings`` under ``rsrefseg2/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from qgis.core import QgsApplication, QgsSettings
+
+from . import paths
+
+PREFIX = "rsrefseg2/"
+HISTORY_LENGTH = 20
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    """What the user configured once and expects to find again.
+
+    Attributes:
+        python: worker interpreter; "" means the default (see ``paths.default_python``).
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        mode: "trained" (a checkpoint) or "zero-shot" (base CLIP + SAM weights only).
+        checkpoint: a ``.safetensors`` checkpoint; "" means the bundled demo model when it exists.
+        clip_weights, sam_weights: local base weights (needed for zero-shot and for full-size checkpoints).
+        tile_size, overlap: the engine's tile grid in pixels.
+        threshold: mask probability threshold.
+        max_pixels: the largest window (width × height) a query may cover.
+        history: the last phrases, newest first.
+    """
+
+    python: str = ""
+    device: str = "auto"
+    mode: str = "trained"
+    checkpoint: str = ""
+    clip_weights: str = ""
+    sam_weights: str = ""
+    tile_size: int = 512
+    overlap: int = 64
+    threshold: float = 0.5
+    max_pixels: int = 64_000_000
+    history: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, store: QgsSettings | None = None) -> PluginSettings:
+        """Read every field from ``store`` (default: a new ``QgsSettings``), falling back to the defaults."""
+        store = store or QgsSettings()
+        values = {}
+        for field in fields(cls):
+            default = field.default
+            raw = store.value(PREFIX + field.name, None)
+            if raw is None:
+                continue
+            if isinstance(default, tuple):
+                values[field.name] = tuple(str(item) for item in (raw if isinstance(raw, list) else [raw]) if item)
+            else:
+                try:
+                    values[field.name] = type(default)(raw)
+                except (TypeError, ValueError):
+                    continue  # a hand-edited value that does not parse keeps the default
+        return cls(**values)
+
+    def save(self, store: QgsSettings | None = None) -> None:
+        """Write every field to ``store`` (default: a new ``QgsSettings``)."""
+        store = store or QgsSettings()
+        for field in fields(self):
+            value = getattr(self, field.name)
+            store.setValue(PREFIX + field.name, list(value) if isinstance(value, tuple) else value)
+
+    def with_phrase(self, phrase: str) -> PluginSettings:
+        """A copy with ``phrase`` first in the history (no duplicates, at most ``HISTORY_LENGTH`` entries)."""
+        rest = [item for item in self.history if item != phrase]
+        return replace(self, history=(phrase, *rest)[:HISTORY_LENGTH])
+
+    def worker_python(self) -> Path:
+        """The interpreter that runs the worker: the configured one, else the default for this install."""
+        if self.python:
+            return Path(self.python)
+        return paths.default_python(Path(QgsApplication.qgisSettingsDirPath()))
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which weights a ``load`` request names.
+
+    Attributes:
+        checkpoint: a checkpoint path, or None for a random-init model from ``config``.
+        config: a model config name (``"tiny"``) used when there is no checkpoint.
+        untrained: True when the model is random init; the UI says so.
+    """
+
+    checkpoint: str | None
+    config: str | None
+    untrained: bool
+
+
+def model_choice(checkpoint: str, mode: str) -> ModelChoice:
+    """Resolve the model to load.
+
+    Args:
+        checkpoint: the user's checkpoint path, or "" for the default.
+        mode: "trained" or "zero-shot".
+
+    Returns:
+        The user's checkpoint; else the bundled demo checkpoint when present; else the tiny config with random
+        weights (clearly untrained). Zero-shot needs no checkpoint and uses the tiny config's architecture
+        only when no base weights are configured.
+    """
+    if mode == "trained" and checkpoint:
+        return ModelChoice(checkpoint=checkpoint, config=None, untrained=False)
+    demo = paths.demo_checkpoint() if mode == "trained" else None
+    if demo is not None:
+        return ModelChoice(checkpoint=str(demo), config=None, untrained=False)
+    return ModelChoice(checkpoint=None, config="tiny", untrained=True)

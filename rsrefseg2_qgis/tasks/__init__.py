@@ -1,0 +1,1 @@
+"""Background work: one QgsTask per query."""
