@@ -1,0 +1,103 @@
+"""Settings round-trip through QgsSettings; backend setup steps; the live process dialog on real commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsSettings
+from qgis.PyQt.QtCore import QCoreApplication, QEventLoop, QTimer
+
+from rsrefseg2_qgis import paths
+from rsrefseg2_qgis.process_dialog import ProcessDialog, Step, diagnostics_step
+from rsrefseg2_qgis.settings import PREFIX, PluginSettings, model_choice
+from rsrefseg2_qgis.setup_backend import CPU_INDEX, CUDA_INDEX_WINDOWS, setup_steps
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def store() -> QgsSettings:
+    settings = QgsSettings("rsrefseg2-tests", "settings-test")
+    settings.remove(PREFIX.rstrip("/"))
+    yield settings
+    settings.remove(PREFIX.rstrip("/"))
+
+
+def test_settings_round_trip_and_history(store: QgsSettings) -> None:
+    assert PluginSettings.load(store) == PluginSettings()
+    saved = PluginSettings(device="cuda:1", tile_size=384, threshold=0.4).with_phrase("a").with_phrase("b")
+    saved = saved.with_phrase("a")
+    saved.save(store)
+    loaded = PluginSettings.load(store)
+    assert loaded == saved and loaded.history == ("a", "b")
+    assert store.value(PREFIX + "device") == "cuda:1"
+
+
+def test_unparsable_setting_keeps_the_default(store: QgsSettings) -> None:
+    store.setValue(PREFIX + "tile_size", "large")
+    assert PluginSettings.load(store).tile_size == PluginSettings().tile_size
+
+
+def test_model_choice_without_checkpoint_is_the_untrained_tiny_model() -> None:
+    if paths.demo_checkpoint() is not None:
+        pytest.skip("the demo checkpoint is installed: the default is trained")
+    assert model_choice("", "trained") == model_choice("", "zero-shot")
+    assert model_choice("", "trained").untrained and model_choice("", "trained").config == "tiny"
+    chosen = model_choice("/models/x.safetensors", "trained")
+    assert chosen.checkpoint == "/models/x.safetensors" and not chosen.untrained
+
+
+def test_setup_steps_pick_the_torch_build(tmp_path: Path) -> None:
+    cpu = setup_steps(venv_dir=tmp_path / "venv", gpu=False, platform="linux", python="/usr/bin/python3")
+    assert cpu[0].arguments == ("-m", "venv", str(tmp_path / "venv"))
+    torch_step = cpu[2]
+    assert torch_step.program == str(paths.venv_python(tmp_path / "venv"))
+    assert "torch==2.14.1" in torch_step.arguments and CPU_INDEX in torch_step.arguments
+    gpu_linux = setup_steps(venv_dir=tmp_path, gpu=True, platform="linux", python="python3")[2]
+    assert "--index-url" not in gpu_linux.arguments  # PyPI's Linux wheels are the CUDA build
+    gpu_windows = setup_steps(venv_dir=tmp_path, gpu=True, platform="win32", python="python")[2]
+    assert CUDA_INDEX_WINDOWS in gpu_windows.arguments
+    assert "rasterio>=1.3" in cpu[3].arguments
+
+
+def _wait_done(dialog: ProcessDialog, seconds: float = 60) -> bool | None:
+    loop = QEventLoop()
+    dialog.done.connect(lambda _ok: loop.quit())
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    if dialog.succeeded is None:
+        loop.exec()
+    return dialog.succeeded
+
+
+def test_process_dialog_runs_steps_in_order_and_stops_at_a_failure() -> None:
+    steps = [Step("one", sys.executable, ("-c", "print('first step')")),
+             Step("two", sys.executable, ("-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)")),
+             Step("three", sys.executable, ("-c", "print('never')"))]
+    dialog = ProcessDialog(title="t", steps=steps)
+    dialog.start()
+    assert _wait_done(dialog) is False
+    text = dialog.output.toPlainText()
+    assert "first step" in text and "boom" in text and "exit status 3" in text and "never" not in text
+    dialog.deleteLater()
+
+
+def test_process_dialog_cancel_kills_the_running_step() -> None:
+    dialog = ProcessDialog(title="t", steps=[Step("sleep", sys.executable, ("-c", "import time; time.sleep(60)"))])
+    dialog.start()
+    QCoreApplication.processEvents()
+    dialog.cancel()
+    assert dialog.succeeded is False
+    assert dialog.process.state() == dialog.process.ProcessState.NotRunning
+    dialog.deleteLater()
+
+
+def test_diagnostics_show_the_worker_environment() -> None:
+    dialog = ProcessDialog(title="d", steps=[diagnostics_step(paths.venv_python(ROOT / ".venv"), ROOT)],
+                           pretty_json=True)
+    dialog.start()
+    assert _wait_done(dialog) is True
+    text = dialog.output.toPlainText()
+    assert '"torch"' in text and '"backend"' in text
+    dialog.deleteLater()
