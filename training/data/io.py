@@ -18,7 +18,7 @@ def read_image(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.array(img.convert("RGB"))
 
 
 def decode_rle(rle: dict) -> np.ndarray:
@@ -57,7 +57,7 @@ def read_mask(record: Record, height: int, width: int) -> np.ndarray:
         if not record.mask_path.is_file():
             raise FileNotFoundError(f"mask {record.mask_path} does not exist")
         with Image.open(record.mask_path) as img:
-            mask = np.asarray(img.convert("L"))
+            mask = np.array(img.convert("L"))
     else:
         raise ValueError(f"record for {record.image} has neither a mask path nor an RLE")
     mask = (mask != 0).astype(np.uint8)
