@@ -13,6 +13,7 @@ Pure Python: no qgis, no torch, so it is usable from tests and scripts as well.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import queue
@@ -75,6 +76,7 @@ class BackendClient:
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._loaded: tuple[Any, Any] | None = None  # (load request without id, Loaded reply)
         self._closing = False
+        self._stderr_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
     @property
@@ -109,8 +111,9 @@ class BackendClient:
         self._process = process
         threading.Thread(target=self._read_stdout, args=(process, self._replies), daemon=True,
                          name="rsrefseg2-stdout").start()
-        threading.Thread(target=self._read_stderr, args=(process,), daemon=True,
-                         name="rsrefseg2-stderr").start()
+        self._stderr_thread = threading.Thread(target=self._read_stderr, args=(process,), daemon=True,
+                                               name="rsrefseg2-stderr")
+        self._stderr_thread.start()
 
     def _read_stdout(self, process: subprocess.Popen, replies: queue.Queue) -> None:
         for line in process.stdout:
@@ -143,13 +146,15 @@ class BackendClient:
         self._closing = True
         try:
             self._write(self.protocol.Shutdown(id=_new_id()))
+            process.stdin.close()  # EOF as well: the worker's stdin reader ends instead of blocking its exit
             process.wait(timeout=timeout)
         except (OSError, subprocess.TimeoutExpired, WorkerError):
             process.kill()
             process.wait(timeout=timeout)
         finally:
             for stream in (process.stdin, process.stdout, process.stderr):
-                stream.close()
+                with contextlib.suppress(OSError):
+                    stream.close()
 
     def kill(self) -> None:
         """Kill the worker at once (it is restarted by the next request)."""
@@ -240,6 +245,8 @@ class BackendClient:
     def _crash_error(self) -> WorkerError:
         process = self._process
         status = process.wait() if process is not None else None
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(timeout=2.0)  # the last lines explain the crash
         self._loaded = None
         if self._closing:
             return WorkerError("cancelled", tr("The backend was shut down."))

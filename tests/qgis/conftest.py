@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsProject, QgsRasterLayer
+from qgis_helpers import PYTHON
 
 from rsrefseg2_qgis import paths
 from rsrefseg2_qgis.client import BackendClient
-from rsrefseg2_qgis.requests import SegmentRequest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = paths.venv_python(ROOT / ".venv")
 
 
 @pytest.fixture
@@ -35,10 +33,3 @@ def worker_client() -> Iterator[BackendClient]:
     yield client
     client.shutdown()
 
-
-def tiny_request(layer_id: str, phrase: str = "the large white storage tank", **changes) -> SegmentRequest:
-    """A request on the tiny random-init model, small tiles, CPU."""
-    fields = {"layer_id": layer_id, "phrases": (phrase,), "config": "tiny", "checkpoint": None,
-              "device": "cpu", "tile_size": 256, "overlap": 32, "search": "view"}
-    fields.update(changes)
-    return SegmentRequest(**fields)

@@ -1,0 +1,44 @@
+"""BackendClient against the real worker process: ping, restart after a kill, clear crash and start errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from qgis_helpers import PYTHON
+
+from rsrefseg2_qgis import paths
+from rsrefseg2_qgis.client import BackendClient, WorkerError
+
+
+def test_ping_restart_after_kill_and_clean_shutdown() -> None:
+    client = BackendClient(python=PYTHON, backend_root=paths.backend_root())
+    try:
+        assert client.ping().protocol == client.protocol.PROTOCOL_VERSION
+        first = client.pid
+        client.kill()
+        assert not client.running
+        assert client.ping().protocol == 1  # restarted on demand
+        assert client.pid != first
+        process = client._process
+    finally:
+        client.shutdown()
+    assert process.returncode == 0 and not client.running
+
+
+def test_missing_interpreter_says_how_to_fix_it(tmp_path: Path) -> None:
+    client = BackendClient(python=tmp_path / "no-python", backend_root=paths.backend_root())
+    with pytest.raises(WorkerError) as info:
+        client.ping()
+    assert info.value.code == "worker_start" and "Set up backend" in info.value.hint
+
+
+def test_a_worker_that_dies_reports_its_last_stderr_lines(tmp_path: Path) -> None:
+    # The base interpreter without the project, on a folder without backend/: the worker dies at import.
+    client = BackendClient(python=Path(sys._base_executable), backend_root=tmp_path)
+    with pytest.raises(WorkerError) as info:
+        client.ping()
+    assert info.value.code == "worker_crashed"
+    assert "exit status 1" in info.value.message and "No module named 'backend'" in info.value.message
+    assert not client.running
