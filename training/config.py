@@ -1,0 +1,127 @@
+"""Training configuration as data: a YAML file parsed into a frozen dataclass (unknown keys are an error)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is.
+
+    Attributes:
+        format: "jsonl", "rrsisd", "refsegrs" or "risbench" (``training.data.records.FORMATS``).
+        root: dataset root (benchmarks) or the folder of ``{split}.jsonl`` / a ``.jsonl`` file (plain format).
+            Relative paths are relative to the current directory.
+        image_dir: benchmark image folder override.
+        train_split, val_split: split names; ``val_split`` None disables validation.
+        hflip_prob, vflip_prob: phrase-safe flip probabilities (0 = off, as in the paper).
+        num_workers: DataLoader worker processes per rank.
+    """
+
+    format: str
+    root: str
+    image_dir: str | None = None
+    train_split: str = "train"
+    val_split: str | None = "val"
+    hflip_prob: float = 0.0
+    vflip_prob: float = 0.0
+    num_workers: int = 2
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule in epochs, applied per optimizer step (METHOD.md §4).
+
+    Linear warm-up from ``warmup_start_factor``× over ``[0, warmup_epochs)``, constant base LR until
+    ``cosine_begin_epoch``, cosine annealing with period ``cosine_t_max_epochs`` towards ``eta_min_factor``×
+    until ``cosine_end_epoch``, then the LR stays where the cosine left it.
+    """
+
+    warmup_epochs: float = 5.0
+    warmup_start_factor: float = 0.01
+    cosine_begin_epoch: float = 30.0
+    cosine_end_epoch: float = 300.0
+    cosine_t_max_epochs: float = 390.0
+    eta_min_factor: float = 0.01
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run.
+
+    Attributes:
+        model: a bundled model config name ("tiny", "rsrefseg2-paper", …) or a JSON path.
+        data: the data; schedule: the LR schedule.
+        output_dir: run folder (checkpoints, TensorBoard logs, ``train_config.yaml``).
+        epochs: training length; ``max_steps`` caps it in optimizer steps when set.
+        batch_size: samples per rank per micro-step; accumulation: micro-steps per optimizer step.
+        lr, weight_decay, betas: AdamW on the trainable parameters only.
+        grad_clip: max global grad norm (None: no clipping).
+        amp: bf16 autocast when on CUDA (ignored on CPU).
+        seed: seeds model init order, data order and augmentation.
+        checkpoint_every: optimizer steps between resumable checkpoints (0: only at the end).
+        log_every: optimizer steps between TensorBoard scalars.
+        val_every_epochs: epochs between validations (0: never).
+        include_base: put the base CLIP/SAM weights in the plugin checkpoint (needed for random-init models).
+        weights: base-weight files (``clip``, ``sam``) for ``build_model``; empty = random init.
+        find_unused_parameters: passed to DistributedDataParallel.
+    """
+
+    model: str
+    data: DataConfig
+    output_dir: str
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    epochs: int = 300
+    max_steps: int | None = None
+    batch_size: int = 8
+    accumulation: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = 3.0
+    amp: bool = True
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    val_every_epochs: int = 10
+    include_base: bool = False
+    weights: dict[str, str] = field(default_factory=dict)
+    find_unused_parameters: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict that ``config_from_dict`` turns back into an equal config."""
+        out = asdict(self)
+        out["betas"] = list(self.betas)
+        return out
+
+
+def _strict(cls: type, data: dict[str, Any], where: str) -> None:
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown keys in {where}: {sorted(unknown)}; allowed: {sorted(f.name for f in fields(cls))}")
+
+
+def config_from_dict(data: dict[str, Any], **overrides: Any) -> TrainConfig:
+    """Parse a dict (as in the YAML files) into a ``TrainConfig``, then apply top-level ``overrides``."""
+    data = {**data, **overrides}
+    _strict(TrainConfig, data, "training config")
+    _strict(DataConfig, data["data"], "data")
+    schedule = data.get("schedule", {})
+    _strict(ScheduleConfig, schedule, "schedule")
+    rest = {k: v for k, v in data.items() if k not in ("data", "schedule")}
+    if "betas" in rest:
+        rest["betas"] = tuple(rest["betas"])
+    return TrainConfig(data=DataConfig(**data["data"]), schedule=ScheduleConfig(**schedule), **rest)
+
+
+def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Load a YAML training config (``configs/*.yaml``); ``overrides`` replace top-level keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training config {path}; see configs/ at the repository root")
+    return config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), **overrides)
