@@ -1,0 +1,65 @@
+"""``build_model``: one builder from a ``ModelConfig`` (like segment_anything's ``build_sam``, fed by JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .base_weights import load_sam_weights, weight_record
+from .clip_encoder import ClipDualEncoder, create_open_clip
+from .config import ModelConfig
+from .prompter_v1 import TextFilterPrompter
+from .prompter_v2 import CascadedPrompter
+from .refseg_base import ReferringSegmenter
+from .rsrefseg import RSRefSeg
+from .rsrefseg2 import RSRefSeg2
+from .sam_head import SamHead, build_sam_parts
+
+
+def _rsrefseg2(config: ModelConfig, clip_encoder: ClipDualEncoder, sam_head: SamHead) -> ReferringSegmenter:
+    prompter = CascadedPrompter(cfg=config.prompter, dim=clip_encoder.embed_dim,
+                                prompt_dim=config.sam.prompt_embed_dim, mask_size=config.mask_size)
+    return RSRefSeg2(clip_encoder=clip_encoder, prompter=prompter, sam_head=sam_head, config=config)
+
+
+def _rsrefseg(config: ModelConfig, clip_encoder: ClipDualEncoder, sam_head: SamHead) -> ReferringSegmenter:
+    prompter = TextFilterPrompter(dim=clip_encoder.embed_dim, hidden_dim=config.prompter.hidden_dim,
+                                  prompt_dim=config.sam.prompt_embed_dim, mask_size=config.mask_size)
+    return RSRefSeg(clip_encoder=clip_encoder, prompter=prompter, sam_head=sam_head, config=config)
+
+
+MODEL_REGISTRY: dict[str, Callable[[ModelConfig, ClipDualEncoder, SamHead], ReferringSegmenter]] = {
+    "rsrefseg2": _rsrefseg2,
+    "rsrefseg": _rsrefseg,
+}
+
+
+def build_model(config: ModelConfig, clip_weights: str | Path | None = None,
+                sam_weights: str | Path | None = None) -> nn.Module:
+    """Build the model of ``config``.
+
+    Base weights are loaded from local files before the LoRA adapters are added; without files the base is
+    randomly initialised. Initialisation is seeded by ``config.seed`` (without touching the global RNG), so
+    two builds of one config are identical: a checkpoint of a random-base model reloads exactly.
+
+    Args:
+        config: the model config (``load_config``).
+        clip_weights: local open_clip checkpoint, or None for random init.
+        sam_weights: local segment_anything checkpoint, or None for random init.
+
+    Returns:
+        The model (train mode, CPU), with ``base_weights`` recording the files' names and SHA-256.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        clip_encoder = ClipDualEncoder(model=create_open_clip(config.clip, clip_weights), cfg=config.clip)
+        parts = build_sam_parts(config.sam, config.input_size)
+        if sam_weights is not None:
+            load_sam_weights(parts, sam_weights)
+        sam_head = SamHead(**parts, cfg=config.sam)
+        model = MODEL_REGISTRY[config.arch](config, clip_encoder, sam_head)
+    model.base_weights = {"clip": weight_record(clip_weights), "sam": weight_record(sam_weights)}
+    return model

@@ -1,0 +1,120 @@
+"""``ClipDualEncoder``: dense image features and token-level text features from an open_clip model."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .clip_towers import native_vision_tokens, text_tokens, timm_vision_tokens
+from .config import ClipConfig
+from .lora import apply_lora
+
+
+def create_open_clip(cfg: ClipConfig, weights: str | Path | None) -> nn.Module:
+    """The open_clip model of ``cfg`` with weights from a local file (None: random init, nothing downloaded)."""
+    if cfg.model_cfg is None:
+        return open_clip.create_model(cfg.name, pretrained=None if weights is None else str(weights),
+                                      load_weights=weights is not None)
+    model_cfg = copy.deepcopy(cfg.model_cfg)
+    custom_text = model_cfg.pop("custom_text", False)
+    model = (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**model_cfg)
+    if weights is not None:
+        open_clip.load_checkpoint(model, str(weights))
+    return model
+
+
+class ClipDualEncoder(nn.Module):
+    """open_clip dual encoder exposing ``encode_image_dense`` and ``encode_text`` (plus scale and bias)."""
+
+    def __init__(self, *, model: nn.Module, cfg: ClipConfig) -> None:
+        """Args:
+            model: an open_clip ``CLIP``/``CustomTextCLIP`` (weights already loaded); frozen here, then LoRA
+                adapters are added per ``cfg``.
+            cfg: the CLIP part of the model config.
+        """
+        super().__init__()
+        self.cfg = cfg
+        self.model = model
+        model.requires_grad_(False)
+        if getattr(model, "logit_bias", None) is None:  # CLIP has no bias: a zero one keeps one code path
+            model.logit_bias = nn.Parameter(torch.zeros_like(model.logit_scale), requires_grad=False)
+        self._timm = hasattr(model.visual, "trunk")
+        if self._timm and tuple(model.visual.trunk.patch_embed.img_size) != (cfg.image_size, cfg.image_size):
+            model.visual.trunk.set_input_size(img_size=cfg.image_size)
+        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
+        self.lora_names: list[str] = []
+        if cfg.vision_lora is not None:
+            self.lora_names += apply_lora(model.visual, cfg.vision_lora.target, cfg.vision_lora)
+        if cfg.text_lora is not None:
+            text_root = model.text if hasattr(model, "text") else model.transformer
+            self.lora_names += apply_lora(text_root, cfg.text_lora.target, cfg.text_lora)
+        self._tokenizer = None
+
+    @property
+    def embed_dim(self) -> int:
+        """C, the joint embedding width (output of the text projection)."""
+        proj = getattr(self.model, "text", self.model).text_projection
+        return proj.weight.shape[0] if isinstance(proj, nn.Module) else proj.shape[1]
+
+    @property
+    def logit_scale(self) -> nn.Parameter:
+        """The model's log temperature (scalar parameter)."""
+        return self.model.logit_scale
+
+    @property
+    def logit_bias(self) -> nn.Parameter:
+        """The model's logit bias (SigLIP's own; a zero parameter for CLIP)."""
+        return self.model.logit_bias
+
+    def encode_image_dense(self, images: torch.Tensor, clear_last_block: bool = False) -> torch.Tensor:
+        """Dense patch features.
+
+        Args:
+            images: B×3×S×S in [0, 1] at the model input size; resized bilinearly (no antialias) to the CLIP
+                input size, then normalised.
+            clear_last_block: ClearCLIP last block (zero-shot mode; see ``clip_towers``).
+
+        Returns:
+            B×C×g×g patch features (post final LN, in the joint space).
+        """
+        size = self.cfg.image_size
+        if images.shape[-1] != size or images.shape[-2] != size:
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        images = (images - self.mean) / self.std
+        forward = timm_vision_tokens if self._timm else native_vision_tokens
+        tokens = forward(self.model.visual, images, clear_last_block)
+        grid = int(round(tokens.shape[1] ** 0.5))
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, grid, grid)
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids trimmed to the longest text of the batch, and the padding mask (True = padding).
+
+        Returns:
+            (ids B×L long, pad_mask B×L bool).
+        """
+        if self._tokenizer is None:  # lazy: SigLIP tokenizers need files that may only exist at run time
+            self._tokenizer = open_clip.get_tokenizer(self.cfg.tokenizer or self.cfg.name,
+                                                      context_length=self.cfg.context_length)
+        ids = self._tokenizer(list(texts)).to(self.logit_scale.device)
+        pad = ids == 0
+        length = int((~pad).sum(dim=1).max().clamp(min=1))
+        return ids[:, :length], pad[:, :length]
+
+    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token and pooled text features.
+
+        Args:
+            texts: B strings.
+
+        Returns:
+            (tokens B×L×C, pooled B×C, pad_mask B×L bool with True at padding positions).
+        """
+        ids, pad = self.tokenize(texts)
+        tokens, pooled = text_tokens(self.model, ids, self.cfg.project_tokens)
+        return tokens, pooled, pad

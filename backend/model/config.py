@@ -1,0 +1,188 @@
+"""Model configuration as data: JSON files in ``configs/`` parsed into frozen dataclasses.
+
+Every dimension of every part lives in the JSON (open_clip style); builders never hold literal sizes, so the
+tiny test configs exercise exactly the classes the real sizes use.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+ARCHS = ("rsrefseg2", "rsrefseg")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """LoRA adapters: rank, alpha (scale = alpha / rank), dropout and a regex over module names."""
+
+    rank: int = 16
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """The open_clip dual encoder.
+
+    Attributes:
+        name: open_clip model name (``ViT-B-16``, ``ViT-SO400M-16-SigLIP2-512``, …) or a free label when
+            ``model_cfg`` is given.
+        model_cfg: an inline open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``, optional
+            ``custom_text``); None means "look ``name`` up in open_clip's registry".
+        tokenizer: the open_clip model name whose tokenizer to use (defaults to ``name``).
+        context_length: tokenizer context length (None: the model's own).
+        image_size: CLIP input side; the model input is resized to it bilinearly without antialias.
+        mean, std: per-channel normalisation of [0, 1] images.
+        project_tokens: map text tokens through the text projection into the joint space (CLIP towers,
+            whose token width differs from the joint space); SigLIP towers use final-LN tokens as they are.
+        vision_lora, text_lora: adapters on the towers (None: no adapters). Targets are regexes over module
+            names inside the vision tower (``model.visual``) and the text tower.
+    """
+
+    name: str
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    model_cfg: dict[str, Any] | None = None
+    tokenizer: str | None = None
+    context_length: int | None = None
+    project_tokens: bool = True
+    vision_lora: LoRAConfig | None = None
+    text_lora: LoRAConfig | None = None
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """segment_anything's image encoder, prompt encoder and mask decoder sizes (``build_sam_vit_*`` names)."""
+
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+    patch_size: int = 16
+    window_size: int = 14
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    iou_head_hidden_dim: int = 256
+    lora: LoRAConfig | None = None
+
+    def __post_init__(self) -> None:
+        # SAM's mask-downscaling path starts with mask_in_chans // 4 channels followed by a channel LayerNorm;
+        # with one channel that LayerNorm outputs a constant and the dense prompt gets no gradient.
+        if self.mask_in_chans // 4 < 2:
+            raise ValueError(f"sam.mask_in_chans must be at least 8, got {self.mask_in_chans}")
+
+
+@dataclass(frozen=True)
+class PrompterConfig:
+    """Prompter sizes. v2 uses all fields but ``hidden_dim``; v1 uses only ``hidden_dim`` (its conv width).
+
+    Attributes:
+        attn_dim: internal q/k/v dim of every attention (512 in the method).
+        num_heads: attention heads (8).
+        mlp_dim: hidden width of every MLP (512).
+        num_queries: tokens per decomposed text query set Q1/Q2 (3).
+        num_prompts: learned prompt tokens P (9).
+        text_layers, activation_layers, prompt_layers: depths of stages 0, 1 and 2 (2 each).
+        pe_grid: side of the learned image PE grid (32; bicubic-resized to the CLIP grid when different).
+        hidden_dim: v1's conv width (256).
+    """
+
+    attn_dim: int = 512
+    num_heads: int = 8
+    mlp_dim: int = 512
+    num_queries: int = 3
+    num_prompts: int = 9
+    text_layers: int = 2
+    activation_layers: int = 2
+    prompt_layers: int = 2
+    pe_grid: int = 32
+    hidden_dim: int = 256
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole model: architecture, its three parts and the input geometry."""
+
+    arch: str
+    clip: ClipConfig
+    sam: SamConfig
+    prompter: PrompterConfig = field(default_factory=PrompterConfig)
+    input_size: int = 1024
+    keep_ratio: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
+        if self.input_size % self.sam.patch_size:
+            raise ValueError(f"input_size {self.input_size} is not a multiple of SAM's patch {self.sam.patch_size}")
+
+    @property
+    def sam_grid(self) -> int:
+        """Side of SAM's image embedding (64 for 1024² inputs)."""
+        return self.input_size // self.sam.patch_size
+
+    @property
+    def mask_size(self) -> int:
+        """Side D of the low-res mask logits and the dense prompt (4 × the SAM grid)."""
+        return 4 * self.sam_grid
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict that ``config_from_dict`` turns back into an equal config."""
+        return asdict(self)
+
+
+def _lora(data: dict[str, Any] | None) -> LoRAConfig | None:
+    return None if data is None else LoRAConfig(**data)
+
+
+def _strict(cls: type, data: dict[str, Any], where: str) -> None:
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown keys in {where}: {sorted(unknown)}")
+
+
+def config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """Parse a dict (as in the JSON files) into a ``ModelConfig``; unknown keys are an error."""
+    _strict(ModelConfig, data, "model config")
+    clip = dict(data["clip"])
+    _strict(ClipConfig, clip, "clip")
+    clip["mean"], clip["std"] = tuple(clip["mean"]), tuple(clip["std"])
+    clip["vision_lora"] = _lora(clip.get("vision_lora"))
+    clip["text_lora"] = _lora(clip.get("text_lora"))
+    sam = dict(data["sam"])
+    _strict(SamConfig, sam, "sam")
+    sam["encoder_global_attn_indexes"] = tuple(sam["encoder_global_attn_indexes"])
+    sam["lora"] = _lora(sam.get("lora"))
+    prompter = dict(data.get("prompter", {}))
+    _strict(PrompterConfig, prompter, "prompter")
+    rest = {k: v for k, v in data.items() if k not in ("clip", "sam", "prompter")}
+    return ModelConfig(clip=ClipConfig(**clip), sam=SamConfig(**sam), prompter=PrompterConfig(**prompter), **rest)
+
+
+def available_configs() -> list[str]:
+    """Names of the bundled configs (file stems in ``configs/``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def load_config(name_or_path: str | Path) -> ModelConfig:
+    """Load a bundled config by name (``"tiny"``, ``"rsrefseg2-b16"``, …) or a JSON file by path.
+
+    Raises:
+        FileNotFoundError: naming the bundled configs when neither a name nor a file matches.
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = CONFIG_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no model config {str(name_or_path)!r}; bundled: {', '.join(available_configs())}")
+    return config_from_dict(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,159 @@
+"""Low-rank adapters (LoRA) for frozen linear layers, written for this project.
+
+Two forms, one maths (``W' = W + (alpha / rank) · B·A``, ``B`` zero-initialised so a fresh adapter changes
+nothing):
+
+* ``LoRALinear`` wraps an ``nn.Linear`` (SAM's ``qkv``/``proj``, timm's attention, MLP linears). Dropout is
+  applied to the adapter's input, as in PEFT.
+* ``nn.MultiheadAttention`` (open_clip's native ViT and text towers) reads ``in_proj_weight`` and
+  ``out_proj.weight`` as tensors inside ``F.multi_head_attention_forward`` and never calls ``out_proj`` as a
+  module, so wrapping its submodules would be silently bypassed. There the adapter is a weight
+  parametrisation (``torch.nn.utils.parametrize``) on both tensors; the packed in-projection gets three
+  independent rank-r adapters (q, k and v, like PEFT on separate ``q/k/v_proj``). A weight-space delta cannot
+  drop input features, so LoRA dropout is not applied on this path (documented limitation).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .config import LoRAConfig
+
+
+class LoRALinear(nn.Module):
+    """``base(x) + scale · B(A(dropout(x)))`` around a frozen ``nn.Linear``."""
+
+    def __init__(self, *, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        """Args:
+            base: the linear layer to adapt; its parameters are frozen.
+            rank: adapter rank r.
+            alpha: scale numerator; the update is scaled by alpha / r.
+            dropout: dropout probability on the adapter input.
+        """
+        super().__init__()
+        self.base = base
+        self.base.requires_grad_(False)
+        self.scale = alpha / rank
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective weight (base + update); lets code that reads ``.weight`` see the adapted layer."""
+        return self.base.weight + self.scale * (self.lora_b @ self.lora_a).to(self.base.weight.dtype)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ...×in_features. Returns: ...×out_features."""
+        update = self.dropout(x) @ self.lora_a.t().to(x.dtype) @ self.lora_b.t().to(x.dtype)
+        return self.base(x) + self.scale * update
+
+    def merge(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with the update folded into its weight (same outputs without dropout)."""
+        merged = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
+                           device=self.base.weight.device, dtype=self.base.weight.dtype)
+        with torch.no_grad():
+            merged.weight.copy_(self.weight)
+            if self.base.bias is not None:
+                merged.bias.copy_(self.base.bias)
+        return merged
+
+
+class LoRADelta(nn.Module):
+    """Parametrisation ``W ↦ W + scale · blockdiag-stack(B_g A_g)`` for ``groups`` row blocks of W."""
+
+    def __init__(self, *, out_features: int, in_features: int, rank: int, alpha: float, groups: int = 1,
+                 device: torch.device | None = None) -> None:
+        """Args:
+            out_features, in_features: shape of the adapted weight (out_features divisible by ``groups``).
+            rank, alpha: adapter rank and scale numerator (scale = alpha / rank).
+            groups: independent adapters stacked along the output rows (3 for a packed q/k/v projection).
+        """
+        super().__init__()
+        self.scale = alpha / rank
+        rows = out_features // groups
+        self.lora_a = nn.Parameter(torch.empty(groups, rank, in_features, device=device))
+        self.lora_b = nn.Parameter(torch.zeros(groups, rows, rank, device=device))
+        for a in self.lora_a:
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """Args: weight: out×in. Returns: the adapted out×in weight."""
+        delta = torch.bmm(self.lora_b, self.lora_a).reshape(weight.shape[0], weight.shape[1])
+        return weight + self.scale * delta.to(weight.dtype)
+
+
+def _adapt_mha(mha: nn.MultiheadAttention, cfg: LoRAConfig) -> None:
+    if not mha._qkv_same_embed_dim:
+        raise ValueError("LoRA on nn.MultiheadAttention needs a packed in-projection (kdim == vdim == embed_dim)")
+    dim = mha.embed_dim
+    device = mha.in_proj_weight.device
+    mha.in_proj_weight.requires_grad_(False)
+    mha.out_proj.weight.requires_grad_(False)
+    parametrize.register_parametrization(
+        mha, "in_proj_weight",
+        LoRADelta(out_features=3 * dim, in_features=dim, rank=cfg.rank, alpha=cfg.alpha, groups=3, device=device))
+    parametrize.register_parametrization(
+        mha.out_proj, "weight",
+        LoRADelta(out_features=dim, in_features=dim, rank=cfg.rank, alpha=cfg.alpha, device=device))
+
+
+def apply_lora(module: nn.Module, target_regex: str, cfg: LoRAConfig) -> list[str]:
+    """Adapt every ``nn.Linear`` / ``nn.MultiheadAttention`` whose name fully matches ``target_regex``.
+
+    Args:
+        module: the tree to modify in place (names are relative to it).
+        target_regex: ``re.fullmatch`` pattern over module names.
+        cfg: rank, alpha and dropout.
+
+    Returns:
+        The names of the adapted modules, in module order.
+
+    Raises:
+        ValueError: when the pattern matches nothing adaptable (a silent no-op would hide a config typo).
+    """
+    pattern = re.compile(target_regex)
+    targets = [(n, m) for n, m in module.named_modules()
+               if n and pattern.fullmatch(n) and isinstance(m, (nn.Linear, nn.MultiheadAttention))]
+    if not targets:
+        raise ValueError(f"LoRA target {target_regex!r} matches no Linear or MultiheadAttention module")
+    for name, child in targets:
+        if isinstance(child, nn.MultiheadAttention):
+            _adapt_mha(child, cfg)
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, attr, LoRALinear(base=child, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout))
+    return [n for n, _ in targets]
+
+
+def merge_lora(module: nn.Module) -> int:
+    """Fold every adapter under ``module`` into its base weight, in place. Returns how many were merged."""
+    count = 0
+    for name, child in list(module.named_modules()):
+        if isinstance(child, LoRALinear):
+            parent_name, _, attr = name.rpartition(".")
+            parent = module.get_submodule(parent_name) if parent_name else module
+            setattr(parent, attr, child.merge())
+            count += 1
+        elif parametrize.is_parametrized(child):
+            for tensor_name in list(child.parametrizations.keys()):
+                if any(isinstance(p, LoRADelta) for p in child.parametrizations[tensor_name]):
+                    parametrize.remove_parametrizations(child, tensor_name, leave_parametrized=True)
+                    count += 1
+    return count
+
+
+def lora_parameter_names(module: nn.Module) -> list[str]:
+    """Names of all adapter parameters (``lora_a``/``lora_b``) under ``module``."""
+    return [n for n, _ in module.named_parameters() if n.rsplit(".", 1)[-1] in ("lora_a", "lora_b")]

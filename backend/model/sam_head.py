@@ -1,0 +1,111 @@
+"""``SamHead``: segment_anything's image encoder, prompt encoder and mask decoder, driven by our prompts."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
+from torch import nn
+
+from .config import SamConfig
+from .lora import apply_lora
+
+# SAM's pixel statistics on the 0–255 scale (ImageNet mean/std × 255), as segment_anything's ``Sam`` uses.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def build_sam_parts(cfg: SamConfig, input_size: int) -> dict[str, nn.Module]:
+    """Randomly initialised SAM parts sized by ``cfg`` (``build_sam_vit_*`` layout), keyed as in a SAM .pth."""
+    grid = input_size // cfg.patch_size
+    return {
+        "image_encoder": ImageEncoderViT(
+            depth=cfg.encoder_depth, embed_dim=cfg.encoder_embed_dim, img_size=input_size, mlp_ratio=4,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=cfg.encoder_num_heads,
+            patch_size=cfg.patch_size, qkv_bias=True, use_rel_pos=True,
+            global_attn_indexes=cfg.encoder_global_attn_indexes, window_size=cfg.window_size,
+            out_chans=cfg.prompt_embed_dim),
+        "prompt_encoder": PromptEncoder(
+            embed_dim=cfg.prompt_embed_dim, image_embedding_size=(grid, grid),
+            input_image_size=(input_size, input_size), mask_in_chans=cfg.mask_in_chans),
+        "mask_decoder": MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=cfg.decoder_depth, embedding_dim=cfg.prompt_embed_dim,
+                                          mlp_dim=cfg.decoder_mlp_dim, num_heads=cfg.decoder_num_heads),
+            transformer_dim=cfg.prompt_embed_dim, iou_head_depth=3, iou_head_hidden_dim=cfg.iou_head_hidden_dim),
+    }
+
+
+class SamHead(nn.Module):
+    """Frozen SAM image encoder (+ optional LoRA) and trainable prompt encoder and mask decoder."""
+
+    def __init__(self, *, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder,
+                 mask_decoder: MaskDecoder, cfg: SamConfig) -> None:
+        """Args:
+            image_encoder, prompt_encoder, mask_decoder: segment_anything parts, weights already loaded.
+            cfg: the SAM part of the model config (LoRA settings).
+        """
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.image_encoder.requires_grad_(False)
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        self.lora_names = [] if cfg.lora is None else apply_lora(self.image_encoder, cfg.lora.target, cfg.lora)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Args: images: B×3×S×S in [0, 1]. Returns: B×Cp×g×g image embeddings (g = S / patch)."""
+        return self.image_encoder((images * 255.0 - self.pixel_mean) / self.pixel_std)
+
+    def dense_pe(self, grid: int) -> torch.Tensor:
+        """SAM's random-Fourier PE sampled at cell centres of a grid×grid lattice. Returns Cp×grid×grid."""
+        return self.prompt_encoder.pe_layer((grid, grid))
+
+    def _decode(self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask decoder, single-mask output. Embeddings: 1 image for all prompts, or one per prompt."""
+        image_pe = self.prompt_encoder.get_dense_pe()
+        if image_embeddings.shape[0] == 1:
+            masks, iou = self.mask_decoder.predict_masks(image_embeddings, image_pe, sparse, dense)
+        else:  # segment_anything repeats one image per prompt batch: decode per image instead
+            outs = [self.mask_decoder.predict_masks(image_embeddings[i:i + 1], image_pe, sparse[i:i + 1],
+                                                    dense[i:i + 1]) for i in range(sparse.shape[0])]
+            masks, iou = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        return masks[:, :1], iou[:, 0]
+
+    def decode(self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense_logits: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode with the prompter's prompts.
+
+        Args:
+            image_embeddings: B×Cp×g×g (or 1×Cp×g×g shared by all B prompts).
+            sparse: B×N×Cp prompt tokens.
+            dense_logits: B×1×D×D dense prompt, fed through SAM's mask-downscaling path.
+
+        Returns:
+            (mask_logits B×1×D×D, predicted IoU B).
+        """
+        _, dense = self.prompt_encoder(points=None, boxes=None, masks=dense_logits)
+        return self._decode(image_embeddings, sparse, dense)
+
+    def decode_with_box(self, image_embeddings: torch.Tensor, box: torch.Tensor | None,
+                        point: torch.Tensor | None, mask_logits_prior: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode with SAM's own prompt encoder (zero-shot mode and box refinement).
+
+        Args:
+            image_embeddings: 1×Cp×g×g.
+            box: B×4 (x0, y0, x1, y1) in input-frame pixels, or None.
+            point: B×2 (x, y) foreground point in input-frame pixels, or None.
+            mask_logits_prior: B×1×D×D logits as SAM's mask input, or None.
+
+        Returns:
+            (mask_logits B×1×D×D, predicted IoU B).
+        """
+        points = None
+        if point is not None:
+            points = (point[:, None, :], torch.ones(point.shape[0], 1, device=point.device, dtype=torch.long))
+        sparse, dense = self.prompt_encoder(points=points, boxes=box, masks=mask_logits_prior)
+        return self._decode(image_embeddings, sparse, dense)
