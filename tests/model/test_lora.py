@@ -1,0 +1,81 @@
+"""LoRA: zero-initialised adapters leave outputs unchanged; merging preserves the adapted outputs."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from backend.model import build_model, load_config
+from backend.model.clip_encoder import ClipDualEncoder, create_open_clip
+from backend.model.config import LoRAConfig
+from backend.model.lora import LoRALinear, apply_lora, lora_parameter_names, merge_lora
+
+CFG = LoRAConfig(rank=4, alpha=8.0, dropout=0.0, target="")
+
+
+def _nudge_b(module: nn.Module) -> None:
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("lora_b"):
+                p.normal_(0, 0.1)
+
+
+def test_lora_linear_zero_init_and_merge() -> None:
+    base = nn.Linear(8, 6)
+    x = torch.randn(5, 8)
+    layer = LoRALinear(base=copy.deepcopy(base), rank=4, alpha=8.0)
+    torch.testing.assert_close(layer(x), base(x))
+    assert not layer.base.weight.requires_grad and layer.lora_a.requires_grad
+    _nudge_b(layer)
+    assert not torch.allclose(layer(x), base(x))
+    torch.testing.assert_close(layer.merge()(x), layer(x), atol=1e-6, rtol=1e-5)
+
+
+def test_mha_adapter_zero_init_and_merge() -> None:
+    torch.manual_seed(0)
+    block = nn.Sequential()
+    block.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+    reference = copy.deepcopy(block)
+    x = torch.randn(2, 7, 16)
+    names = apply_lora(block, r"attn", CFG)
+    assert names == ["attn"]
+    assert len(lora_parameter_names(block)) == 4  # A and B for the packed in-projection and the out-projection
+    torch.testing.assert_close(block.attn(x, x, x)[0], reference.attn(x, x, x)[0])
+    _nudge_b(block)
+    adapted = block.attn(x, x, x)[0]
+    assert not torch.allclose(adapted, reference.attn(x, x, x)[0])
+    assert merge_lora(block) == 2
+    assert not lora_parameter_names(block)
+    torch.testing.assert_close(block.attn(x, x, x)[0], adapted, atol=1e-5, rtol=1e-5)
+
+
+def test_apply_lora_rejects_a_target_that_matches_nothing() -> None:
+    with pytest.raises(ValueError, match="matches no"):
+        apply_lora(nn.Sequential(nn.Linear(2, 2)), r"blocks\.\d+\.qkv", CFG)
+
+
+def test_clip_lora_is_identity_at_init(images, texts) -> None:
+    cfg = load_config("tiny").clip
+    open_clip_model = create_open_clip(cfg, None)
+    plain = ClipDualEncoder(model=copy.deepcopy(open_clip_model),
+                            cfg=dataclasses.replace(cfg, vision_lora=None, text_lora=None))
+    adapted = ClipDualEncoder(model=open_clip_model, cfg=cfg)
+    assert adapted.lora_names and not plain.lora_names
+    with torch.no_grad():
+        torch.testing.assert_close(adapted.encode_image_dense(images), plain.encode_image_dense(images))
+        torch.testing.assert_close(adapted.encode_text(texts)[1], plain.encode_text(texts)[1])
+
+
+def test_merging_a_whole_model_preserves_outputs(tiny_name, images, texts) -> None:
+    model = build_model(load_config(tiny_name)).eval()
+    _nudge_b(model)
+    with torch.no_grad():
+        before = model(images, texts).mask_logits
+        merged = merge_lora(model)
+        after = model(images, texts).mask_logits
+    assert merged > 0 and not lora_parameter_names(model)
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
