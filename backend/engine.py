@@ -1,0 +1,188 @@
+"""The engine: a raster view and referring phrases in, georeferenced polygon files out.
+
+View mode (default) treats the view as one picture, as the model was trained: a coarse pass on the whole view
+resampled to the model's input, then, when the view is larger than that, SAM refinement at the requested
+resolution on the tiles under the coarse mask's box. Find-all mode runs every phrase on every tile of the view
+and merges objects cut by tile borders. Both stitch tile cores into canvases that spill to disk when large.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backend.errors import BackendError
+from backend.normalize import stretch_for_view
+from backend.outputs import PhraseDetections, check_writable, output_paths, write_outputs
+from backend.passes import RunContext, coarse_pass, find_all_pass, refine_box, refine_pass
+from backend.protocol import PhraseSummary, Window
+from backend.raster import MAX_VIEW_PIXELS, make_view
+from backend.tiling import IN_MEMORY_BYTES, ProbabilityCanvas
+from backend.vectorize import vectorize
+
+MODES = ("view", "find-all")
+ProgressFn = Callable[[float, str, str], None]
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    """One segmentation run.
+
+    Attributes:
+        raster: path of a GDAL-readable raster with a CRS.
+        phrases: referring phrases, one output polygon set each.
+        window: the part of the raster (extent in its CRS or pixel window); None for the whole raster.
+        resolution: target ground size of a pixel in map units; None for the raster's own.
+        bands: 1-based bands read as R, G, B (one band is replicated); None for the declared RGB / first three.
+        mode: "view" (the window is one picture) or "find-all" (every instance, tile by tile).
+        tile_size, overlap: tile side and overlap in view pixels.
+        threshold: probability above which a pixel is foreground.
+        min_area_px: polygons smaller than this many view pixels are dropped.
+        simplify_tolerance: polygon simplification in map units (0: none).
+        output_dir: folder the outputs are written into.
+        output_name: file stem of the outputs (``<output_dir>/<output_name>.geojson`` and ``.gpkg``).
+        overwrite: replace existing outputs instead of refusing.
+        model_name, checkpoint_name: stored in the ``model`` and ``checkpoint`` attributes.
+    """
+
+    raster: str
+    phrases: tuple[str, ...]
+    output_dir: str
+    window: Window | None = None
+    resolution: float | None = None
+    bands: tuple[int, ...] | None = None
+    mode: str = "view"
+    tile_size: int = 1024
+    overlap: int = 128
+    threshold: float = 0.5
+    min_area_px: int = 16
+    simplify_tolerance: float = 0.0
+    output_name: str = "segmentation"
+    overwrite: bool = False
+    model_name: str = ""
+    checkpoint_name: str = ""
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """What a run produced.
+
+    Attributes:
+        outputs: format ("geojson", "gpkg") → written path.
+        phrases: one summary per phrase: polygon count, best score, total area in m².
+        crs: WKT of the outputs' CRS (the raster's).
+        timings: seconds per stage: read, normalise, encode, predict, stitch, vectorize, write, total.
+        tiles: how many tiles were encoded after the coarse pass (refinement or find-all).
+    """
+
+    outputs: dict[str, str]
+    phrases: tuple[PhraseSummary, ...]
+    crs: str
+    timings: dict[str, float] = field(default_factory=dict)
+    tiles: int = 0
+
+
+def _check_job(job: SegmentJob) -> tuple[str, ...]:
+    """Validate the request's own fields; return the stripped phrases."""
+    phrases = tuple(p.strip() for p in job.phrases)
+    if not phrases or any(not p for p in phrases):
+        raise BackendError("empty_query", "a referring phrase is empty",
+                           'describe the object in words, e.g. "the large white storage tank"')
+    if job.mode not in MODES:
+        raise BackendError("bad_request", f"unknown mode {job.mode!r}", f"use one of {', '.join(MODES)}")
+    if job.tile_size < 16 or not 0 <= job.overlap < job.tile_size // 2:
+        raise BackendError("bad_request", f"tile size {job.tile_size} with overlap {job.overlap} is not usable",
+                           "use a tile size ≥ 16 px and an overlap below half of it, e.g. 1024 and 128")
+    if not 0.0 < job.threshold < 1.0:
+        raise BackendError("bad_request", f"threshold {job.threshold} is outside (0, 1)", "use e.g. 0.5")
+    return phrases
+
+
+class Engine:
+    """Runs ``SegmentJob``s with one predictor; the predictor's embedding cache persists across runs."""
+
+    def __init__(self, predictor, *, max_view_pixels: int = MAX_VIEW_PIXELS,
+                 canvas_bytes: int = IN_MEMORY_BYTES) -> None:
+        """Args:
+            predictor: a ``backend.predictor.ReferringPredictor`` (``set_image``, ``predict``,
+                ``predict_with_box``, ``input_size``).
+            max_view_pixels: views with more pixels are refused with "too_large".
+            canvas_bytes: probability canvases larger than this are memory-mapped from temp files.
+        """
+        self.predictor = predictor
+        self.max_view_pixels = max_view_pixels
+        self.canvas_bytes = canvas_bytes
+
+    def run(self, job: SegmentJob, progress: ProgressFn | None = None,
+            should_cancel: Callable[[], bool] | None = None) -> SegmentResult:
+        """Segment ``job.phrases`` on the job's view and write the polygon files.
+
+        Args:
+            job: the run.
+            progress: called as ``progress(fraction 0..1, stage, message)`` between steps and tiles.
+            should_cancel: polled between tiles; when it returns True the run raises ``cancelled`` and
+                leaves no output file.
+
+        Returns:
+            Output paths, per-phrase summaries, the CRS and per-stage timings.
+        """
+        phrases = _check_job(job)
+        paths = output_paths(job.output_dir, job.output_name)
+        check_writable(paths, job.overwrite)
+        window = job.window
+        view = make_view(job.raster, extent=window.extent if window else None,
+                         pixels=window.pixels if window else None, resolution=job.resolution, bands=job.bands,
+                         max_pixels=self.max_view_pixels)
+        ctx = RunContext(view=view, stretch=None, predictor=self.predictor,
+                         key_prefix=(os.path.abspath(view.path), os.stat(view.path).st_mtime_ns, view.window,
+                                     view.resolution, view.bands),
+                         report=progress or (lambda *_: None), should_cancel=should_cancel or (lambda: False))
+        with ctx.timed("total"):
+            ctx.report(0.0, "normalise", "estimating the radiometric stretch")
+            with ctx.timed("normalise"):
+                ctx.stretch = stretch_for_view(view)
+            with ExitStack() as stack:
+                canvases, tiles = self._segment(ctx, job, phrases, stack)
+                ctx.check_cancel()
+                ctx.report(0.9, "vectorize", "tracing polygons")
+                with ctx.timed("vectorize"):
+                    layers = [PhraseDetections(p, tuple(vectorize(
+                        c, view.transform, view.crs, threshold=job.threshold, min_area_px=job.min_area_px,
+                        simplify_tolerance=job.simplify_tolerance))) for p, c in zip(phrases, canvases, strict=True)]
+            ctx.check_cancel()
+            ctx.report(0.97, "write", "writing outputs")
+            with ctx.timed("write"):
+                write_outputs(layers, view.crs, paths, model=job.model_name, checkpoint=job.checkpoint_name,
+                              overwrite=job.overwrite)
+        ctx.report(1.0, "done", f"wrote {paths['gpkg']}")
+        summaries = tuple(PhraseSummary(query=layer.query, count=len(layer.detections),
+                                        score=max((d.score for d in layer.detections), default=None),
+                                        area_m2=float(sum(d.area_m2 for d in layer.detections)))
+                          for layer in layers)
+        return SegmentResult(outputs=paths, phrases=summaries, crs=view.crs.to_wkt(),
+                             timings={k: round(v, 4) for k, v in ctx.timings.items()}, tiles=tiles)
+
+    def _canvases(self, ctx: RunContext, count: int, stack: ExitStack) -> list[ProbabilityCanvas]:
+        """One view-sized canvas per phrase, closed (temp files deleted) when ``stack`` exits."""
+        return [stack.enter_context(ProbabilityCanvas(shape=ctx.view.shape, in_memory_bytes=self.canvas_bytes))
+                for _ in range(count)]
+
+    def _segment(self, ctx: RunContext, job: SegmentJob, phrases: tuple[str, ...],
+                 stack: ExitStack) -> tuple[list[np.ndarray], int]:
+        """Fill one probability map per phrase over the view; returns (maps, tiles encoded after coarse)."""
+        if job.mode == "find-all":
+            canvases = self._canvases(ctx, len(phrases), stack)
+            tiles = find_all_pass(ctx, phrases, canvases, job.tile_size, job.overlap, (0.05, 0.9))
+            return [c.array for c in canvases], len(tiles)
+        ctx.report(0.05, "coarse", "locating the phrases on the whole view")
+        coarse, _ = coarse_pass(ctx, phrases)
+        if coarse.shape[1:] == ctx.view.shape:  # the view fits the model input: the coarse pass is final
+            return list(coarse), 0
+        boxes = [refine_box(c, job.threshold, ctx.view.shape) for c in coarse]
+        canvases = self._canvases(ctx, len(phrases), stack)
+        tiles = refine_pass(ctx, coarse, boxes, canvases, job.tile_size, job.overlap, (0.25, 0.9))
+        return [c.array for c in canvases], len(tiles)

@@ -1,0 +1,192 @@
+"""The engine's model passes over a view: coarse (whole view), refine (SAM tiles on the coarse box), find-all.
+
+Each pass fills one probability canvas per phrase from the predictor's outputs. Tiles are normalised with the
+run's single stretch, encoded once (the predictor caches embeddings by key) and stitched by their cores.
+Progress is reported and cancellation is checked between tiles.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backend.errors import BackendError
+from backend.normalize import Stretch
+from backend.raster import RasterView, open_raster, read_tile, read_whole
+from backend.tiling import ProbabilityCanvas, Tile, tile_grid
+
+# The refinement box is the coarse mask's bounding box grown by this fraction of its longer side (≥ 16 px).
+REFINE_MARGIN_FRACTION = 0.1
+REFINE_MARGIN_MIN_PX = 16
+
+
+@dataclass
+class RunContext:
+    """What every pass needs: the view, its stretch, the predictor, cache-key prefix, callbacks, timings."""
+
+    view: RasterView
+    stretch: Stretch | None
+    predictor: object
+    key_prefix: tuple
+    report: Callable[[float, str, str], None]
+    should_cancel: Callable[[], bool]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, stage: str):
+        """Add the block's wall time to ``timings[stage]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+
+    def check_cancel(self) -> None:
+        """Raise ``cancelled`` when the caller asked to stop."""
+        if self.should_cancel():
+            raise BackendError("cancelled", "segmentation cancelled", "run it again when you need the result")
+
+    def encode(self, rgb: np.ndarray, tile: object) -> None:
+        """``set_image`` with the cache key of this view and ``tile`` (reuses cached embeddings)."""
+        with self.timed("encode"):
+            self.predictor.set_image(rgb, image_key=(*self.key_prefix, tile))
+
+
+def coarse_pass(ctx: RunContext, phrases: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Run every phrase on the whole view resampled to the model's input size.
+
+    Returns:
+        (probs N×h×w float32 with invalid pixels zeroed, valid h×w bool); h, w ≤ input size, view aspect.
+    """
+    with ctx.timed("read"):
+        data, valid = read_whole(ctx.view, int(ctx.predictor.input_size))
+    with ctx.timed("normalise"):
+        rgb = ctx.stretch.apply(data, valid)
+    ctx.encode(rgb, ("coarse", rgb.shape[:2]))
+    with ctx.timed("predict"):
+        probs = np.array(ctx.predictor.predict(list(phrases)).probs, np.float32)
+    probs[:, ~valid] = 0.0
+    return probs, valid
+
+
+def refine_box(coarse: np.ndarray, threshold: float, view_shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The view-pixel box to refine for one phrase: the coarse mask's bounding box plus a margin.
+
+    Args:
+        coarse: h×w coarse probabilities over the whole view.
+        threshold: foreground threshold.
+        view_shape: (H, W) of the view.
+
+    Returns:
+        (row0, row1, col0, col1), half-open and clipped to the view, or None when the coarse mask is empty.
+    """
+    rows, cols = np.nonzero(coarse > threshold)
+    if rows.size == 0:
+        return None
+    sy, sx = view_shape[0] / coarse.shape[0], view_shape[1] / coarse.shape[1]
+    r0, r1 = math.floor(rows.min() * sy), math.ceil((rows.max() + 1) * sy)
+    c0, c1 = math.floor(cols.min() * sx), math.ceil((cols.max() + 1) * sx)
+    margin = max(REFINE_MARGIN_MIN_PX, math.ceil(REFINE_MARGIN_FRACTION * max(r1 - r0, c1 - c0)))
+    return (max(r0 - margin, 0), min(r1 + margin, view_shape[0]),
+            max(c0 - margin, 0), min(c1 + margin, view_shape[1]))
+
+
+def upsample_region(coarse: np.ndarray, view_shape: tuple[int, int], tile: Tile) -> np.ndarray:
+    """Bilinearly sample the coarse map (over the whole view) at the pixel centres of ``tile``.
+
+    Returns:
+        tile.height×tile.width float32.
+    """
+    sy, sx = coarse.shape[0] / view_shape[0], coarse.shape[1] / view_shape[1]
+    ys = np.clip((np.arange(tile.row_off, tile.row_off + tile.height) + 0.5) * sy - 0.5, 0, coarse.shape[0] - 1)
+    xs = np.clip((np.arange(tile.col_off, tile.col_off + tile.width) + 0.5) * sx - 0.5, 0, coarse.shape[1] - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, coarse.shape[0] - 1), np.minimum(x0 + 1, coarse.shape[1] - 1)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x1] * fx
+    bottom = coarse[y1][:, x0] * (1 - fx) + coarse[y1][:, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def _read_rgb(ctx: RunContext, dataset, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """Read and normalise one tile: (H×W×3 uint8, H×W bool valid)."""
+    with ctx.timed("read"):
+        data, valid = read_tile(ctx.view, tile.row_off, tile.col_off, tile.height, tile.width, dataset=dataset)
+    with ctx.timed("normalise"):
+        return ctx.stretch.apply(data, valid), valid
+
+
+def _tile_key(tile: Tile) -> tuple[int, int, int, int]:
+    return tile.row_off, tile.col_off, tile.height, tile.width
+
+
+def refine_pass(ctx: RunContext, coarse: np.ndarray, boxes: Sequence[tuple[int, int, int, int] | None],
+                canvases: Sequence[ProbabilityCanvas], tile_size: int, overlap: int,
+                span: tuple[float, float]) -> list[Tile]:
+    """Refine each phrase at view resolution on the grid tiles its box touches.
+
+    Args:
+        ctx: the run.
+        coarse: N×h×w coarse probabilities (the mask prior, resampled per tile).
+        boxes: per phrase, its refinement box (see ``refine_box``) or None to skip it.
+        canvases: per phrase, the view-sized canvas the tile cores go to.
+        tile_size, overlap: the grid.
+        span: (start, end) progress fractions of this pass.
+
+    Returns:
+        The tiles that were encoded (each once, whatever the number of phrases).
+    """
+    grid = tile_grid(ctx.view.shape, tile_size, overlap)
+    work = [(t, [i for i, b in enumerate(boxes) if b is not None and t.intersects(b)]) for t in grid]
+    work = [(t, users) for t, users in work if users]
+    with open_raster(ctx.view.path) as dataset:
+        for done, (tile, users) in enumerate(work):
+            ctx.check_cancel()
+            ctx.report(span[0] + (span[1] - span[0]) * done / len(work), "refine",
+                       f"refining tile {done + 1}/{len(work)}")
+            rgb, valid = _read_rgb(ctx, dataset, tile)
+            ctx.encode(rgb, _tile_key(tile))
+            for i in users:
+                r0, r1, c0, c1 = boxes[i]
+                box = (max(c0 - tile.col_off, 0), max(r0 - tile.row_off, 0),
+                       min(c1 - tile.col_off, tile.width), min(r1 - tile.row_off, tile.height))
+                prior = upsample_region(coarse[i], ctx.view.shape, tile)
+                with ctx.timed("predict"):
+                    probs = np.array(ctx.predictor.predict_with_box(np.asarray(box, np.float32),
+                                                                      mask_prior=prior).probs[0], np.float32)
+                with ctx.timed("stitch"):
+                    probs[~valid] = 0.0
+                    canvases[i].write_core(tile, probs)
+    return [t for t, _ in work]
+
+
+def find_all_pass(ctx: RunContext, phrases: Sequence[str], canvases: Sequence[ProbabilityCanvas], tile_size: int,
+                  overlap: int, span: tuple[float, float]) -> list[Tile]:
+    """Run every phrase on every tile of the view; stitch cores into one canvas per phrase.
+
+    Returns:
+        The tiles that held valid pixels (fully nodata tiles are skipped).
+    """
+    grid = tile_grid(ctx.view.shape, tile_size, overlap)
+    used = []
+    with open_raster(ctx.view.path) as dataset:
+        for done, tile in enumerate(grid):
+            ctx.check_cancel()
+            ctx.report(span[0] + (span[1] - span[0]) * done / len(grid), "tiles", f"tile {done + 1}/{len(grid)}")
+            rgb, valid = _read_rgb(ctx, dataset, tile)
+            if not valid.any():
+                continue
+            used.append(tile)
+            ctx.encode(rgb, _tile_key(tile))
+            with ctx.timed("predict"):
+                probs = np.array(ctx.predictor.predict(list(phrases)).probs, np.float32)
+            with ctx.timed("stitch"):
+                probs[:, ~valid] = 0.0
+                for canvas, phrase_probs in zip(canvases, probs, strict=True):
+                    canvas.write_core(tile, phrase_probs)
+    return used
