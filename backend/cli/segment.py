@@ -1,0 +1,130 @@
+"""``python -m backend segment RASTER "phrase" … -o OUT.gpkg``: referring segmentation from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from backend.errors import BackendError
+
+EPILOG = """\
+examples:
+  python -m backend segment scene.tif "the large white storage tank" -o tanks.gpkg
+  python -m backend segment ortho.tif "all storage tanks" --find-all --resolution 0.5 -o tanks.gpkg
+  python -m backend segment ortho.tif "the red-roofed building" --extent=500100,4000000,500400,4000300 -o b.gpkg
+
+The polygons are in the raster's CRS, with attributes query, score (mean probability, 0-1), area_m2,
+model and checkpoint. A GeoJSON with the same polygons is written beside the GeoPackage.
+Coordinates that start with '-' need the '=' form: --extent=-73.99,40.70,-73.96,40.73
+"""
+
+
+def _numbers(kind: type, count: int, what: str):
+    """An argparse type parsing ``count`` comma-separated numbers."""
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count and count:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return values
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``segment`` options on ``parser``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("raster", help="the image to segment: any GDAL-readable raster with a CRS (GeoTIFF, VRT, …)")
+    parser.add_argument("phrases", nargs="*", metavar="PHRASE",
+                        help='what to find, in words, e.g. "the large white storage tank" (one layer attribute '
+                             "'query' per phrase)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.gpkg",
+                        help="the GeoPackage to write; OUT.geojson is written beside it")
+    parser.add_argument("--phrases-file", metavar="FILE", help="a UTF-8 text file with one phrase per line")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    area = parser.add_argument_group("area and pixels")
+    area.add_argument("--extent", type=_numbers(float, 4, "xmin,ymin,xmax,ymax"), metavar="XMIN,YMIN,XMAX,YMAX",
+                      help="segment only this rectangle, in the raster's CRS (default: the whole raster)")
+    area.add_argument("--pixels", type=_numbers(int, 4, "col,row,width,height"), metavar="COL,ROW,WIDTH,HEIGHT",
+                      help="segment only this pixel window of the raster (instead of --extent)")
+    area.add_argument("--resolution", type=float, metavar="UNITS",
+                      help="ground size of one pixel in the raster's map units (e.g. 0.5 for 50 cm in a metric "
+                           "CRS); the raster is resampled to it (default: its own resolution)")
+    area.add_argument("--bands", type=_numbers(int, 0, "1-based band numbers, e.g. 1,2,3"), metavar="R,G,B",
+                      help="bands read as red, green, blue; one band is used as grey (default: the bands the "
+                           "file declares as RGB, else the first three)")
+    how = parser.add_argument_group("how to search")
+    how.add_argument("--find-all", action="store_true",
+                     help="find every instance tile by tile (e.g. 'all storage tanks' over a large raster); by "
+                          "default the area is treated as one picture, as seen on screen")
+    how.add_argument("--tile-size", type=int, default=1024, metavar="PX", help="tile side in pixels (default 1024)")
+    how.add_argument("--overlap", type=int, default=128, metavar="PX",
+                     help="pixels shared by neighbouring tiles (default 128)")
+    how.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is kept "
+                                                                  "(default 0.5)")
+    how.add_argument("--min-area", type=int, default=16, metavar="PX",
+                     help="drop polygons smaller than this many pixels (default 16)")
+    how.add_argument("--simplify", type=float, default=0.0, metavar="UNITS",
+                     help="simplify polygon outlines by this tolerance in map units (default: none)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--checkpoint", metavar="FILE", help="trained RSRefSeg checkpoint (.safetensors)")
+    model.add_argument("--config", metavar="NAME", help="model config without a checkpoint, e.g. 'tiny' "
+                                                        "(random weights: for testing only)")
+    model.add_argument("--clip-weights", metavar="FILE", help="base CLIP weights (default: the weights cache)")
+    model.add_argument("--sam-weights", metavar="FILE", help="base SAM weights (default: the weights cache)")
+    model.add_argument("--mode", choices=("trained", "zero-shot"), default="trained",
+                       help="'trained' uses the checkpoint's prompter; 'zero-shot' uses CLIP similarity only")
+    model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+
+
+def _phrases(args: argparse.Namespace) -> tuple[str, ...]:
+    phrases = list(args.phrases)
+    if args.phrases_file:
+        try:
+            text = Path(args.phrases_file).read_text(encoding="utf-8")
+        except OSError as err:
+            raise BackendError("bad_request", f"cannot read {args.phrases_file!r}: {err.strerror}",
+                               "give a readable UTF-8 text file with one phrase per line") from err
+        phrases += [line.strip() for line in text.splitlines() if line.strip()]
+    if not phrases:
+        raise BackendError("empty_query", "no phrase given",
+                           'add a phrase after the raster, e.g. "the large white storage tank"')
+    return tuple(phrases)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model, segment, write the outputs and print one summary line per phrase."""
+    from tqdm import tqdm
+
+    from backend.engine import Engine, SegmentJob
+    from backend.loading import describe, load_predictor
+    from backend.protocol import Window
+
+    phrases = _phrases(args)
+    if args.extent and args.pixels:
+        raise BackendError("bad_request", "both --extent and --pixels were given", "give only one of them")
+    output = Path(args.output)
+    window = Window(extent=args.extent) if args.extent else Window(pixels=args.pixels) if args.pixels else None
+    predictor = load_predictor(checkpoint=args.checkpoint, config=args.config, clip_weights=args.clip_weights,
+                               sam_weights=args.sam_weights, device=args.device, mode=args.mode)
+    job = SegmentJob(raster=args.raster, phrases=phrases, output_dir=str(output.parent or "."),
+                     output_name=output.stem, window=window, resolution=args.resolution, bands=args.bands,
+                     mode="find-all" if args.find_all else "view", tile_size=args.tile_size, overlap=args.overlap,
+                     threshold=args.threshold, min_area_px=args.min_area, simplify_tolerance=args.simplify,
+                     overwrite=args.overwrite, model_name=describe(predictor),
+                     checkpoint_name=Path(args.checkpoint).name if args.checkpoint else f"none ({args.config})")
+    with tqdm(total=100, file=sys.stderr, unit="%", bar_format="{desc:<12}{bar}| {n_fmt}% [{elapsed}]") as bar:
+        def progress(fraction: float, stage: str, _message: str) -> None:
+            bar.set_description_str(stage)
+            bar.update(max(0, round(fraction * 100) - bar.n))
+        result = Engine(predictor).run(job, progress=progress)
+    for summary in result.phrases:
+        score = "-" if summary.score is None else f"{summary.score:.3f}"
+        print(f"{summary.query!r}: {summary.count} polygon(s), best score {score}, {summary.area_m2:.1f} m²")
+    print(f"wrote {result.outputs['gpkg']} and {result.outputs['geojson']}")
+    return 0

@@ -1,0 +1,66 @@
+"""``python -m backend segment``: help a GIS user can read, real runs with the tiny model, errors and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+from rasters import write_geotiff
+
+from backend.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--config", "tiny", "--device", "cpu", "--tile-size", "128", "--overlap", "16"]
+
+
+@pytest.fixture
+def scene(tmp_path):
+    data = (np.random.default_rng(3).random((3, 300, 300)) * 200).astype(np.uint8)
+    return write_geotiff(tmp_path / "scene.tif", data)
+
+
+def test_help_speaks_gis():
+    done = subprocess.run([sys.executable, "-m", "backend", "segment", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0
+    for words in ("map units", "CRS", "--extent", "--find-all", "--resolution", "GeoPackage", "--bands"):
+        assert words in done.stdout
+
+
+def test_segment_writes_both_files_and_prints_summaries(scene, tmp_path, capsys):
+    out = tmp_path / "result.gpkg"
+    code = main(["segment", str(scene), "the white tank", "a red roof", "-o", str(out), *TINY,
+                 "--extent=500010,3999870,500140,3999990"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "'the white tank':" in captured.out and "'a red roof':" in captured.out
+    assert out.exists() and out.with_suffix(".geojson").exists()
+    assert pyogrio.read_info(out)["crs"] == "EPSG:32633"
+    assert "%" in captured.err  # the tqdm bar went to stderr
+
+
+@pytest.mark.parametrize(("argv", "code", "words"), [
+    (["   "], 2, "phrase"),
+    (["tank", "--bands", "1,2,9"], 3, "band 9"),
+    (["tank", "--extent=0,0,1,1"], 3, "does not overlap"),
+])
+def test_errors_are_two_lines_with_exit_codes(scene, tmp_path, capsys, argv, code, words):
+    assert main(["segment", str(scene), *argv, "-o", str(tmp_path / "o.gpkg"), *TINY]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2].startswith("error: ") and words in err[-2]
+    assert err[-1].startswith("hint: ")
+    assert not (tmp_path / "o.gpkg").exists()
+
+
+def test_not_a_raster_and_existing_output(tmp_path, scene, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert main(["segment", str(text), "tank", "-o", str(tmp_path / "a.gpkg"), *TINY]) == 3
+    (tmp_path / "b.gpkg").write_bytes(b"keep")
+    assert main(["segment", str(scene), "tank", "-o", str(tmp_path / "b.gpkg"), *TINY]) == 7
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "b.gpkg").read_bytes() == b"keep"
