@@ -10,6 +10,15 @@ from backend.model import build_model, load_config
 TEXTS = ["a red building", "the large white storage tank near the river in the top left of the image"]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models are fastest single-threaded; intra-op threads only contend on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def texts() -> list[str]:
     """Two referring expressions of different lengths."""

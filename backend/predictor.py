@@ -1,0 +1,186 @@
+"""``ReferringPredictor``: segment_anything's ``SamPredictor`` pattern for referring expressions.
+
+``set_image`` runs both image encoders once and caches the embeddings (an LRU keyed by ``image_key``);
+``predict(text)`` then costs only the text encoder, the prompter and SAM's mask decoder.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backend.model.device import autocast, select_device
+from backend.model.outputs import ImageEmbeddings, mask_scores
+from backend.model.refseg_base import ReferringSegmenter
+from backend.model.transforms import resize_and_pad, unpad_and_resize
+from backend.model.zero_shot import encode_images_zero_shot, zero_shot_prompts
+
+MODES = ("trained", "zero-shot")
+
+
+@dataclass
+class Prediction:
+    """Masks for N queries on the current image.
+
+    Attributes:
+        probs: N×H×W float32 foreground probabilities at image resolution.
+        scores: N float32 confidences (mean probability inside each mask).
+        low_res_logits: N×1×D×D float32 logits in the model-input frame (CPU).
+    """
+
+    probs: np.ndarray
+    scores: np.ndarray
+    low_res_logits: torch.Tensor
+
+
+@dataclass
+class _ImageState:
+    embeddings: ImageEmbeddings
+    valid_hw: tuple[int, int]
+    image_hw: tuple[int, int]
+
+
+class ReferringPredictor:
+    """Cached-embedding predictor over a ``build_model``/``load_model`` model."""
+
+    def __init__(self, model: ReferringSegmenter, *, device: str | torch.device | None = None,
+                 cache_size: int = 4, mode: str = "trained") -> None:
+        """Args:
+            model: an RSRefSeg 2 / RSRefSeg model.
+            device: ``select_device`` spec (None: "auto", i.e. CUDA, then MPS, then CPU).
+            cache_size: how many images' embeddings to keep (LRU over ``image_key``).
+            mode: "trained" (the prompter) or "zero-shot" (ClearCLIP similarity → SAM box/point prompts).
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if cache_size < 1:
+            raise ValueError("cache_size must be at least 1")
+        self.device = select_device(device or "auto")
+        self.model = model.to(self.device).eval()
+        self.mode = mode
+        self.cache_size = cache_size
+        self._cache: OrderedDict[Hashable, _ImageState] = OrderedDict()
+        self._state: _ImageState | None = None
+
+    @property
+    def input_size(self) -> int:
+        """Side S of the square model input."""
+        return self.model.config.input_size
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._state is not None
+
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray, image_key: Hashable | None = None) -> None:
+        """Encode ``image`` (H×W×3 RGB, uint8 or float in [0, 1]) unless ``image_key`` is already cached."""
+        if image_key is not None and image_key in self._cache:
+            self._cache.move_to_end(image_key)
+            self._state = self._cache[image_key]
+            return
+        cfg = self.model.config
+        tensor, valid = resize_and_pad(image, cfg.input_size, cfg.keep_ratio)
+        encode = encode_images_zero_shot if self.mode == "zero-shot" else ReferringSegmenter.encode_images
+        with autocast(self.device):
+            embeddings = encode(self.model, tensor[None].to(self.device))
+        self._state = _ImageState(embeddings, valid, (int(image.shape[0]), int(image.shape[1])))
+        if image_key is not None:
+            self._cache[image_key] = self._state
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def reset_image(self) -> None:
+        """Forget the current image and the cache."""
+        self._state = None
+        self._cache.clear()
+
+    def _require_image(self) -> _ImageState:
+        if self._state is None:
+            raise RuntimeError("no image is set: call set_image(image) before predicting")
+        return self._state
+
+    @torch.inference_mode()
+    def predict_torch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits for each text on the current image.
+
+        Texts are batched in groups of equal token length: the method's prompter has no key-padding mask,
+        so grouping keeps every text's result identical to running it alone.
+
+        Returns:
+            (logits N×1×D×D float32, scores N) on the model's device.
+        """
+        state = self._require_image()
+        texts = list(texts)
+        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise ValueError("predict needs one or more non-empty text queries")
+        with autocast(self.device):
+            if self.mode == "zero-shot":
+                logits = self._zero_shot(state, texts)
+            else:
+                _, pad = self.model.clip_encoder.tokenize(texts)
+                lengths = (~pad).sum(dim=1).tolist()
+                logits = [None] * len(texts)
+                for length in sorted(set(lengths)):
+                    group = [i for i, n in enumerate(lengths) if n == length]
+                    out = self.model.decode(state.embeddings, [texts[i] for i in group])
+                    for j, i in enumerate(group):
+                        logits[i] = out.mask_logits[j]
+                logits = torch.stack(logits)
+        logits = logits.float()
+        return logits, mask_scores(logits)
+
+    def _zero_shot(self, state: _ImageState, texts: list[str]) -> torch.Tensor:
+        _, pooled, _ = self.model.clip_encoder.encode_text(texts)
+        boxes, points = zero_shot_prompts(state.embeddings.clip, pooled, state.valid_hw, self.input_size)
+        logits, _ = self.model.sam_head.decode_with_box(state.embeddings.sam, boxes, points, None)
+        return logits
+
+    def _to_prediction(self, state: _ImageState, logits: torch.Tensor, scores: torch.Tensor) -> Prediction:
+        full = unpad_and_resize(logits, state.valid_hw, state.image_hw, self.input_size)
+        probs = torch.sigmoid(full[:, 0]).cpu().numpy().astype(np.float32)
+        return Prediction(probs=probs, scores=scores.cpu().numpy().astype(np.float32), low_res_logits=logits.cpu())
+
+    def predict(self, text: str | Sequence[str]) -> Prediction:
+        """Masks for one text or a list of texts (one mask each) on the current image."""
+        texts = [text] if isinstance(text, str) else list(text)
+        logits, scores = self.predict_torch(texts)
+        return self._to_prediction(self._require_image(), logits, scores)
+
+    @torch.inference_mode()
+    def predict_with_box(self, box_xyxy: Sequence[float] | np.ndarray, mask_prior: np.ndarray | None = None
+                         ) -> Prediction:
+        """Refine with SAM's own prompt encoder: a box and optionally a prior mask.
+
+        Args:
+            box_xyxy: (4,) x0, y0, x1, y1 in image pixels.
+            mask_prior: H×W foreground probabilities at image resolution (e.g. a coarse mask), or None.
+
+        Returns:
+            A ``Prediction`` with N = 1.
+        """
+        state = self._require_image()
+        (h, w), (vh, vw) = state.image_hw, state.valid_hw
+        scale = torch.tensor([vw / w, vh / h, vw / w, vh / h], device=self.device)
+        box = torch.as_tensor(np.asarray(box_xyxy, np.float32), device=self.device).reshape(1, 4) * scale
+        prior = None if mask_prior is None else self._prior_logits(state, mask_prior)
+        with autocast(self.device):
+            logits, _ = self.model.sam_head.decode_with_box(state.embeddings.sam, box, None, prior)
+        logits = logits.float()
+        return self._to_prediction(state, logits, mask_scores(logits))
+
+    def _prior_logits(self, state: _ImageState, probs: np.ndarray) -> torch.Tensor:
+        """H×W probabilities → 1×1×D×D logits in the model-input frame (SAM's mask-input convention)."""
+        if probs.shape != state.image_hw:
+            raise ValueError(f"mask_prior must be {state.image_hw} (the image), got {probs.shape}")
+        prior = torch.as_tensor(np.asarray(probs, np.float32), device=self.device)[None, None]
+        prior = F.interpolate(prior, size=state.valid_hw, mode="bilinear", align_corners=False)
+        size = self.input_size
+        prior = F.pad(prior, (0, size - state.valid_hw[1], 0, size - state.valid_hw[0]))
+        mask_size = self.model.config.mask_size
+        prior = F.interpolate(prior, size=(mask_size, mask_size), mode="bilinear", align_corners=False)
+        return torch.logit(prior.clamp(1e-4, 1 - 1e-4))
