@@ -7,19 +7,29 @@ behaviour: replies, progress, result files, errors, cancel, shutdown, a killed w
 from __future__ import annotations
 
 import io
+import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from rasters import write_geotiff
 
 from backend.errors import BackendError
+from backend.model.build import build_model
+from backend.model.checkpoint import save_checkpoint
+from backend.model.config import load_config
 from backend.protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
     Error,
+    Load,
     Ping,
     ProtocolError,
     Segment,
@@ -39,7 +49,7 @@ class WorkerProcess:
     def __init__(self, log_path: Path, *args: str) -> None:
         self.log_path = log_path
         self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        env = {**os.environ, "RSREFSEG2_LOG_LEVEL": "INFO"}
+        env = {**os.environ, "RSREFSEG2_LOG_LEVEL": "INFO", "RSREFSEG2_WEIGHTS_DIR": str(log_path.parent / "w")}
         self.proc = subprocess.Popen([sys.executable, *(args or ("-m", "backend.worker"))], cwd=ROOT, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                      text=True, encoding="utf-8", bufsize=1)
@@ -98,6 +108,125 @@ def spawn(tmp_path: Path):
     yield start
     for worker in started:
         worker.close()
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    """A 192×192 RGB GeoTIFF in UTM 33N with a bright rectangle."""
+    rng = np.random.default_rng(3)
+    data = (rng.random((3, 192, 192)) * 60 + 40).astype(np.uint8)
+    data[:, 60:100, 80:130] = 230
+    return write_geotiff(tmp_path / "scene.tif", data)
+
+
+@pytest.fixture
+def big_scene(tmp_path: Path) -> Path:
+    """A 640×640 GeoTIFF: find-all with 64 px tiles makes a run of ~140 tiles, long enough to cancel."""
+    rng = np.random.default_rng(4)
+    return write_geotiff(tmp_path / "big.tif", (rng.random((3, 640, 640)) * 200).astype(np.uint8))
+
+
+def _load(worker: WorkerProcess) -> None:
+    worker.send(Load(id="load", config="tiny", device="cpu"))
+    _, loaded = worker.until("load", ("loaded", "error"))
+    assert loaded.TYPE == "loaded", loaded
+    assert loaded.device == "cpu" and "rsrefseg2" in loaded.model
+
+
+def test_round_trip(spawn, scene: Path, tmp_path: Path) -> None:
+    worker = spawn()
+    worker.send(Ping(id="p1"))
+    pong = worker.recv()
+    assert (pong.TYPE, pong.id, pong.protocol) == ("pong", "p1", PROTOCOL_VERSION)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    worker.send(Segment(id="early", raster=str(scene), phrases=("x",), output_dir=str(out)))
+    _, early = worker.until("early", ("error",))
+    assert early.code == "bad_request" and "load" in early.hint
+
+    worker.send_line('{"type": "segment", "id": "bad1", "v": 1, "phrases": ["x"], "output_dir": "o"}')
+    _, bad = worker.until("bad1", ("error",))
+    assert bad.code == "bad_request" and "'raster'" in bad.message
+
+    for req, code in [(Load(id="l1", checkpoint=str(tmp_path / "missing.safetensors")), "checkpoint"),
+                      (Load(id="l2", config="no-such-config"), "checkpoint"),
+                      (Load(id="l3", mode="zero-shot", config="tiny", device="cpu"), "weights"),
+                      (Load(id="l4", config="tiny", clip_weights="sam-vit-h"), "weights")]:
+        worker.send(req)
+        _, failed = worker.until(req.id, ("error", "loaded"))
+        assert failed.TYPE == "error" and failed.code == code, (req, failed)
+    if not torch.cuda.is_available():
+        worker.send(Load(id="l5", config="tiny", device="cuda:0"))
+        _, no_cuda = worker.until("l5", ("error", "loaded"))
+        assert no_cuda.code == "device", no_cuda
+
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_checkpoint(build_model(load_config("tiny")), checkpoint)
+    worker.send(Load(id="ckpt", checkpoint=str(checkpoint), device="cpu"))
+    _, loaded = worker.until("ckpt", ("loaded", "error"))
+    assert loaded.TYPE == "loaded", loaded
+    assert loaded.model.startswith("rsrefseg2 · CLIP tiny-clip") and loaded.model.endswith("trained")
+    worker.send(Segment(id="s1", raster=str(scene), phrases=("the bright roof", "the field"), output_dir=str(out),
+                        tile_size=128, overlap=16))
+    progress, result = worker.until("s1", ("result", "error"))
+    assert result.TYPE == "result", result
+    fractions = [p.fraction for p in progress if p.TYPE == "progress" and p.id == "s1"]
+    assert fractions and fractions == sorted(fractions) and fractions[-1] == 1.0
+    geojson = Path(result.outputs.geojson)
+    assert geojson.parent == out and geojson.is_file()
+    assert result.outputs.gpkg is None or Path(result.outputs.gpkg).is_file()
+    assert json.loads(geojson.read_text())["type"] == "FeatureCollection"
+    assert [p.query for p in result.phrases] == ["the bright roof", "the field"]
+    assert "UTM zone 33N" in result.crs and "total" in result.timings
+
+    worker.send(Segment(id="s2", raster=str(tmp_path / "worker0.log"), phrases=("x",), output_dir=str(out)))
+    _, not_raster = worker.until("s2", ("error",))
+    assert not_raster.code == "not_a_raster", not_raster
+
+    worker.send(Shutdown(id="bye"))
+    _, bye = worker.until("bye", ("bye",))
+    assert worker.proc.wait(TIMEOUT) == 0
+    assert all(decode(line) for line in worker.raw)  # stdout held protocol lines only
+    assert "worker ready" in worker.stderr()
+
+
+def test_cancel_mid_run_leaves_no_output(spawn, big_scene: Path, tmp_path: Path) -> None:
+    worker = spawn()
+    _load(worker)
+    out = tmp_path / "cancelled"
+    out.mkdir()
+    (out / "keep.txt").write_text("not the worker's")
+    worker.send(Segment(id="long", raster=str(big_scene), phrases=("all tanks",), output_dir=str(out),
+                        mode="find-all", tile_size=64, overlap=8))
+    while (message := worker.recv()).TYPE != "progress" or not message.message.startswith("tile 2/"):
+        assert message.TYPE == "progress", message  # stop once a tile is done and more remain
+    worker.send(Ping(id="during"))  # answered by the reader thread while the run goes on
+    worker.send(Cancel(id="c1", target="long"))
+    replies, final = worker.until("long", ("error", "result"))
+    assert final.TYPE == "error" and final.code == "cancelled", final
+    assert any(r.TYPE == "pong" and r.id == "during" for r in replies)
+    assert not any(r.id == "c1" for r in replies)  # cancel itself gets no reply
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+    worker.send(Ping(id="after"))  # the worker is still alive and responsive
+    assert worker.recv().id == "after"
+    worker.proc.stdin.close()  # EOF also ends the worker cleanly
+    assert worker.proc.wait(TIMEOUT) == 0
+
+
+def test_killed_worker_is_detected_with_its_stderr(spawn, big_scene: Path, tmp_path: Path) -> None:
+    worker = spawn()
+    _load(worker)
+    worker.send(Segment(id="doomed", raster=str(big_scene), phrases=("x",), output_dir=str(tmp_path),
+                        mode="find-all", tile_size=64, overlap=8))
+    assert worker.recv().TYPE == "progress"
+    os.kill(worker.proc.pid, signal.SIGKILL)
+    with pytest.raises(EOFError, match="worker died") as info:
+        while True:
+            worker.recv()
+    assert worker.proc.returncode == -signal.SIGKILL
+    assert "worker ready" in str(info.value) and "loading checkpoint=None config=tiny" in str(info.value)
 
 
 def test_library_output_never_reaches_the_protocol_stream(spawn) -> None:
