@@ -69,7 +69,8 @@ class TrainConfig:
         val_every_epochs: epochs between validations (0: never).
         include_base: put the base CLIP/SAM weights in the plugin checkpoint (needed for random-init models).
         weights: base-weight files (``clip``, ``sam``) for ``build_model``; empty = random init.
-        find_unused_parameters: passed to DistributedDataParallel.
+        find_unused_parameters: passed to DistributedDataParallel. True by default: some trainable SAM parts
+            get no gradient (the IoU head, the point, not-a-point and no-mask embeddings).
     """
 
     model: str
@@ -91,7 +92,7 @@ class TrainConfig:
     val_every_epochs: int = 10
     include_base: bool = False
     weights: dict[str, str] = field(default_factory=dict)
-    find_unused_parameters: bool = False
+    find_unused_parameters: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that ``config_from_dict`` turns back into an equal config."""
