@@ -20,11 +20,16 @@ import numpy as np
 import pytest
 import torch
 from rasters import write_geotiff
+from safetensors.torch import save_file
 
+from backend import weights
 from backend.errors import BackendError
+from backend.loading import describe, load_predictor
 from backend.model.build import build_model
 from backend.model.checkpoint import save_checkpoint
+from backend.model.clip_encoder import create_open_clip
 from backend.model.config import load_config
+from backend.model.sam_head import build_sam_parts
 from backend.protocol import (
     PROTOCOL_VERSION,
     Cancel,
@@ -274,3 +279,42 @@ def test_output_names_are_safe() -> None:
     assert output_name("req-12") == "rsrefseg_req-12"
     assert output_name("../../etc/passwd") == "rsrefseg_etc_passwd"
     assert output_name("") == "rsrefseg_request"
+
+
+def test_load_predictor_finds_recorded_base_weights_in_the_weights_folder(tmp_path: Path, monkeypatch,
+                                                                         caplog) -> None:
+    cfg = load_config("tiny")
+    sam_file = tmp_path / "tiny_sam.pth"  # segment_anything's key layout, as the official files have
+    parts = build_sam_parts(cfg.sam, cfg.input_size)
+    torch.save({f"{p}.{k}": v for p, m in parts.items() for k, v in m.state_dict().items()}, sam_file)
+    checkpoint = tmp_path / "ckpt" / "tiny.safetensors"
+    checkpoint.parent.mkdir()
+    save_checkpoint(build_model(cfg, sam_weights=sam_file), checkpoint)
+    folder = tmp_path / "weights"
+    monkeypatch.setenv("RSREFSEG2_WEIGHTS_DIR", str(folder))
+
+    with pytest.raises(BackendError, match="needs the sam base weights tiny_sam.pth") as info:
+        load_predictor(checkpoint=str(checkpoint), device="cpu")
+    assert info.value.code == "weights"
+    weights.import_file(sam_file, None, folder)  # unknown to the registry: keeps its own name
+    predictor = load_predictor(checkpoint=str(checkpoint), device="cpu")
+    assert predictor.model.base_weights["sam"]["file"] == "tiny_sam.pth"
+    assert describe(predictor) == "rsrefseg2 · CLIP tiny-clip 64px · SAM custom-32d · 256px · trained"
+
+    random_init = load_predictor(config="tiny", device="cpu", sam_weights=str(sam_file))
+    assert random_init.mode == "trained" and "untrained prompter" in caplog.text
+
+
+def test_zero_shot_loads_base_weights_without_a_checkpoint(tmp_path: Path) -> None:
+    cfg = load_config("tiny")
+    clip_file, sam_file = tmp_path / "tiny_clip.safetensors", tmp_path / "tiny_sam.pth"
+    save_file(create_open_clip(cfg.clip, None).state_dict(), str(clip_file))
+    parts = build_sam_parts(cfg.sam, cfg.input_size)
+    torch.save({f"{p}.{k}": v for p, m in parts.items() for k, v in m.state_dict().items()}, sam_file)
+    with pytest.raises(BackendError, match="needs the base SAM weights") as info:
+        load_predictor(config="tiny", mode="zero-shot", clip_weights=str(clip_file), device="cpu")
+    assert info.value.code == "weights" and "weights download" in info.value.hint
+    predictor = load_predictor(config="tiny", mode="zero-shot", clip_weights=str(clip_file),
+                               sam_weights=str(sam_file), device="cpu")
+    assert predictor.mode == "zero-shot" and predictor.device == torch.device("cpu")
+    assert predictor.model.base_weights["clip"]["file"] == "tiny_clip.safetensors"
