@@ -1,0 +1,116 @@
+"""SegmentTask on the real worker (tiny random-init model): layers appear in the right CRS and place; cancel
+and a killed worker leave nothing behind and say why; a non-file raster goes through the temp GeoTIFF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from osgeo import gdal
+from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.PyQt.QtCore import Qt
+from qgis_helpers import tiny_request
+
+from rsrefseg2_qgis.raster_source import plan_raster
+from rsrefseg2_qgis.tasks.segment_task import SegmentTask
+
+FIELDS = ["query", "score", "area_m2", "model", "checkpoint"]
+# The sample's north-west quarter (256 × 256 px at 0.5 m): small enough to keep the tests quick.
+QUARTER = (603_000.0, 5_339_872.0, 603_128.0, 5_340_000.0)
+
+
+def _task(layer: QgsRasterLayer, client, message_bar=None, extent=QUARTER, **changes) -> SegmentTask:
+    request = tiny_request(layer.id(), extent=extent, **changes)
+    plan = plan_raster(layer, None if extent is None else QgsRectangle(*extent), None, max_pixels=10**7)
+    return SegmentTask(request=request, plan=plan, client=client, project=QgsProject.instance(),
+                       message_bar=message_bar)
+
+
+def _result_layers() -> list:
+    return [layer for layer in QgsProject.instance().mapLayers().values() if layer.name().startswith("rsrefseg:")]
+
+
+def test_task_adds_a_polygon_layer_in_the_raster_crs_inside_its_extent(raster_layer, worker_client,
+                                                                       qgis_iface) -> None:
+    task = _task(raster_layer, worker_client, qgis_iface.messageBar())
+    ok = task.run()
+    task.finished(ok)
+    assert ok, task.outcome
+    assert task.outcome.status == "done"
+    (layer,) = _result_layers()
+    assert layer is task.outcome.layer
+    assert layer.name() == "rsrefseg: the large white storage tank"
+    assert layer.crs().authid() == "EPSG:32633"
+    assert layer.fields().names() == FIELDS
+    if layer.featureCount():
+        assert QgsRectangle(*QUARTER).contains(layer.extent())
+        assert {f["query"] for f in layer.getFeatures()} == {"the large white storage tank"}
+    assert not task.work_dir.exists()
+    assert "object(s)" in task.outcome.text and "untrained" in task.outcome.text
+
+
+def test_cancel_mid_run_leaves_no_layer_and_no_file(raster_layer, worker_client, tmp_path: Path) -> None:
+    gpkg = tmp_path / "out.gpkg"
+    task = _task(raster_layer, worker_client, search="find-all", tile_size=64, overlap=8,
+                 output_gpkg=str(gpkg))
+    progress = []
+
+    def cancel_once_the_worker_reports(text: str) -> None:
+        progress.append(text)
+        if task.progress() > 15 and not task.isCanceled():
+            task.cancel()
+
+    task.status_changed.connect(cancel_once_the_worker_reports, Qt.ConnectionType.DirectConnection)
+    ok = task.run()
+    task.finished(ok)
+    assert not ok and task.outcome.status == "cancelled", task.outcome
+    assert task.isCanceled() and len(progress) >= 3
+    assert _result_layers() == [] and not gpkg.exists() and not task.work_dir.exists()
+
+
+def test_killed_worker_gives_a_clear_message_and_the_next_query_works(raster_layer, worker_client,
+                                                                      qgis_iface) -> None:
+    task = _task(raster_layer, worker_client, qgis_iface.messageBar(), search="find-all", tile_size=64,
+                 overlap=16)
+
+    def kill_once_the_worker_reports(_text: str) -> None:
+        if task.progress() > 15 and worker_client.running:
+            worker_client.kill()
+
+    task.status_changed.connect(kill_once_the_worker_reports, Qt.ConnectionType.DirectConnection)
+    ok = task.run()
+    task.finished(ok)
+    assert not ok and task.outcome.status == "failed"
+    assert "stopped unexpectedly" in task.outcome.text and "restarts" in task.outcome.text
+    assert _result_layers() == []
+
+    again = _task(raster_layer, worker_client)
+    ok = again.run()
+    again.finished(ok)
+    assert ok and again.outcome.status == "done" and len(_result_layers()) == 1
+
+
+def test_non_file_raster_goes_through_a_temp_geotiff(sample_tif: Path, worker_client) -> None:
+    memory_path = "/vsimem/rsrefseg2_task.tif"
+    gdal.Translate(memory_path, str(sample_tif))
+    layer = QgsRasterLayer(memory_path, "in memory", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        task = _task(layer, worker_client)
+        assert task.plan.file_path is None
+        ok = task.run()
+        task.finished(ok)
+        assert ok, task.outcome
+        (result,) = _result_layers()
+        assert result.crs().authid() == "EPSG:32633"
+        if result.featureCount():
+            assert QgsRectangle(*QUARTER).contains(result.extent())
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+        gdal.Unlink(memory_path)
+
+
+@pytest.fixture(autouse=True)
+def _clean_project():
+    yield
+    QgsProject.instance().removeAllMapLayers()
