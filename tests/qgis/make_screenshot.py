@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from pytest_qgis.mock_qgis_classes import MockMessageBar  # the stand-in iface the tests use too
+from pytest_qgis.qgis_interface import QgisInterface
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.gui import QgsMapCanvas
 from qgis.PyQt.QtCore import QEventLoop, QSize, Qt, QTimer
@@ -37,9 +39,6 @@ def main() -> None:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     app = QgsApplication([], True)
     app.initQgis()
-    from pytest_qgis.mock_qgis_classes import MockMessageBar
-    from pytest_qgis.qgis_interface import QgisInterface
-
     from rsrefseg2_qgis import paths
     from rsrefseg2_qgis.client import BackendClient
     from rsrefseg2_qgis.dock import SegmentDock

@@ -114,3 +114,20 @@ def test_non_file_raster_goes_through_a_temp_geotiff(sample_tif: Path, worker_cl
 def _clean_project():
     yield
     QgsProject.instance().removeAllMapLayers()
+
+
+def test_closing_the_project_mid_run_discards_the_result_without_crashing(sample_tif: Path,
+                                                                         worker_client) -> None:
+    layer = QgsRasterLayer(str(sample_tif), "doomed", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    task = _task(layer, worker_client)
+
+    def close_project_once_the_worker_reports(_text: str) -> None:
+        if task.progress() > 15 and QgsProject.instance().count():
+            QgsProject.instance().clear()  # removes the source layer too
+
+    task.status_changed.connect(close_project_once_the_worker_reports, Qt.ConnectionType.DirectConnection)
+    ok = task.run()
+    task.finished(ok)
+    assert ok and task.outcome.status == "cancelled" and "closed" in task.outcome.text
+    assert QgsProject.instance().count() == 0 and not task.work_dir.exists()
