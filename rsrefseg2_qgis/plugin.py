@@ -19,6 +19,7 @@ from .processing.provider import RSRefSeg2Provider
 from .requests import SegmentRequest
 from .runner import SegmentRunner
 from .settings import PluginSettings
+from .settings_dialog import SettingsDialog
 from .setup_backend import detect_gpu, setup_steps
 
 MENU = "&RSRefSeg 2"
@@ -87,7 +88,9 @@ class RSRefSeg2Plugin:
         self.dock.visibilityChanged.connect(toggle.setChecked)
         setup = QAction(tr("Set up backend…"), main_window)
         setup.triggered.connect(self.set_up_backend)
-        self.actions = [toggle, setup]
+        configure = QAction(tr("Settings…"), main_window)
+        configure.triggered.connect(self.edit_settings)
+        self.actions = [toggle, setup, configure]
         self.iface.addToolBarIcon(toggle)
         for action in self.actions:
             self.iface.addPluginToMenu(MENU, action)
@@ -141,6 +144,18 @@ class RSRefSeg2Plugin:
         step = diagnostics_step(PluginSettings.load().worker_python(), paths.backend_root())
         return self._show_dialog(ProcessDialog(title=tr("RSRefSeg 2 diagnostics"), steps=[step], pretty_json=True,
                                                parent=self.iface.mainWindow()))
+
+    def edit_settings(self) -> None:
+        """Show the settings dialog; on OK save the settings and hand them to the dock."""
+        profile = Path(QgsApplication.qgisSettingsDirPath())
+        dialog = SettingsDialog(settings=PluginSettings.load(), default_python=str(paths.default_python(profile)),
+                                parent=self.iface.mainWindow())
+        if dialog.exec() == SettingsDialog.DialogCode.Accepted:
+            edited = dialog.edited()
+            edited.save()
+            if self.dock is not None:
+                self.dock.settings = edited
+        dialog.deleteLater()
 
     def set_up_backend(self) -> ProcessDialog:
         """Create the private venv with the right torch; on success it becomes the worker interpreter."""

@@ -101,3 +101,20 @@ def test_diagnostics_show_the_worker_environment() -> None:
     text = dialog.output.toPlainText()
     assert '"torch"' in text and '"backend"' in text
     dialog.deleteLater()
+
+
+def test_settings_dialog_edits_a_copy() -> None:
+    from rsrefseg2_qgis.settings_dialog import SettingsDialog
+
+    original = PluginSettings(history=("kept",), device="cuda")
+    dialog = SettingsDialog(settings=original, default_python="/default/python")
+    assert dialog.python_widget.lineEdit().placeholderText() == "/default/python"
+    dialog.python_widget.setFilePath("/opt/env/bin/python")
+    dialog.tile_spin.setValue(128)
+    dialog.overlap_spin.setValue(500)  # more than the tile: clamped
+    dialog.megapixels_spin.setValue(10)
+    edited = dialog.edited()
+    assert edited.python == "/opt/env/bin/python" and edited.tile_size == 128 and edited.overlap == 127
+    assert edited.max_pixels == 10_000_000 and edited.history == ("kept",) and edited.device == "cuda"
+    assert original.python == ""
+    dialog.deleteLater()

@@ -1,0 +1,76 @@
+"""The plugin's settings dialog: worker interpreter, base weights, tiling and limits. Edits a ``PluginSettings``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsSpinBox
+from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QWidget
+
+from .i18n import tr
+from .settings import PluginSettings
+
+
+class SettingsDialog(QDialog):
+    """Shows ``settings``; ``edited()`` returns them with the user's changes (saving is the caller's job).
+
+    Args:
+        settings: the current settings.
+        default_python: what an empty interpreter field means (shown as placeholder).
+        parent: the parent widget.
+    """
+
+    def __init__(self, *, settings: PluginSettings, default_python: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(tr("RSRefSeg 2 settings"))
+        self._settings = settings
+        form = QFormLayout(self)
+        self.python_widget = self._file(settings.python, tr("Python with PyTorch (empty: {default})").format(
+            default=default_python))
+        self.python_widget.lineEdit().setPlaceholderText(default_python)
+        form.addRow(tr("Worker Python"), self.python_widget)
+        self.clip_widget = self._file(settings.clip_weights, tr("open_clip checkpoint of the CLIP model"))
+        form.addRow(tr("CLIP weights"), self.clip_widget)
+        self.sam_widget = self._file(settings.sam_weights, tr("segment_anything .pth checkpoint"))
+        form.addRow(tr("SAM weights"), self.sam_widget)
+        self.tile_spin = self._int(settings.tile_size, 64, 4096, PluginSettings.tile_size)
+        form.addRow(tr("Tile size (px)"), self.tile_spin)
+        self.overlap_spin = self._int(settings.overlap, 0, 1024, PluginSettings.overlap)
+        form.addRow(tr("Tile overlap (px)"), self.overlap_spin)
+        self.threshold_spin = QgsDoubleSpinBox(self)
+        self.threshold_spin.setRange(0.01, 0.99)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setValue(settings.threshold)
+        self.threshold_spin.setClearValue(PluginSettings.threshold)
+        form.addRow(tr("Mask threshold"), self.threshold_spin)
+        self.megapixels_spin = self._int(settings.max_pixels // 1_000_000, 1, 4096,
+                                         PluginSettings.max_pixels // 1_000_000)
+        self.megapixels_spin.setSuffix(tr(" Mpx"))
+        form.addRow(tr("Largest query window"), self.megapixels_spin)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel,
+                                   self)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _file(self, path: str, tooltip: str) -> QgsFileWidget:
+        widget = QgsFileWidget(self)
+        widget.setFilePath(path)
+        widget.setToolTip(tooltip)
+        return widget
+
+    def _int(self, value: int, low: int, high: int, default: int) -> QgsSpinBox:
+        spin = QgsSpinBox(self)
+        spin.setRange(low, high)
+        spin.setValue(value)
+        spin.setClearValue(default)
+        return spin
+
+    def edited(self) -> PluginSettings:
+        """The settings with the dialog's values."""
+        return replace(self._settings, python=self.python_widget.filePath().strip(),
+                       clip_weights=self.clip_widget.filePath().strip(),
+                       sam_weights=self.sam_widget.filePath().strip(), tile_size=self.tile_spin.value(),
+                       overlap=min(self.overlap_spin.value(), self.tile_spin.value() - 1),
+                       threshold=round(self.threshold_spin.value(), 4),
+                       max_pixels=self.megapixels_spin.value() * 1_000_000)
