@@ -7,7 +7,7 @@ messages to a callback and turning an ``error`` reply into a ``WorkerError``. Tw
 full pipe. Calls block the *calling* thread; they are made from QgsTask/Processing worker threads, never from
 the GUI thread (only ``shutdown``, which is bounded by a timeout, runs there).
 
-Pure Python: no qgis, no torch, so it is usable from tests and scripts as well.
+No torch and no qgis.core: only QtCore for translated messages, so it also serves tests and scripts.
 """
 
 from __future__ import annotations

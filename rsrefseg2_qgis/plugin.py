@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -98,7 +99,8 @@ class RSRefSeg2Plugin:
 
     def unload(self) -> None:
         """Remove every action, the dock and the provider; stop queries and the worker."""
-        QgsApplication.instance().aboutToQuit.disconnect(self.shutdown_worker)
+        with contextlib.suppress(TypeError):  # not connected when only initProcessing ran (qgis_process)
+            QgsApplication.instance().aboutToQuit.disconnect(self.shutdown_worker)
         if self.runner is not None:
             self.runner.cancel_all()
         for action in self.actions:

@@ -90,19 +90,23 @@ def test_killed_worker_gives_a_clear_message_and_the_next_query_works(raster_lay
     assert ok and again.outcome.status == "done" and len(_result_layers()) == 1
 
 
-def test_non_file_raster_goes_through_a_temp_geotiff(sample_tif: Path, worker_client) -> None:
+def test_non_file_raster_goes_through_a_temp_geotiff_and_the_result_into_a_geopackage(
+        sample_tif: Path, worker_client, tmp_path: Path) -> None:
     memory_path = "/vsimem/rsrefseg2_task.tif"
     gdal.Translate(memory_path, str(sample_tif))
     layer = QgsRasterLayer(memory_path, "in memory", "gdal")
     QgsProject.instance().addMapLayer(layer)
+    gpkg = tmp_path / "kept.gpkg"
     try:
-        task = _task(layer, worker_client)
+        task = _task(layer, worker_client, output_gpkg=str(gpkg))
         assert task.plan.file_path is None
         ok = task.run()
         task.finished(ok)
         assert ok, task.outcome
         (result,) = _result_layers()
         assert result.crs().authid() == "EPSG:32633"
+        assert result.providerType() == "ogr" and result.source().startswith(str(gpkg))
+        assert not task.work_dir.exists()  # the temp GeoTIFF is gone, the GeoPackage stays
         if result.featureCount():
             assert QgsRectangle(*QUARTER).contains(result.extent())
     finally:
