@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qgis.core import (
+    Qgis,
     QgsFeature,
     QgsFeatureSink,
     QgsField,
@@ -30,7 +31,7 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QMetaType, QVariant
 
 from ..client import BackendClient, WorkerError
 from ..i18n import tr
@@ -45,9 +46,13 @@ SEARCH_MODES = ("view", "find-all")
 
 def result_fields() -> QgsFields:
     """The attributes the engine writes for every polygon."""
+    if Qgis.QGIS_VERSION_INT >= 33800:  # QMetaType field types (the only ones left with Qt 6 / QGIS 4)
+        text, number = QMetaType.Type.QString, QMetaType.Type.Double
+    else:
+        text, number = QVariant.String, QVariant.Double
     fields = QgsFields()
-    for name, kind in (("query", QVariant.String), ("score", QVariant.Double), ("area_m2", QVariant.Double),
-                       ("model", QVariant.String), ("checkpoint", QVariant.String)):
+    for name, kind in (("query", text), ("score", number), ("area_m2", number), ("model", text),
+                       ("checkpoint", text)):
         fields.append(QgsField(name, kind))
     return fields
 
