@@ -13,6 +13,7 @@ that names the offending type or field.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -303,8 +304,14 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     raise ProtocolError(f"{where}: unsupported field type {hint!r}")
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """The resolved field annotations of a message dataclass (cached: resolving them is the slow part)."""
+    return typing.get_type_hints(cls)
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _field_types(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:

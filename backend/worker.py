@@ -99,12 +99,12 @@ class Worker:
     """
 
     out: TextIO
-    _write_lock: threading.Lock = field(default_factory=threading.Lock)
-    _cancel_lock: threading.Lock = field(default_factory=threading.Lock)
-    _cancelled: set[str] = field(default_factory=set)
-    _engine: Any = None
-    _model_name: str = ""
-    _checkpoint_name: str = ""
+    _write_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _cancel_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _cancelled: set[str] = field(default_factory=set, init=False)
+    _engine: Any = field(default=None, init=False)
+    _model_name: str = field(default="", init=False)
+    _checkpoint_name: str = field(default="", init=False)
 
     def send(self, message: Reply) -> None:
         """Write one reply line and flush it (thread-safe)."""
