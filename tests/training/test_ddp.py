@@ -28,7 +28,7 @@ def _worker(rank: int, world_size: int, port: int, data_root: str, out: str) -> 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size)})
     torch.set_num_threads(1)
-    cfg = tiny_config(Path(data_root), Path(out) / "run", batch_size=2, max_steps=2, checkpoint_every=0)
+    cfg = tiny_config(Path(data_root), Path(out) / "run", batch_size=1, max_steps=2, checkpoint_every=0)
     result = train(cfg)
     weights = {k: v.detach().contiguous() for k, v in trainable_params(result.module).items()}
     save_file(weights, str(Path(out) / f"rank{rank}.safetensors"))
