@@ -181,10 +181,6 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             plan = plan_raster(layer, extent, request.resolution, PluginSettings.load().max_pixels)
         except RasterInputError as exc:
             raise QgsProcessingException(str(exc)) from exc
-        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, result_fields(),
-                                             QgsWkbTypes.Type.MultiPolygon, layer.crs())
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         work_dir = Path(tempfile.mkdtemp(prefix="rsrefseg2-"))
         try:
             def progress(fraction: float, text: str) -> None:
@@ -193,6 +189,11 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
 
             reply = run_query(client=self._client(), request=request, plan=plan, work_dir=work_dir,
                               on_progress=progress, is_cancelled=feedback.isCanceled)
+            # The sink (the output file) is created only now, so a cancelled or failed run leaves no file.
+            sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, result_fields(),
+                                                 QgsWkbTypes.Type.MultiPolygon, layer.crs())
+            if sink is None:
+                raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
             self._copy(reply.result.outputs.geojson, sink)
             for summary in reply.result.phrases:
                 feedback.pushInfo(tr("'{query}': {count} object(s)").format(query=summary.query,

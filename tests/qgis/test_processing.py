@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
 from qgis_helpers import PYTHON
 
 from rsrefseg2_qgis.processing.provider import RSRefSeg2Provider
@@ -104,3 +104,15 @@ def test_qgis_process_runs_the_algorithm_headless(sample_tif: Path, tmp_path: Pa
     assert layer.isValid() and layer.crs().authid() == "EPSG:32633"
     assert "query" in layer.fields().names()
     del layer
+
+
+def test_cancelled_processing_run_writes_no_file(provider, sample_tif: Path, tmp_path: Path) -> None:
+    import processing
+
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda percent: feedback.cancel() if percent > 15 else None)
+    out = tmp_path / "cancelled.gpkg"
+    result = processing.run(ALGORITHM, _parameters(sample_tif, out, SEARCH=1, TILE_SIZE=64, OVERLAP=8),
+                            feedback=feedback)
+    assert feedback.isCanceled() and "OUTPUT" not in result
+    assert not out.exists()
