@@ -9,6 +9,7 @@ stays in memory between requests. The real stdout is kept for the protocol only:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -50,6 +51,7 @@ OOM_HINT = ("lower the tile size or the resolution (more map units per pixel), c
             "or load the model with device 'cpu'")
 
 
+@functools.cache
 def backend_version() -> str:
     """The installed package version ("unknown" when running from a bare source tree)."""
     try:
@@ -161,7 +163,10 @@ class Worker:
                 else:
                     self._segment(item)
             except Exception as exc:  # noqa: BLE001 (every failure becomes an error reply)
-                self.send(error_reply(item.id, exc))
+                reply = error_reply(item.id, exc)
+                if reply.code == "out_of_memory":
+                    _release_accelerator_memory()
+                self.send(reply)
 
     def _load(self, req: Load) -> Loaded:
         from backend.engine import Engine
@@ -213,6 +218,13 @@ def output_name(req_id: str) -> str:
     """The file stem of a request's outputs: ``rsrefseg_<id>`` with only safe characters kept."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", req_id).strip("._") or "request"
     return f"rsrefseg_{safe}"
+
+
+def _release_accelerator_memory() -> None:
+    """Return cached CUDA blocks after an out-of-memory error, so the next (smaller) request can run."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _remove_new_files(folder: Path, before: set[Path]) -> None:
