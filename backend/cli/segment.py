@@ -103,13 +103,17 @@ def run(args: argparse.Namespace) -> int:
 
     from backend.engine import Engine, SegmentJob
     from backend.loading import describe, load_predictor
-    from backend.protocol import Window
+    from backend.protocol import ProtocolError, Window
 
     phrases = _phrases(args)
     if args.extent and args.pixels:
         raise BackendError("bad_request", "both --extent and --pixels were given", "give only one of them")
     output = Path(args.output)
-    window = Window(extent=args.extent) if args.extent else Window(pixels=args.pixels) if args.pixels else None
+    try:
+        window = Window(extent=args.extent) if args.extent else Window(pixels=args.pixels) if args.pixels else None
+    except ProtocolError as err:
+        raise BackendError("bad_request", str(err), "give XMIN,YMIN,XMAX,YMAX with XMIN < XMAX and YMIN < YMAX, "
+                                                    "or COL,ROW,WIDTH,HEIGHT with a positive size") from err
     predictor = load_predictor(checkpoint=args.checkpoint, config=args.config, clip_weights=args.clip_weights,
                                sam_weights=args.sam_weights, device=args.device, mode=args.mode)
     job = SegmentJob(raster=args.raster, phrases=phrases, output_dir=str(output.parent or "."),

@@ -47,6 +47,8 @@ def test_segment_writes_both_files_and_prints_summaries(scene, tmp_path, capsys)
     (["   "], 2, "phrase"),
     (["tank", "--bands", "1,2,9"], 3, "band 9"),
     (["tank", "--extent=0,0,1,1"], 3, "does not overlap"),
+    (["tank", "--extent=5,5,1,1"], 2, "xmin < xmax"),
+    (["tank", "--pixels", "0,0,10,10", "--extent=0,0,1,1"], 2, "both"),
 ])
 def test_errors_are_two_lines_with_exit_codes(scene, tmp_path, capsys, argv, code, words):
     assert main(["segment", str(scene), *argv, "-o", str(tmp_path / "o.gpkg"), *TINY]) == code
