@@ -52,16 +52,17 @@ def _torch() -> dict[str, Any]:
     }
 
 
+def _pyogrio() -> dict[str, str]:
+    import pyogrio
+
+    return {"version": pyogrio.__version__, "gdal": ".".join(map(str, pyogrio.__gdal_version__))}
+
+
 def _geo() -> dict[str, Any]:
     import rasterio
 
-    info: dict[str, Any] = {"rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__}
-    pyogrio = _probe(lambda: __import__("pyogrio"))
-    if not isinstance(pyogrio, dict):
-        info["pyogrio"] = pyogrio.__version__
-        info["pyogrio_gdal"] = ".".join(map(str, pyogrio.__gdal_version__))
-    info["shapely"] = _version("shapely")
-    return info
+    return {"rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__, "pyogrio": _probe(_pyogrio),
+            "shapely": _version("shapely")}
 
 
 def collect() -> dict[str, Any]:

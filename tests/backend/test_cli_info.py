@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from backend.cli import COMMANDS, build_parser, main
-from backend.cli.info import collect, format_text
+from backend.cli.info import _probe, collect, format_text
 from backend.errors import EXIT_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +69,8 @@ def test_only_the_chosen_subcommand_is_built() -> None:
     assert all(name in help_text for name in COMMANDS)
     parser = build_parser(["weights", "list"])
     assert parser.parse_args(["weights", "list", "--json"]).json is True
+
+
+def test_a_broken_library_is_reported_not_raised() -> None:
+    assert _probe(lambda: 1 / 0) == {"error": "ZeroDivisionError: division by zero"}
+    assert _probe(lambda: __import__("no_such_module_here"))["error"].startswith("ModuleNotFoundError")
