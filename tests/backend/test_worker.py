@@ -42,6 +42,7 @@ from backend.protocol import (
     decode,
     encode,
 )
+from backend.weights import REGISTRY, WeightsEntry
 from backend.worker import Worker, error_reply, output_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,11 +220,11 @@ def test_cancel_mid_run_leaves_no_output_then_a_kill_is_detected(spawn, big_scen
     worker.send(Segment(id="doomed", **run))
     while (message := worker.recv()).TYPE != "progress" or not message.message.startswith("tile 2/"):
         assert message.TYPE == "progress", message
-    os.kill(worker.proc.pid, signal.SIGKILL)
+    worker.proc.kill()  # SIGKILL on POSIX, TerminateProcess on Windows
     with pytest.raises(EOFError, match="worker died") as info:
         while True:
             worker.recv()
-    assert worker.proc.returncode == -signal.SIGKILL
+    assert worker.proc.returncode == (-signal.SIGKILL if os.name == "posix" else 1)
     assert "worker ready" in str(info.value) and "loading checkpoint=None config=tiny" in str(info.value)
 
 
@@ -298,7 +299,7 @@ def test_load_predictor_finds_recorded_base_weights_in_the_weights_folder(tmp_pa
     assert random_init.mode == "trained" and "untrained prompter" in caplog.text
 
 
-def test_zero_shot_loads_base_weights_without_a_checkpoint(tmp_path: Path) -> None:
+def test_zero_shot_loads_base_weights_without_a_checkpoint(tmp_path: Path, monkeypatch) -> None:
     cfg = load_config("tiny")
     clip_file, sam_file = tmp_path / "tiny_clip.safetensors", tmp_path / "tiny_sam.pth"
     save_file(create_open_clip(cfg.clip, None).state_dict(), str(clip_file))
@@ -307,7 +308,10 @@ def test_zero_shot_loads_base_weights_without_a_checkpoint(tmp_path: Path) -> No
     with pytest.raises(BackendError, match="needs the base SAM weights") as info:
         load_predictor(config="tiny", mode="zero-shot", clip_weights=str(clip_file), device="cpu")
     assert info.value.code == "weights" and "weights download" in info.value.hint
+    monkeypatch.setenv("RSREFSEG2_WEIGHTS_DIR", str(tmp_path))  # base weights may be given by registry name
+    monkeypatch.setitem(REGISTRY, "tiny-sam", WeightsEntry("tiny-sam", "sam", "custom", sam_file.name, "", None, None))
     predictor = load_predictor(config="tiny", mode="zero-shot", clip_weights=str(clip_file),
-                               sam_weights=str(sam_file), device="cpu")
+                               sam_weights="tiny-sam", device="cpu")
+    assert predictor.model.base_weights["sam"]["file"] == "tiny_sam.pth"
     assert predictor.mode == "zero-shot" and predictor.device == torch.device("cpu")
     assert predictor.model.base_weights["clip"]["file"] == "tiny_clip.safetensors"
