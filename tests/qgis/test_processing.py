@@ -97,7 +97,8 @@ def test_qgis_process_runs_the_algorithm_headless(sample_tif: Path, tmp_path: Pa
                              capture_output=True, text=True, timeout=120)
     assert enabled.returncode == 0, enabled.stdout[-2000:] + enabled.stderr[-2000:]
     done = subprocess.run([_qgis_process(), "run", ALGORITHM, "--", f"INPUT={sample_tif}",
-                           "PHRASE=the white tank", "DEVICE=cpu", "TILE_SIZE=256", "OVERLAP=32", f"OUTPUT={out}"],
+                           "PHRASE=the white tank", "DEVICE=cpu", "TILE_SIZE=256", "OVERLAP=32",
+                           "EXTENT=603000,603128,5339872,5340000 [EPSG:32633]", f"OUTPUT={out}"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     layer = QgsVectorLayer(str(out), "headless", "ogr")
