@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -41,6 +42,7 @@ from training.schedule import lr_factor
 from training.state import latest_state, load_training_state, save_training_state
 
 KEEP_STATES = 2
+BEST = "best.json"  # gIoU and step of model_best, so a resumed run keeps the better model
 
 
 class TrainModule(nn.Module):
@@ -114,11 +116,23 @@ def _save(module: TrainModule, optimizer: torch.optim.Optimizer, cfg: TrainConfi
     _prune_states(checkpoint_dir, KEEP_STATES)
 
 
-def _validate(module: TrainModule, cfg: TrainConfig, records: list, device: torch.device) -> dict:
-    module.model.eval()
+def _validate(module: TrainModule, cfg: TrainConfig, records: list, device: torch.device, writer: SummaryWriter,
+              step: int, best: float) -> float:
+    """Score the validation split (rank 0), log it, keep ``model_best`` by gIoU; returns the best gIoU."""
     metrics = evaluate_model(module.model, records, device=device)
     module.model.train()
-    return metrics
+    for key in ("gIoU", "cIoU", "Pr@0.5", "Pr@0.9"):
+        writer.add_scalar(f"val/{key}", metrics[key], step)
+    for phrase_type, summary in metrics["per_phrase_type"].items():
+        writer.add_scalar(f"val/gIoU_{phrase_type}", summary["gIoU"], step)
+    tqdm.write(f"step {step}: val gIoU {metrics['gIoU']:.2f} cIoU {metrics['cIoU']:.2f} "
+               + " ".join(f"{k}={v['gIoU']:.2f}" for k, v in metrics["per_phrase_type"].items()))
+    if metrics["gIoU"] <= best:
+        return best
+    checkpoint_dir = Path(cfg.output_dir) / "checkpoints"
+    save_checkpoint(module.model, checkpoint_dir / "model_best.safetensors", include_base=cfg.include_base)
+    (checkpoint_dir / BEST).write_text(json.dumps({"gIoU": metrics["gIoU"], "step": step}))
+    return metrics["gIoU"]
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> TrainResult:
@@ -171,7 +185,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
                                          else None, find_unused_parameters=cfg.find_unused_parameters)
     writer = SummaryWriter(str(out_dir / "tb")) if info.is_main else None
     result = TrainResult(module=module)
-    best = -math.inf
+    best_file = checkpoint_dir / BEST
+    best = json.loads(best_file.read_text())["gIoU"] if resume and best_file.is_file() else -math.inf
     progress = tqdm(total=total_steps, initial=step, disable=not info.is_main, desc="train")
     module.train()
     while step < total_steps:
@@ -183,13 +198,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         if stop_after is not None and step >= stop_after:
             break
         if step % steps_per_epoch == 0 and val_records and (step // steps_per_epoch) % cfg.val_every_epochs == 0:
-            metrics = _validate(module, cfg, val_records, info.device)
-            writer.add_scalar("val/gIoU", metrics["gIoU"], step)
-            writer.add_scalar("val/cIoU", metrics["cIoU"], step)
-            if metrics["gIoU"] > best:
-                best = metrics["gIoU"]
-                save_checkpoint(module.model, checkpoint_dir / "model_best.safetensors",
-                                include_base=cfg.include_base)
+            best = _validate(module, cfg, val_records, info.device, writer, step, best)
     progress.close()
     if info.is_main and (stop_after is None or step < stop_after):
         result.checkpoint = checkpoint_dir / "model_final.safetensors"
@@ -248,9 +257,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the newest state in output_dir")
     parser.add_argument("--output-dir", help="override the config's output_dir")
     parser.add_argument("--max-steps", type=int, help="override the config's max_steps")
+    parser.add_argument("--data-root", help="override the config's data root")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("output_dir", args.output_dir), ("max_steps", args.max_steps)) if v is not None}
-    result = train(load_train_config(args.config, **overrides), resume=args.resume)
+    cfg = load_train_config(args.config, **overrides)
+    if args.data_root is not None:
+        cfg = replace(cfg, data=replace(cfg.data, root=args.data_root))
+    result = train(cfg, resume=args.resume)
     if result.checkpoint is not None:
         print(f"checkpoint: {result.checkpoint}")
 
