@@ -82,3 +82,22 @@ def test_v1_is_bce_only_and_has_no_head_parameters() -> None:
     assert set(terms) == {"bce", "loss"}
     assert terms["loss"].item() == pytest.approx(5 * math.log(2))
     assert list(loss_fn.parameters()) == []
+
+
+def test_losses_train_both_real_tiny_architectures() -> None:
+    from backend.model.build import build_model
+    from backend.model.config import load_config
+
+    labels = torch.zeros(1, 256, 256, dtype=torch.int64)
+    labels[:, 40:90, 60:100] = 1
+    labels[:, 200:] = 255
+    images = torch.rand(1, 3, 256, 256)
+    for name in ("tiny", "tiny-rsrefseg"):
+        config = load_config(name)
+        model = build_model(config)
+        terms = RefSegLoss(arch=config.arch)(model(images, ["the small tank next to the pond"]), labels)
+        assert set(terms) == ({"bce", "dice", "decorrelation", "contrastive", "loss"} if config.arch == "rsrefseg2"
+                              else {"bce", "loss"})
+        terms["loss"].backward()
+        grads = [p.grad for p in model.prompter.parameters() if p.requires_grad]
+        assert grads and all(g is not None for g in grads), name
