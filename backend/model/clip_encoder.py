@@ -45,6 +45,11 @@ class ClipDualEncoder(nn.Module):
         if getattr(model, "logit_bias", None) is None:  # CLIP has no bias: a zero one keeps one code path
             model.logit_bias = nn.Parameter(torch.zeros_like(model.logit_scale), requires_grad=False)
         self._timm = hasattr(model.visual, "trunk")
+        if self._timm and model.visual.trunk.num_features != self.embed_dim:
+            raise ValueError(f"timm vision tower width {model.visual.trunk.num_features} differs from the joint "
+                             f"width {self.embed_dim}: only SigLIP-style towers (width = embed_dim) are supported")
+        if not cfg.project_tokens and getattr(model, "text", model).transformer.width != self.embed_dim:
+            raise ValueError("project_tokens=false needs a text tower whose width equals embed_dim")
         if self._timm and tuple(model.visual.trunk.patch_embed.img_size) != (cfg.image_size, cfg.image_size):
             model.visual.trunk.set_input_size(img_size=cfg.image_size)
         self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
