@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import PrompterConfig
+from .dense_cosine import upsampled_cosine
 from .prompter_blocks import MLP, ActivationLayer, PromptLayer, TextDecompositionLayer
 
 
@@ -90,8 +91,9 @@ class CascadedPrompter(nn.Module):
             q2, v, p = layer(q2, pe2, v, v_pe, p, p_pe)
         sparse = self.sparse_head(p)
 
+        # Bilinear upsampling to D² (align_corners=True), per-pixel L2 norm, cosine with the pooled text:
+        # computed exactly at grid resolution (see dense_cosine) instead of materialising B×C×D×D.
         refined = self.dense_conv(v.transpose(1, 2).reshape(b, c, g, g))
-        refined = F.interpolate(refined, size=(self.mask_size, self.mask_size), mode="bilinear", align_corners=True)
-        cosine = torch.einsum("bchw,bc->bhw", F.normalize(refined, dim=1), F.normalize(text_pooled, dim=-1))
+        cosine = upsampled_cosine(refined, text_pooled, self.mask_size)
         dense = (cosine * logit_scale.exp() + logit_bias)[:, None]
         return PrompterOutput(sparse=sparse, dense=dense, q1=decomposed[0], q2=decomposed[1])
