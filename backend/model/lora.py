@@ -1,10 +1,12 @@
 """Low-rank adapters (LoRA) for frozen linear layers, written for this project.
 
-Two forms, one maths (``W' = W + (alpha / rank) · B·A``, ``B`` zero-initialised so a fresh adapter changes
+Three forms, one maths (``W' = W + (alpha / rank) · B·A``, ``B`` zero-initialised so a fresh adapter changes
 nothing):
 
 * ``LoRALinear`` wraps an ``nn.Linear`` (SAM's ``qkv``/``proj``, timm's attention, MLP linears). Dropout is
   applied to the adapter's input, as in PEFT.
+* ``LoRAConv2d`` wraps an ``nn.Conv2d`` (SAM's neck convs in RSRefSeg v1): A is a conv with the base's kernel,
+  stride and padding to ``rank`` channels, B a 1×1 conv back, as PEFT does for convolutions.
 * ``nn.MultiheadAttention`` (open_clip's native ViT and text towers) reads ``in_proj_weight`` and
   ``out_proj.weight`` as tensors inside ``F.multi_head_attention_forward`` and never calls ``out_proj`` as a
   module, so wrapping its submodules would be silently bypassed. There the adapter is a weight
@@ -19,6 +21,7 @@ import math
 import re
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -69,6 +72,43 @@ class LoRALinear(nn.Module):
         return merged
 
 
+class LoRAConv2d(nn.Module):
+    """``base(x) + scale · B(A(dropout(x)))`` around a frozen ``nn.Conv2d`` (groups = 1)."""
+
+    def __init__(self, *, base: nn.Conv2d, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        """Args: as ``LoRALinear``; ``base`` is the convolution to adapt."""
+        super().__init__()
+        if base.groups != 1:
+            raise ValueError("LoRA on grouped convolutions is not supported")
+        self.base = base
+        self.base.requires_grad_(False)
+        self.scale = alpha / rank
+        device = base.weight.device
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_channels, *base.kernel_size, device=device))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_channels, rank, 1, 1, device=device))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: B×C_in×H×W. Returns: B×C_out×H'×W'."""
+        base = self.base
+        low = F.conv2d(self.dropout(x), self.lora_a.to(x.dtype), None, base.stride, base.padding, base.dilation)
+        return base(x) + self.scale * F.conv2d(low, self.lora_b.to(x.dtype))
+
+    def merge(self) -> nn.Conv2d:
+        """A plain ``nn.Conv2d`` with the update folded into its kernel (same outputs without dropout)."""
+        base = self.base
+        merged = nn.Conv2d(base.in_channels, base.out_channels, base.kernel_size, stride=base.stride,
+                           padding=base.padding, dilation=base.dilation, bias=base.bias is not None,
+                           device=base.weight.device, dtype=base.weight.dtype)
+        delta = torch.einsum("or,rikl->oikl", self.lora_b[:, :, 0, 0], self.lora_a)
+        with torch.no_grad():
+            merged.weight.copy_(base.weight + self.scale * delta.to(base.weight.dtype))
+            if base.bias is not None:
+                merged.bias.copy_(base.bias)
+        return merged
+
+
 class LoRADelta(nn.Module):
     """Parametrisation ``W ↦ W + scale · blockdiag-stack(B_g A_g)`` for ``groups`` row blocks of W."""
 
@@ -109,7 +149,8 @@ def _adapt_mha(mha: nn.MultiheadAttention, cfg: LoRAConfig) -> None:
 
 
 def apply_lora(module: nn.Module, target_regex: str, cfg: LoRAConfig) -> list[str]:
-    """Adapt every ``nn.Linear`` / ``nn.MultiheadAttention`` whose name fully matches ``target_regex``.
+    """Adapt every ``nn.Linear`` / ``nn.Conv2d`` / ``nn.MultiheadAttention`` whose name fully matches
+    ``target_regex``.
 
     Args:
         module: the tree to modify in place (names are relative to it).
@@ -124,16 +165,17 @@ def apply_lora(module: nn.Module, target_regex: str, cfg: LoRAConfig) -> list[st
     """
     pattern = re.compile(target_regex)
     targets = [(n, m) for n, m in module.named_modules()
-               if n and pattern.fullmatch(n) and isinstance(m, (nn.Linear, nn.MultiheadAttention))]
+               if n and pattern.fullmatch(n) and isinstance(m, (nn.Linear, nn.Conv2d, nn.MultiheadAttention))]
     if not targets:
-        raise ValueError(f"LoRA target {target_regex!r} matches no Linear or MultiheadAttention module")
+        raise ValueError(f"LoRA target {target_regex!r} matches no Linear, Conv2d or MultiheadAttention module")
     for name, child in targets:
         if isinstance(child, nn.MultiheadAttention):
             _adapt_mha(child, cfg)
             continue
         parent_name, _, attr = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, attr, LoRALinear(base=child, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout))
+        wrapper = LoRAConv2d if isinstance(child, nn.Conv2d) else LoRALinear
+        setattr(parent, attr, wrapper(base=child, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout))
     return [n for n, _ in targets]
 
 
@@ -141,7 +183,7 @@ def merge_lora(module: nn.Module) -> int:
     """Fold every adapter under ``module`` into its base weight, in place. Returns how many were merged."""
     count = 0
     for name, child in list(module.named_modules()):
-        if isinstance(child, LoRALinear):
+        if isinstance(child, (LoRALinear, LoRAConv2d)):
             parent_name, _, attr = name.rpartition(".")
             parent = module.get_submodule(parent_name) if parent_name else module
             setattr(parent, attr, child.merge())

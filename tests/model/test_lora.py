@@ -79,3 +79,22 @@ def test_merging_a_whole_model_preserves_outputs(tiny_name, images, texts) -> No
         after = model(images, texts).mask_logits
     assert merged > 0 and not lora_parameter_names(model)
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+def test_lora_conv_zero_init_and_merge() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(6, 5, 3, padding=1, bias=False), nn.GELU(), nn.Conv2d(5, 4, 1))
+    reference = copy.deepcopy(model)
+    x = torch.randn(2, 6, 9, 9)
+    assert apply_lora(model, r"[02]", CFG) == ["0", "2"]
+    torch.testing.assert_close(model(x), reference(x))
+    _nudge_b(model)
+    adapted = model(x)
+    assert not torch.allclose(adapted, reference(x))
+    assert merge_lora(model) == 2 and isinstance(model[0], nn.Conv2d)
+    torch.testing.assert_close(model(x), adapted, atol=1e-5, rtol=1e-5)
+
+
+def test_v1_adapts_sams_neck() -> None:
+    model = build_model(load_config("tiny-rsrefseg"))
+    assert {"neck.0", "neck.2"} <= set(model.sam_head.lora_names)
