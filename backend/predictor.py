@@ -85,9 +85,12 @@ class ReferringPredictor:
             return
         cfg = self.model.config
         tensor, valid = resize_and_pad(image, cfg.input_size, cfg.keep_ratio)
-        encode = encode_images_zero_shot if self.mode == "zero-shot" else ReferringSegmenter.encode_images
+        batch = tensor[None].to(self.device)
         with autocast(self.device):
-            embeddings = encode(self.model, tensor[None].to(self.device))
+            if self.mode == "zero-shot":
+                embeddings = encode_images_zero_shot(self.model, batch)
+            else:
+                embeddings = self.model.encode_images(batch)
         self._state = _ImageState(embeddings, valid, (int(image.shape[0]), int(image.shape[1])))
         if image_key is not None:
             self._cache[image_key] = self._state
