@@ -63,8 +63,14 @@ def _resolve(option: str | None) -> Path | None:
     return None if option is None else weights.resolve(option)
 
 
+# Embeddings kept per loaded model: enough for a second phrase on an 8000² view refined in 1024² tiles (81 tiles)
+# to re-use every tile. At the paper's size one entry is ~9 MB (SAM 256×64² + SigLIP 1152×32², float32).
+CACHED_IMAGES = 96
+
+
 def load_predictor(checkpoint: str | None = None, config: str | None = None, clip_weights: str | None = None,
-                   sam_weights: str | None = None, device: str = "auto", mode: str = "trained") -> Any:
+                   sam_weights: str | None = None, device: str = "auto", mode: str = "trained",
+                   cache_size: int = CACHED_IMAGES) -> Any:
     """Build a ready ``ReferringPredictor`` from user options.
 
     Args:
@@ -74,6 +80,7 @@ def load_predictor(checkpoint: str | None = None, config: str | None = None, cli
             weights folder when the model needs them.
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         mode: "trained" (the checkpoint's prompter) or "zero-shot" (CLIP similarity prompts, base weights only).
+        cache_size: how many images' (views' or tiles') embeddings the predictor keeps for re-queries.
 
     Returns:
         The predictor, its model in eval mode on the chosen device.
@@ -100,7 +107,7 @@ def load_predictor(checkpoint: str | None = None, config: str | None = None, cli
         model = load_model(path, clip_weights=clip_path, sam_weights=sam_path, device=torch_device)
     else:
         model = _build_without_checkpoint(config, clip_path, sam_path, mode).to(torch_device).eval()
-    return ReferringPredictor(model, device=torch_device, mode=mode)
+    return ReferringPredictor(model, device=torch_device, mode=mode, cache_size=cache_size)
 
 
 def _build_without_checkpoint(config: str | None, clip_path: Path | None, sam_path: Path | None,
