@@ -68,13 +68,14 @@ class TrainResult:
 
 
 def build_train_module(cfg: TrainConfig) -> TrainModule:
-    """Build the model (seeded) and its loss; freeze everything the model does not list as trainable."""
+    """Build the model (seeded) and its loss; freeze everything the model does not list as trainable, unless
+    ``cfg.train_base`` asks to train the whole model."""
     model_cfg = load_config(cfg.model)
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg, clip_weights=cfg.weights.get("clip"), sam_weights=cfg.weights.get("sam"))
     trainable = set(model.trainable_parameter_names())
     for name, param in model.named_parameters():
-        param.requires_grad_(name in trainable)
+        param.requires_grad_(cfg.train_base or name in trainable)
     return TrainModule(model=model, criterion=RefSegLoss(arch=model_cfg.arch))
 
 
@@ -258,7 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", help="override the config's output_dir")
     parser.add_argument("--max-steps", type=int, help="override the config's max_steps")
     parser.add_argument("--data-root", help="override the config's data root")
+    parser.add_argument("--threads", type=int, help="torch intra-op CPU threads (1 is fastest on a busy small CPU)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("output_dir", args.output_dir), ("max_steps", args.max_steps)) if v is not None}
     cfg = load_train_config(args.config, **overrides)
     if args.data_root is not None:
