@@ -68,8 +68,6 @@ class TrainConfig:
         log_every: optimizer steps between TensorBoard scalars.
         val_every_epochs: epochs between validations (0: never).
         include_base: put the base CLIP/SAM weights in the plugin checkpoint (needed for random-init models).
-        train_base: train every weight, the base CLIP and SAM too. For models trained from random init (the
-            demo model), where a frozen random base has nothing to preserve; the paper's runs keep it False.
         weights: base-weight files (``clip``, ``sam``) for ``build_model``; empty = random init.
         find_unused_parameters: passed to DistributedDataParallel. True by default: some trainable SAM parts
             get no gradient (the IoU head, the point, not-a-point and no-mask embeddings).
@@ -93,7 +91,6 @@ class TrainConfig:
     log_every: int = 10
     val_every_epochs: int = 10
     include_base: bool = False
-    train_base: bool = False
     weights: dict[str, str] = field(default_factory=dict)
     find_unused_parameters: bool = True
 

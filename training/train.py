@@ -68,14 +68,13 @@ class TrainResult:
 
 
 def build_train_module(cfg: TrainConfig) -> TrainModule:
-    """Build the model (seeded) and its loss; freeze everything the model does not list as trainable, unless
-    ``cfg.train_base`` asks to train the whole model."""
+    """Build the model (seeded) and its loss; freeze everything the model does not list as trainable."""
     model_cfg = load_config(cfg.model)
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg, clip_weights=cfg.weights.get("clip"), sam_weights=cfg.weights.get("sam"))
     trainable = set(model.trainable_parameter_names())
     for name, param in model.named_parameters():
-        param.requires_grad_(cfg.train_base or name in trainable)
+        param.requires_grad_(name in trainable)
     return TrainModule(model=model, criterion=RefSegLoss(arch=model_cfg.arch))
 
 
