@@ -6,6 +6,7 @@ import pytest
 from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
 from qgis_helpers import wait_until
 
+from rsrefseg2_qgis import paths
 from rsrefseg2_qgis.dock import EXTENT_DRAWN, SegmentDock
 from rsrefseg2_qgis.raster_source import RasterInputError
 from rsrefseg2_qgis.runner import SegmentRunner
@@ -30,7 +31,11 @@ def test_dock_builds_a_frozen_request(dock, raster_layer) -> None:
     request = dock.build_request()
     assert request.layer_id == raster_layer.id() and request.phrases == ("the white tank",)
     assert request.extent is None and request.resolution is None and request.device == "cpu"
-    assert request.untrained and request.config == "tiny" and request.tile_size == 256
+    # With no checkpoint chosen, the dock defaults to the bundled demo model (a trained checkpoint).
+    demo = paths.demo_checkpoint()
+    assert demo is not None and demo.is_file()
+    assert not request.untrained and request.checkpoint == str(demo) and request.config is None
+    assert request.tile_size == 256
     with pytest.raises(AttributeError):
         request.phrases = ("x",)
 
