@@ -40,11 +40,13 @@ def test_unparsable_setting_keeps_the_default(store: QgsSettings) -> None:
     assert PluginSettings.load(store).tile_size == PluginSettings().tile_size
 
 
-def test_model_choice_without_checkpoint_is_the_untrained_tiny_model() -> None:
-    if paths.demo_checkpoint() is not None:
-        pytest.skip("the demo checkpoint is installed: the default is trained")
-    assert model_choice("", "trained") == model_choice("", "zero-shot")
-    assert model_choice("", "trained").untrained and model_choice("", "trained").config == "tiny"
+def test_model_choice_defaults_to_the_bundled_demo_checkpoint() -> None:
+    demo = paths.demo_checkpoint()
+    assert demo is not None, "resources/models/demo-tiny.safetensors is shipped with the plugin"
+    default = model_choice("", "trained")
+    assert default.checkpoint == str(demo) and default.config is None and not default.untrained
+    zero_shot = model_choice("", "zero-shot")  # no base weights configured: the tiny architecture, untrained
+    assert zero_shot.checkpoint is None and zero_shot.config == "tiny" and zero_shot.untrained
     chosen = model_choice("/models/x.safetensors", "trained")
     assert chosen.checkpoint == "/models/x.safetensors" and not chosen.untrained
 
