@@ -34,7 +34,9 @@ def _wait(condition, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
-    parser.add_argument("--phrase", default="the large white storage tank")
+    parser.add_argument("--phrase", default="the red building at the top left")
+    parser.add_argument("--resolution", type=float, default=1.0,
+                        help="ground resolution in map units; 1.0 reads the sample at the demo model's input scale")
     args = parser.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     app = QgsApplication([], True)
@@ -64,6 +66,7 @@ def main() -> None:
     runner.status_changed.connect(dock.status_label.setText)
     dock.layer_combo.setLayer(layer)
     dock.phrase_box.setEditText(args.phrase)
+    dock.resolution_spin.setValue(args.resolution)
     dock.request_run()
     _wait(lambda: bool(outcomes), 300)
     if not outcomes or outcomes[0].status != "done":
