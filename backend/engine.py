@@ -184,5 +184,6 @@ class Engine:
             return list(coarse), 0
         boxes = [refine_box(c, job.threshold, ctx.view.shape) for c in coarse]
         canvases = self._canvases(ctx, len(phrases), stack)
-        tiles = refine_pass(ctx, coarse, boxes, canvases, job.tile_size, job.overlap, (0.25, 0.9))
+        tiles = refine_pass(ctx, coarse, boxes, canvases, job.tile_size, job.overlap, job.threshold,
+                            (0.25, 0.9))
         return [c.array for c in canvases], len(tiles)

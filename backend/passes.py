@@ -125,10 +125,18 @@ def _tile_key(tile: Tile) -> tuple[int, int, int, int]:
     return tile.row_off, tile.col_off, tile.height, tile.width
 
 
+# Fraction of the threshold the upsampled coarse probability must reach for a refined pixel to be kept.
+REFINE_SUPPORT = 0.5
+
+
 def refine_pass(ctx: RunContext, coarse: np.ndarray, boxes: Sequence[tuple[int, int, int, int] | None],
-                canvases: Sequence[ProbabilityCanvas], tile_size: int, overlap: int,
+                canvases: Sequence[ProbabilityCanvas], tile_size: int, overlap: int, threshold: float,
                 span: tuple[float, float]) -> list[Tile]:
     """Refine each phrase at view resolution on the grid tiles its box touches.
+
+    SAM's box prompt carries no text, so the refined mask is kept only where the phrase's own coarse mask
+    (bilinearly upsampled) reaches ``REFINE_SUPPORT`` of the threshold: refinement sharpens the outline of what
+    the phrase selected and never swaps it for another object inside the box.
 
     Args:
         ctx: the run.
@@ -136,6 +144,7 @@ def refine_pass(ctx: RunContext, coarse: np.ndarray, boxes: Sequence[tuple[int, 
         boxes: per phrase, its refinement box (see ``refine_box``) or None to skip it.
         canvases: per phrase, the view-sized canvas the tile cores go to.
         tile_size, overlap: the grid.
+        threshold: the foreground threshold of the run (the support gate is a fraction of it).
         span: (start, end) progress fractions of this pass.
 
     Returns:
@@ -160,7 +169,7 @@ def refine_pass(ctx: RunContext, coarse: np.ndarray, boxes: Sequence[tuple[int, 
                     probs = np.array(ctx.predictor.predict_with_box(np.asarray(box, np.float32),
                                                                       mask_prior=prior).probs[0], np.float32)
                 with ctx.timed("stitch"):
-                    probs[~valid] = 0.0
+                    probs[~valid | (prior < REFINE_SUPPORT * threshold)] = 0.0
                     canvases[i].write_core(tile, probs)
     return [t for t, _ in work]
 
