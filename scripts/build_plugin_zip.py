@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import os
+import posixpath
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -49,7 +50,7 @@ def plugin_entries(root: Path = ROOT) -> list[tuple[str, Path]]:
     for source, destination in TREES:
         for path in _tree_files(root / source):
             relative = path.relative_to(root / source).as_posix()
-            entries.append((f"{PLUGIN}/{destination}/{relative}".replace("//", "/"), path))
+            entries.append((posixpath.join(PLUGIN, destination, relative), path))
     names = [name for name, _ in entries]
     duplicates = {name for name in names if names.count(name) > 1}
     if duplicates:
