@@ -210,16 +210,18 @@ class BackendClient:
         self._write(request)
         cancel_deadline: float | None = None
         while True:
+            # Checked on every message, not only when the worker is quiet: a fast run streams progress
+            # replies more often than the poll interval and would otherwise never see the cancel.
+            if cancel_deadline is None and is_cancelled is not None and is_cancelled():
+                self._write(self.protocol.Cancel(id=_new_id(), target=request.id))
+                cancel_deadline = time.monotonic() + self._cancel_grace
+            elif cancel_deadline is not None and time.monotonic() > cancel_deadline:
+                self.kill()
+                raise WorkerError("cancelled", tr("Cancelled (the backend did not stop in time and was "
+                                                  "restarted).")) from None
             try:
                 reply = replies.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                if cancel_deadline is None and is_cancelled is not None and is_cancelled():
-                    self._write(self.protocol.Cancel(id=_new_id(), target=request.id))
-                    cancel_deadline = time.monotonic() + self._cancel_grace
-                elif cancel_deadline is not None and time.monotonic() > cancel_deadline:
-                    self.kill()
-                    raise WorkerError("cancelled", tr("Cancelled (the backend did not stop in time and was "
-                                                      "restarted).")) from None
                 continue
             if reply is _EOF:
                 raise self._crash_error()
