@@ -2,7 +2,8 @@
 
 View mode (default) treats the view as one picture, as the model was trained: a coarse pass on the whole view
 resampled to the model's input, then, when the view is larger than that, SAM refinement at the requested
-resolution on the tiles under the coarse mask's box. Find-all mode runs every phrase on every tile of the view
+resolution on the tiles under the coarse mask's box (by default with the phrase's own prompts on each tile, kept
+where the coarse mask supports them). Find-all mode runs every phrase on every tile of the view
 and merges objects cut by tile borders. Both stitch tile cores into canvases that spill to disk when large.
 """
 
@@ -18,8 +19,8 @@ import numpy as np
 from backend.errors import BackendError
 from backend.normalize import stretch_for_view
 from backend.outputs import PhraseDetections, check_writable, output_paths, write_outputs
-from backend.passes import RunContext, coarse_pass, find_all_pass, refine_box, refine_pass
-from backend.protocol import PhraseSummary, Window
+from backend.passes import REFINE_STRATEGIES, RunContext, coarse_pass, find_all_pass, refine_box, refine_pass
+from backend.protocol import DEFAULT_REFINE, PhraseSummary, Window
 from backend.raster import MAX_VIEW_PIXELS, make_view
 from backend.tiling import IN_MEMORY_BYTES, ProbabilityCanvas
 from backend.vectorize import vectorize
@@ -39,7 +40,10 @@ class SegmentJob:
         resolution: target ground size of a pixel in map units; None for the raster's own.
         bands: 1-based bands read as R, G, B (one band is replicated); None for the declared RGB / first three.
         mode: "view" (the window is one picture) or "find-all" (every instance, tile by tile).
-        tile_size, overlap: tile side and overlap in view pixels.
+        refine: how view mode refines a view larger than the model input (``passes.REFINE_STRATEGIES``):
+            "prompts", "phrase", "box" or "none" (see ``backend.protocol.Segment``).
+        tile_size, overlap: tile side and overlap in view pixels; tile_size None = the model's input size, so
+            tiles are seen at native resolution; overlap None = an eighth of the tile.
         threshold: probability above which a pixel is foreground.
         min_area_px: polygons smaller than this many view pixels are dropped.
         simplify_tolerance: polygon simplification in map units (0: none).
@@ -56,8 +60,9 @@ class SegmentJob:
     resolution: float | None = None
     bands: tuple[int, ...] | None = None
     mode: str = "view"
-    tile_size: int = 1024
-    overlap: int = 128
+    refine: str = DEFAULT_REFINE
+    tile_size: int | None = None
+    overlap: int | None = None
     threshold: float = 0.5
     min_area_px: int = 16
     simplify_tolerance: float = 0.0
@@ -94,12 +99,21 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
                            'describe the object in words, e.g. "the large white storage tank"')
     if job.mode not in MODES:
         raise BackendError("bad_request", f"unknown mode {job.mode!r}", f"use one of {', '.join(MODES)}")
-    if job.tile_size < 16 or not 0 <= job.overlap < job.tile_size // 2:
-        raise BackendError("bad_request", f"tile size {job.tile_size} with overlap {job.overlap} is not usable",
-                           "use a tile size ≥ 16 px and an overlap below half of it, e.g. 1024 and 128")
-    if not 0.0 < job.threshold < 1.0:
-        raise BackendError("bad_request", f"threshold {job.threshold} is outside (0, 1)", "use e.g. 0.5")
+    if job.refine not in REFINE_STRATEGIES:
+        raise BackendError("bad_request", f"unknown refinement {job.refine!r}",
+                           f"use one of {', '.join(REFINE_STRATEGIES)}")
     return phrases
+
+
+def _tile_grid_size(job: SegmentJob, input_size: int) -> tuple[int, int]:
+    """The run's (tile side, overlap) in view pixels, defaults resolved against the model's input size."""
+    tile_size = job.tile_size or input_size
+    overlap = tile_size // 8 if job.overlap is None else job.overlap
+    if tile_size < 16 or not 0 <= overlap < tile_size // 2:
+        raise BackendError("bad_request", f"tile size {tile_size} with overlap {overlap} is not usable",
+                           f"use a tile size of at least 16 px and an overlap below half of it, e.g. {input_size} "
+                           f"and {input_size // 8} (this model's input size and an eighth of it)")
+    return tile_size, overlap
 
 
 class Engine:
@@ -131,6 +145,7 @@ class Engine:
             Output paths, per-phrase summaries, the CRS and per-stage timings.
         """
         phrases = _check_job(job)
+        grid = _tile_grid_size(job, int(self.predictor.input_size))
         paths = output_paths(job.output_dir, job.output_name)
         check_writable(paths, job.overwrite)
         window = job.window
@@ -146,7 +161,7 @@ class Engine:
             with ctx.timed("normalise"):
                 ctx.stretch = stretch_for_view(view)
             with ExitStack() as stack:
-                canvases, tiles = self._segment(ctx, job, phrases, stack)
+                canvases, tiles = self._segment(ctx, job, phrases, grid, stack)
                 ctx.check_cancel()
                 ctx.report(0.9, "vectorize", "tracing polygons")
                 with ctx.timed("vectorize"):
@@ -171,19 +186,22 @@ class Engine:
         return [stack.enter_context(ProbabilityCanvas(shape=ctx.view.shape, in_memory_bytes=self.canvas_bytes))
                 for _ in range(count)]
 
-    def _segment(self, ctx: RunContext, job: SegmentJob, phrases: tuple[str, ...],
+    def _segment(self, ctx: RunContext, job: SegmentJob, phrases: tuple[str, ...], grid: tuple[int, int],
                  stack: ExitStack) -> tuple[list[np.ndarray], int]:
         """Fill one probability map per phrase over the view; returns (maps, tiles encoded after coarse)."""
+        tile_size, overlap = grid
         if job.mode == "find-all":
             canvases = self._canvases(ctx, len(phrases), stack)
-            tiles = find_all_pass(ctx, phrases, canvases, job.tile_size, job.overlap, (0.05, 0.9))
+            tiles = find_all_pass(ctx, phrases, canvases, tile_size, overlap, (0.05, 0.9))
             return [c.array for c in canvases], len(tiles)
         ctx.report(0.05, "coarse", "locating the phrases on the whole view")
-        coarse, _ = coarse_pass(ctx, phrases)
+        # Zero-shot mode has no prompter: its refinement uses SAM's box prompt.
+        refine = "box" if job.refine == "prompts" and self.predictor.mode == "zero-shot" else job.refine
+        coarse, prompts = coarse_pass(ctx, phrases, with_prompts=refine == "prompts")
         if coarse.shape[1:] == ctx.view.shape:  # the view fits the model input: the coarse pass is final
             return list(coarse), 0
         boxes = [refine_box(c, job.threshold, ctx.view.shape) for c in coarse]
         canvases = self._canvases(ctx, len(phrases), stack)
-        tiles = refine_pass(ctx, coarse, boxes, canvases, job.tile_size, job.overlap, job.threshold,
-                            (0.25, 0.9))
+        tiles = refine_pass(ctx, phrases, coarse, boxes, canvases, tile_size, overlap, job.threshold, (0.25, 0.9),
+                            strategy=refine, prompts=prompts)
         return [c.array for c in canvases], len(tiles)

@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,19 @@ class Prediction:
     probs: np.ndarray
     scores: np.ndarray
     low_res_logits: torch.Tensor
+
+
+@dataclass
+class PhrasePrompts:
+    """The prompter's SAM prompts for N texts on one image.
+
+    Attributes:
+        sparse: N×P×Cp prompt tokens (CPU).
+        dense: N×H×W float32 dense prompt logits at image resolution.
+    """
+
+    sparse: torch.Tensor
+    dense: np.ndarray
 
 
 @dataclass
@@ -125,17 +139,71 @@ class ReferringPredictor:
             if self.mode == "zero-shot":
                 logits = self._zero_shot(state, texts)
             else:
-                _, pad = self.model.clip_encoder.tokenize(texts)
-                lengths = (~pad).sum(dim=1).tolist()
-                logits = [None] * len(texts)
-                for length in sorted(set(lengths)):
-                    group = [i for i, n in enumerate(lengths) if n == length]
-                    out = self.model.decode(state.embeddings, [texts[i] for i in group])
-                    for j, i in enumerate(group):
-                        logits[i] = out.mask_logits[j]
-                logits = torch.stack(logits)
+                logits = torch.stack([out.mask_logits[0] for out in self._per_text(
+                    texts, lambda group: self.model.decode(state.embeddings, group))])
         logits = logits.float()
         return logits, mask_scores(logits)
+
+    def _per_text(self, texts: list[str], run: Callable[[list[str]], Any]) -> list[Any]:
+        """``run`` on groups of texts of equal token length; returns one batch-1 slice of its output per text.
+
+        The method's prompter has no key-padding mask, so grouping keeps every text's result identical to running
+        it alone. ``run`` returns a dataclass of batch-first tensors (or None fields).
+        """
+        _, pad = self.model.clip_encoder.tokenize(texts)
+        lengths = (~pad).sum(dim=1).tolist()
+        results: list[Any] = [None] * len(texts)
+        for length in sorted(set(lengths)):
+            group = [i for i, n in enumerate(lengths) if n == length]
+            out = run([texts[i] for i in group])
+            for j, i in enumerate(group):
+                results[i] = type(out)(**{f.name: None if (v := getattr(out, f.name)) is None else v[j:j + 1]
+                                          for f in fields(out)})
+        return results
+
+    @torch.inference_mode()
+    def predict_prompts(self, texts: Sequence[str]) -> PhrasePrompts:
+        """The prompter's SAM prompts for each text on the current image (for refinement on other images).
+
+        Returns:
+            ``PhrasePrompts``: sparse N×P×Cp tokens and N×H×W dense prompt logits at image resolution.
+        """
+        state = self._require_image()
+        texts = list(texts)
+        if self.mode == "zero-shot":
+            raise RuntimeError("zero-shot mode has no prompter: refine with SAM box prompts instead")
+        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise ValueError("predict_prompts needs one or more non-empty text queries")
+        with autocast(self.device):
+            outs = self._per_text(texts, lambda group: self.model.prompt(
+                state.embeddings.clip.expand(len(group), -1, -1, -1), group))
+        sparse = torch.cat([o.sparse for o in outs]).float()
+        dense = unpad_and_resize(torch.cat([o.dense for o in outs]).float(), state.valid_hw, state.image_hw,
+                                 self.input_size)
+        return PhrasePrompts(sparse=sparse.cpu(), dense=dense[:, 0].cpu().numpy().astype(np.float32))
+
+    @torch.inference_mode()
+    def predict_with_prompts(self, sparse: torch.Tensor, dense_logits: np.ndarray) -> Prediction:
+        """Decode the current image with prompts taken from another image of the same scene.
+
+        Args:
+            sparse: N×P×Cp prompt tokens (``PhrasePrompts.sparse``).
+            dense_logits: N×H×W dense prompt logits at this image's resolution (e.g. resampled from
+                ``PhrasePrompts.dense`` onto this image's footprint).
+
+        Returns:
+            A ``Prediction`` with one mask per prompt.
+        """
+        state = self._require_image()
+        if dense_logits.shape[1:] != state.image_hw or dense_logits.shape[0] != sparse.shape[0]:
+            raise ValueError(f"dense_logits must be {sparse.shape[0]}×{state.image_hw}, got {dense_logits.shape}")
+        dense_logits = np.asarray(dense_logits, np.float32)
+        dense = self._to_input_frame(state, torch.as_tensor(dense_logits, device=self.device),
+                                     pad_value=float(dense_logits.min()))
+        with autocast(self.device):
+            logits, _ = self.model.sam_head.decode(state.embeddings.sam, sparse.to(self.device), dense)
+        logits = logits.float()
+        return self._to_prediction(state, logits, mask_scores(logits))
 
     def _zero_shot(self, state: _ImageState, texts: list[str]) -> torch.Tensor:
         _, pooled, _ = self.model.clip_encoder.encode_text(texts)
@@ -180,10 +248,13 @@ class ReferringPredictor:
         """H×W probabilities → 1×1×D×D logits in the model-input frame (SAM's mask-input convention)."""
         if probs.shape != state.image_hw:
             raise ValueError(f"mask_prior must be {state.image_hw} (the image), got {probs.shape}")
-        prior = torch.as_tensor(np.asarray(probs, np.float32), device=self.device)[None, None]
-        prior = F.interpolate(prior, size=state.valid_hw, mode="bilinear", align_corners=False)
-        size = self.input_size
-        prior = F.pad(prior, (0, size - state.valid_hw[1], 0, size - state.valid_hw[0]))
-        mask_size = self.model.config.mask_size
-        prior = F.interpolate(prior, size=(mask_size, mask_size), mode="bilinear", align_corners=False)
+        prior = self._to_input_frame(state, torch.as_tensor(np.asarray(probs, np.float32), device=self.device)[None])
         return torch.logit(prior.clamp(1e-4, 1 - 1e-4))
+
+    def _to_input_frame(self, state: _ImageState, maps: torch.Tensor, pad_value: float = 0.0) -> torch.Tensor:
+        """N×H×W maps at image resolution → N×1×D×D in the model-input frame (resized, padded, D²)."""
+        maps = F.interpolate(maps[:, None], size=state.valid_hw, mode="bilinear", align_corners=False)
+        size = self.input_size
+        maps = F.pad(maps, (0, size - state.valid_hw[1], 0, size - state.valid_hw[0]), value=pad_value)
+        mask_size = self.model.config.mask_size
+        return F.interpolate(maps, size=(mask_size, mask_size), mode="bilinear", align_corners=False)

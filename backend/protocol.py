@@ -25,6 +25,8 @@ PROTOCOL_VERSION = 1
 
 LOAD_MODES = ("trained", "zero-shot")
 SEGMENT_MODES = ("view", "find-all")
+REFINE_STRATEGIES = ("prompts", "phrase", "box", "none")
+DEFAULT_REFINE = "prompts"
 
 
 class ProtocolError(ValueError):
@@ -122,7 +124,10 @@ class Segment:
         resolution: map units per pixel; None = native.
         bands: 1-based band indices; None = the raster's RGB (or first three) bands.
         mode: "view" (the window is one picture) or "find-all" (tile the window, find every instance).
-        tile_size, overlap: tile side and overlap in pixels.
+        refine: how view mode refines a window larger than the model input, at native resolution on the tiles
+            under the coarse mask: "prompts" (the prompter's prompts from the whole view), "phrase" (the phrase
+            run again on each tile), "box" (SAM box + coarse-mask prompt) or "none" (coarse mask only).
+        tile_size, overlap: tile side and overlap in pixels; None = the model's input size and an eighth of it.
         threshold: probability above which a pixel belongs to the object.
     """
 
@@ -135,15 +140,20 @@ class Segment:
     resolution: float | None = None
     bands: tuple[int, ...] | None = None
     mode: str = "view"
-    tile_size: int = 1024
-    overlap: int = 128
+    refine: str = DEFAULT_REFINE
+    tile_size: int | None = None
+    overlap: int | None = None
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
         _require(self.mode in SEGMENT_MODES, f"segment.mode: expected one of {SEGMENT_MODES}, got {self.mode!r}")
+        _require(self.refine in REFINE_STRATEGIES,
+                 f"segment.refine: expected one of {REFINE_STRATEGIES}, got {self.refine!r}")
         _require(len(self.phrases) > 0, "segment.phrases: give at least one phrase")
-        _require(self.tile_size > 0 and 0 <= self.overlap < self.tile_size,
-                 f"segment: need tile_size > 0 and 0 <= overlap < tile_size, got {self.tile_size}, {self.overlap}")
+        _require(self.tile_size is None or self.tile_size > 0, f"segment.tile_size: must be > 0 or null, "
+                                                               f"got {self.tile_size}")
+        _require(self.overlap is None or 0 <= self.overlap < (self.tile_size or math.inf),
+                 f"segment: need 0 <= overlap < tile_size, got {self.tile_size}, {self.overlap}")
         _require(0.0 < self.threshold < 1.0, f"segment.threshold: must be in (0, 1), got {self.threshold}")
         _require(self.resolution is None or self.resolution > 0, "segment.resolution: must be > 0 or null")
         _require(self.bands is None or all(b >= 1 for b in self.bands), "segment.bands: indices are 1-based")

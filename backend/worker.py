@@ -189,9 +189,10 @@ class Worker:
         if self._engine is None:
             raise BackendError("bad_request", "no model is loaded", "send a 'load' request before 'segment'")
         job = SegmentJob(raster=req.raster, phrases=req.phrases, output_dir=req.output_dir, window=req.window,
-                         resolution=req.resolution, bands=req.bands, mode=req.mode, tile_size=req.tile_size,
-                         overlap=req.overlap, threshold=req.threshold, output_name=output_name(req.id),
-                         model_name=self._model_name, checkpoint_name=self._checkpoint_name)
+                         resolution=req.resolution, bands=req.bands, mode=req.mode, refine=req.refine,
+                         tile_size=req.tile_size, overlap=req.overlap, threshold=req.threshold,
+                         output_name=output_name(req.id), model_name=self._model_name,
+                         checkpoint_name=self._checkpoint_name)
 
         def progress(fraction: float, stage: str, message: str = "") -> None:
             self.send(Progress(id=req.id, fraction=min(max(float(fraction), 0.0), 1.0), stage=stage,

@@ -242,8 +242,9 @@ class SegmentDock(QDockWidget):
                                                 extent.yMaximum()),
             resolution=self.resolution_spin.value() or None, load_mode=mode, checkpoint=model.checkpoint,
             config=model.config, device=self.device_combo.currentText().strip() or "auto",
-            search=self.search_combo.currentData(), tile_size=self.settings.tile_size,
-            overlap=self.settings.overlap, threshold=self.settings.threshold,
+            search=self.search_combo.currentData(), refine=self.settings.refine,
+            tile_size=self.settings.tile_grid()[0], overlap=self.settings.tile_grid()[1],
+            threshold=self.settings.threshold,
             clip_weights=self.settings.clip_weights or None, sam_weights=self.settings.sam_weights or None,
             output_gpkg=self.output_widget.filePath() or None)
 

@@ -21,7 +21,8 @@ class SegmentRequest:
         config: model config name used without a checkpoint ("tiny": untrained, for tests and a first look).
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         search: "view" (one object in the view) or "find-all" (tile the view, find every instance).
-        tile_size, overlap: tile grid in pixels.
+        refine: view-mode refinement: "prompts", "phrase", "box" or "none" (see ``backend.protocol.Segment``).
+        tile_size, overlap: tile grid in pixels; None = the model's input size and an eighth of it.
         threshold: mask probability threshold in (0, 1).
         clip_weights, sam_weights: local base weights, or None.
         output_gpkg: a GeoPackage to save the result layer into, or None for a memory layer.
@@ -36,8 +37,9 @@ class SegmentRequest:
     config: str | None = "tiny"
     device: str = "auto"
     search: str = "view"
-    tile_size: int = 512
-    overlap: int = 64
+    refine: str = "prompts"
+    tile_size: int | None = None
+    overlap: int | None = None
     threshold: float = 0.5
     clip_weights: str | None = None
     sam_weights: str | None = None

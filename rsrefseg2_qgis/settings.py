@@ -23,7 +23,9 @@ class PluginSettings:
         mode: "trained" (a checkpoint) or "zero-shot" (base CLIP + SAM weights only).
         checkpoint: a ``.safetensors`` checkpoint; "" means the bundled demo model when it exists.
         clip_weights, sam_weights: local base weights (needed for zero-shot and for full-size checkpoints).
-        tile_size, overlap: the engine's tile grid in pixels.
+        refine: how a view larger than the model input is refined ("prompts", "phrase", "box" or "none").
+        tile_size, overlap: the engine's tile grid in pixels; tile_size 0 = the model's input size (and an
+            eighth of it as overlap).
         threshold: mask probability threshold.
         max_pixels: the largest window (width × height) a query may cover.
         history: the last phrases, newest first.
@@ -35,7 +37,8 @@ class PluginSettings:
     checkpoint: str = ""
     clip_weights: str = ""
     sam_weights: str = ""
-    tile_size: int = 512
+    refine: str = "prompts"
+    tile_size: int = 0
     overlap: int = 64
     threshold: float = 0.5
     max_pixels: int = 64_000_000
@@ -71,6 +74,10 @@ class PluginSettings:
         """A copy with ``phrase`` first in the history (no duplicates, at most ``HISTORY_LENGTH`` entries)."""
         rest = [item for item in self.history if item != phrase]
         return replace(self, history=(phrase, *rest)[:HISTORY_LENGTH])
+
+    def tile_grid(self) -> tuple[int | None, int | None]:
+        """(tile_size, overlap) for a request: None, None when the tile size is automatic."""
+        return (self.tile_size, self.overlap) if self.tile_size else (None, None)
 
     def worker_python(self) -> Path:
         """The interpreter that runs the worker: the configured one, else the default for this install."""

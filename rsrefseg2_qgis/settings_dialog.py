@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsSpinBox
-from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QWidget
+from qgis.PyQt.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QWidget
 
 from .i18n import tr
 from .settings import PluginSettings
+
+# (label, engine value) of the view-mode refinements, the default first.
+REFINE_CHOICES = (("Phrase prompts on each tile (default)", "prompts"), ("Re-run the phrase on each tile", "phrase"),
+                  ("SAM box around the coarse mask", "box"), ("None: coarse mask only (fastest)", "none"))
+MIN_TILE = 64
 
 
 class SettingsDialog(QDialog):
@@ -33,7 +38,16 @@ class SettingsDialog(QDialog):
         form.addRow(tr("CLIP weights"), self.clip_widget)
         self.sam_widget = self._file(settings.sam_weights, tr("segment_anything .pth checkpoint"))
         form.addRow(tr("SAM weights"), self.sam_widget)
-        self.tile_spin = self._int(settings.tile_size, 64, 4096, PluginSettings.tile_size)
+        self.refine_combo = QComboBox(self)
+        for label, value in REFINE_CHOICES:
+            self.refine_combo.addItem(tr(label), value)
+        self.refine_combo.setCurrentIndex(max(self.refine_combo.findData(settings.refine), 0))
+        self.refine_combo.setToolTip(tr("When the view is larger than the model's input, how the outline is "
+                                        "refined at full resolution under the object"))
+        form.addRow(tr("Refinement"), self.refine_combo)
+        self.tile_spin = self._int(settings.tile_size, 0, 4096, PluginSettings.tile_size)
+        self.tile_spin.setSingleStep(64)
+        self.tile_spin.setSpecialValueText(tr("Auto (model input)"))
         form.addRow(tr("Tile size (px)"), self.tile_spin)
         self.overlap_spin = self._int(settings.overlap, 0, 1024, PluginSettings.overlap)
         form.addRow(tr("Tile overlap (px)"), self.overlap_spin)
@@ -67,10 +81,11 @@ class SettingsDialog(QDialog):
         return spin
 
     def edited(self) -> PluginSettings:
-        """The settings with the dialog's values."""
+        """The settings with the dialog's values (a tile size other than Auto is at least 64 px)."""
+        tile = self.tile_spin.value() and max(self.tile_spin.value(), MIN_TILE)
         return replace(self._settings, python=self.python_widget.filePath().strip(),
                        clip_weights=self.clip_widget.filePath().strip(),
-                       sam_weights=self.sam_widget.filePath().strip(), tile_size=self.tile_spin.value(),
-                       overlap=min(self.overlap_spin.value(), self.tile_spin.value() - 1),
+                       sam_weights=self.sam_widget.filePath().strip(), refine=self.refine_combo.currentData(),
+                       tile_size=tile, overlap=min(self.overlap_spin.value(), max(tile // 2 - 1, 0)),
                        threshold=round(self.threshold_spin.value(), 4),
                        max_pixels=self.megapixels_spin.value() * 1_000_000)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from backend.errors import BackendError
+from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES
 
 EPILOG = """\
 examples:
@@ -62,9 +63,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--find-all", action="store_true",
                      help="find every instance tile by tile (e.g. 'all storage tanks' over a large raster); by "
                           "default the area is treated as one picture, as seen on screen")
-    how.add_argument("--tile-size", type=int, default=1024, metavar="PX", help="tile side in pixels (default 1024)")
-    how.add_argument("--overlap", type=int, default=128, metavar="PX",
-                     help="pixels shared by neighbouring tiles (default 128)")
+    how.add_argument("--refine", choices=REFINE_STRATEGIES, default=DEFAULT_REFINE,
+                     help="when the area is larger than the model's input, how the result is refined at full "
+                          "resolution on the tiles under it: 'prompts' reuses what the model made of the phrase "
+                          "on the whole area, 'phrase' runs the phrase again on each tile, 'box' lets SAM follow "
+                          f"the coarse outline, 'none' keeps the coarse mask (fastest) (default {DEFAULT_REFINE})")
+    how.add_argument("--tile-size", type=int, metavar="PX",
+                     help="tile side in pixels (default: the model's input size, so tiles are seen at full "
+                          "resolution)")
+    how.add_argument("--overlap", type=int, metavar="PX",
+                     help="pixels shared by neighbouring tiles (default: an eighth of the tile)")
     how.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is kept "
                                                                   "(default 0.5)")
     how.add_argument("--min-area", type=int, default=16, metavar="PX",
@@ -118,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
                                sam_weights=args.sam_weights, device=args.device, mode=args.mode)
     job = SegmentJob(raster=args.raster, phrases=phrases, output_dir=str(output.parent or "."),
                      output_name=output.stem, window=window, resolution=args.resolution, bands=args.bands,
-                     mode="find-all" if args.find_all else "view", tile_size=args.tile_size, overlap=args.overlap,
+                     mode="find-all" if args.find_all else "view", refine=args.refine, tile_size=args.tile_size,
+                     overlap=args.overlap,
                      threshold=args.threshold, min_area_px=args.min_area, simplify_tolerance=args.simplify,
                      overwrite=args.overwrite, model_name=describe(predictor),
                      checkpoint_name=Path(args.checkpoint).name if args.checkpoint else f"none ({args.config})")

@@ -42,6 +42,8 @@ from ..settings import PluginSettings, model_choice
 
 LOAD_MODES = ("trained", "zero-shot")
 SEARCH_MODES = ("view", "find-all")
+REFINEMENTS = (("prompts", "Phrase prompts on each tile"), ("phrase", "Re-run the phrase on each tile"),
+               ("box", "SAM box around the coarse mask"), ("none", "None: coarse mask only"))
 
 
 def result_fields() -> QgsFields:
@@ -73,6 +75,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     CHECKPOINT = "CHECKPOINT"
     SEARCH = "SEARCH"
     DEVICE = "DEVICE"
+    REFINE = "REFINE"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     THRESHOLD = "THRESHOLD"
@@ -124,12 +127,20 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             advanced=True)
         add(QgsProcessingParameterString(self.DEVICE, tr("Device"), defaultValue=defaults.device),
             tr("auto, cpu, cuda, cuda:N or mps."), advanced=True)
-        add(QgsProcessingParameterNumber(self.TILE_SIZE, tr("Tile size (pixels)"),
+        refine_values = [value for value, _ in REFINEMENTS]
+        add(QgsProcessingParameterEnum(self.REFINE, tr("Refinement"), [tr(label) for _, label in REFINEMENTS],
+                                       defaultValue=refine_values.index(defaults.refine)
+                                       if defaults.refine in refine_values else 0),
+            tr("View mode, when the extent is larger than the model's input: how the coarse result is refined at "
+               "full resolution on the tiles under it."), advanced=True)
+        add(QgsProcessingParameterNumber(self.TILE_SIZE, tr("Tile size (pixels, 0 = the model's input size)"),
                                          QgsProcessingParameterNumber.Type.Integer, defaults.tile_size,
-                                         minValue=64), tr("Side of the square tiles the engine works on."))
+                                         minValue=0),
+            tr("Side of the square tiles the engine works on; 0 sees tiles at full resolution."))
         add(QgsProcessingParameterNumber(self.OVERLAP, tr("Tile overlap (pixels)"),
                                          QgsProcessingParameterNumber.Type.Integer, defaults.overlap,
-                                         minValue=0), tr("Overlap between neighbouring tiles."))
+                                         minValue=0),
+            tr("Overlap between neighbouring tiles (with tile size 0: an eighth of the tile)."))
         add(QgsProcessingParameterNumber(self.THRESHOLD, tr("Threshold"), QgsProcessingParameterNumber.Type.Double,
                                          defaults.threshold, minValue=0.01, maxValue=0.99),
             tr("Mask probability above which a pixel belongs to the object."))
@@ -167,6 +178,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             if parameters.get(self.EXTENT):
                 rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
                 extent = extent_in_layer_crs(layer, rect, layer.crs(), context.project())
+            tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
             request = SegmentRequest(
                 layer_id=layer.id(), phrases=phrases,
                 extent=None if extent is None else (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
@@ -175,8 +187,9 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
                 load_mode=mode, checkpoint=model.checkpoint, config=model.config,
                 device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
                 search=SEARCH_MODES[self.parameterAsEnum(parameters, self.SEARCH, context)],
-                tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+                refine=REFINEMENTS[self.parameterAsEnum(parameters, self.REFINE, context)][0],
+                tile_size=tile_size or None,
+                overlap=self.parameterAsInt(parameters, self.OVERLAP, context) if tile_size else None,
                 threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context))
             plan = plan_raster(layer, extent, request.resolution, PluginSettings.load().max_pixels)
         except RasterInputError as exc:

@@ -27,7 +27,8 @@ def test_help_speaks_gis():
     done = subprocess.run([sys.executable, "-m", "backend", "segment", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0
-    for words in ("map units", "CRS", "--extent", "--find-all", "--resolution", "GeoPackage", "--bands"):
+    for words in ("map units", "CRS", "--extent", "--find-all", "--resolution", "GeoPackage", "--bands", "--refine",
+                  "full resolution"):
         assert words in done.stdout
 
 
@@ -41,6 +42,15 @@ def test_segment_writes_both_files_and_prints_summaries(scene, tmp_path, capsys)
     assert out.exists() and out.with_suffix(".geojson").exists()
     assert pyogrio.read_info(out)["crs"] == "EPSG:32633"
     assert "%" in captured.err  # the tqdm bar went to stderr
+
+
+@pytest.mark.parametrize("refine", ["prompts", "phrase", "box", "none"])
+def test_every_refinement_runs_from_the_command_line(scene, tmp_path, refine):
+    # The 300² scene at its own resolution is larger than the tiny model's 256² input: the refine pass runs.
+    out = tmp_path / f"{refine}.gpkg"
+    assert main(["segment", str(scene), "the white tank", "-o", str(out), "--config", "tiny", "--device", "cpu",
+                 "--refine", refine, "--threshold", "0.01"]) == 0
+    assert pyogrio.read_info(out)["crs"] == "EPSG:32633"
 
 
 @pytest.mark.parametrize(("argv", "code", "words"), [

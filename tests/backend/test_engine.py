@@ -32,7 +32,9 @@ class CountingPredictor(ReferringPredictor):
     def __init__(self, model):
         super().__init__(model, device="cpu")
         self.keys: list = []
+        self.texts: list[list[str]] = []
         self.texts_probs: list[np.ndarray] = []
+        self.box_calls = 0
 
     def set_image(self, image, image_key=None):
         self.keys.append(image_key)
@@ -40,8 +42,13 @@ class CountingPredictor(ReferringPredictor):
 
     def predict(self, texts):
         prediction = super().predict(texts)
+        self.texts.append(list(texts))
         self.texts_probs.append(np.asarray(prediction.probs))
         return prediction
+
+    def predict_with_box(self, box_xyxy, mask_prior=None):
+        self.box_calls += 1
+        return super().predict_with_box(box_xyxy, mask_prior=mask_prior)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +71,9 @@ def scene(tmp_path):
 
 
 def job(scene, tmp_path, **kwargs):
+    kwargs = {"tile_size": 128, "overlap": 16, **kwargs}
     return SegmentJob(raster=str(scene), phrases=kwargs.pop("phrases", ("the white building",)),
-                      output_dir=str(tmp_path), tile_size=128, overlap=16, min_area_px=1, **kwargs)
+                      output_dir=str(tmp_path), min_area_px=1, **kwargs)
 
 
 def expected_refine_tiles(coarse, threshold, view_shape, tile, overlap):
@@ -80,23 +88,34 @@ def expected_refine_tiles(coarse, threshold, view_shape, tile, overlap):
             if t.row_off < r1 and r0 < t.row_off + t.height and t.col_off < c1 and c0 < t.col_off + t.width]
 
 
-def test_view_mode_coarse_once_then_refines_only_under_the_coarse_box(scene, tmp_path, predictor):
-    engine = Engine(predictor)
-    first = engine.run(job(scene, tmp_path, output_name="probe", threshold=0.999))
+def _strongest_pixel_threshold(engine, predictor, scene, tmp_path):
+    """Probe run; returns (coarse cache key, coarse map, a threshold keeping only its strongest pixel)."""
+    engine.run(job(scene, tmp_path, output_name="probe", threshold=0.999))
     (coarse_key,) = predictor.keys[:1]
     assert coarse_key[-1] == ("coarse", (256, 256))  # the whole 512² view resampled to the 256² model input
     coarse = predictor.texts_probs[0][0]
     assert coarse.shape == (256, 256)
-    # Pick a threshold that keeps only the strongest coarse pixel: a small box, so few of the 25 tiles refine.
-    threshold = float(coarse.max()) - 1e-6
+    predictor.keys.clear()
+    predictor.texts.clear()
+    predictor.box_calls = 0
+    return coarse_key, coarse, float(coarse.max()) - 1e-6
+
+
+@pytest.mark.parametrize("refine", ["phrase", "box"])
+def test_view_mode_coarse_once_then_refines_only_under_the_coarse_box(scene, tmp_path, predictor, refine):
+    engine = Engine(predictor)
+    coarse_key, coarse, threshold = _strongest_pixel_threshold(engine, predictor, scene, tmp_path)
+    # A threshold that keeps only the strongest coarse pixel: a small box, so few of the 25 tiles refine.
     expected = expected_refine_tiles(coarse, threshold, (512, 512), 128, 16)
     assert 0 < len(expected) < len(tile_grid((512, 512), 128, 16)) == 25
-    predictor.keys.clear()
-    result = engine.run(job(scene, tmp_path, output_name="refined", threshold=threshold))
+    result = engine.run(job(scene, tmp_path, output_name="refined", threshold=threshold, refine=refine))
     assert predictor.keys[0] == coarse_key  # the coarse pass on the same view reuses the cached embeddings
     assert [k[-1] for k in predictor.keys[1:]] == expected
     assert result.tiles == len(expected)
-    assert first.outputs["gpkg"].endswith("probe.gpkg")
+    if refine == "phrase":  # the phrase itself runs on every refined tile; SAM's box prompt is never used
+        assert predictor.texts == [["the white building"]] * (1 + len(expected)) and predictor.box_calls == 0
+    else:  # the text runs once (coarse); each refined tile gets one box prompt
+        assert predictor.texts == [["the white building"]] and predictor.box_calls == len(expected)
     assert set(result.timings) >= {"read", "normalise", "encode", "predict", "stitch", "vectorize", "write"}
     # Nothing outside the refined tiles is ever written: every polygon lies within their union.
     _, _, geometry, _ = pyogrio.raw.read(result.outputs["gpkg"])
@@ -105,6 +124,26 @@ def test_view_mode_coarse_once_then_refines_only_under_the_coarse_box(scene, tmp
     refined = shapely.union_all([shapely.box(*(transform @ (c, r + h)), *(transform @ (c + w, r)))
                                  for r, c, h, w in expected])
     assert all(refined.buffer(1e-6).contains(shapely.from_wkb(g)) for g in geometry)
+
+
+def test_refine_none_keeps_the_upsampled_coarse_mask_without_encoding_tiles(scene, tmp_path, predictor):
+    engine = Engine(predictor)
+    coarse_key, coarse, _ = _strongest_pixel_threshold(engine, predictor, scene, tmp_path)
+    threshold = float(np.quantile(coarse, 0.99))  # the top 1 % of the coarse map: a few hundred view pixels
+    result = engine.run(job(scene, tmp_path, output_name="coarse", threshold=threshold, refine="none"))
+    assert predictor.keys == [coarse_key] and result.tiles == 0 and predictor.box_calls == 0
+    _, _, geometry, _ = pyogrio.raw.read(result.outputs["gpkg"])
+    area_px = sum(shapely.from_wkb(g).area for g in geometry) / 0.25  # 0.5 m pixels
+    # Bilinear upsampling by 2 keeps the foreground fraction: about 1 % of the 512² view.
+    assert 0.5 * 0.01 * 512**2 < area_px < 2 * 0.01 * 512**2
+
+
+def test_default_tiles_are_the_model_input_at_native_resolution(scene, tmp_path, predictor):
+    result = Engine(predictor).run(SegmentJob(raster=str(scene), phrases=("all buildings",), output_dir=str(tmp_path),
+                                              mode="find-all"))
+    grid = tile_grid((512, 512), 256, 32)  # the tiny model's 256² input, an eighth of it as overlap
+    assert [k[-1] for k in predictor.keys] == [(t.row_off, t.col_off, t.height, t.width) for t in grid]
+    assert result.tiles == len(grid) == 9
 
 
 def test_small_view_is_one_coarse_pass_and_keys_include_window(scene, tmp_path, predictor):
@@ -147,7 +186,10 @@ def test_cancel_between_tiles_leaves_no_output(scene, tmp_path, predictor):
                                                ({"phrases": ()}, "empty_query"),
                                                ({"bands": (1, 4, 2)}, "bad_band"),
                                                ({"window": Window(extent=(0.0, 0.0, 1.0, 1.0))}, "window_outside"),
-                                               ({"mode": "everything"}, "bad_request")])
+                                               ({"mode": "everything"}, "bad_request"),
+                                               ({"refine": "sharpen"}, "bad_request"),
+                                               ({"tile_size": 128, "overlap": 64}, "bad_request"),
+                                               ({"tile_size": None, "overlap": 200}, "bad_request")])
 def test_bad_jobs_are_refused_before_any_model_work(scene, tmp_path, predictor, kwargs, code):
     with pytest.raises(BackendError) as info:
         Engine(predictor).run(job(scene, tmp_path, **kwargs))

@@ -38,7 +38,8 @@ EXAMPLES = [
          device="cuda:1", mode="zero-shot"),
     Segment(id="4", raster="/data/scene.tif", phrases=("the white tank", "le bâtiment rouge"), output_dir="/tmp/o"),
     Segment(id="5", raster="a.tif", phrases=("x",), output_dir="o", window=Window(extent=(1.5, 2.0, 30.0, 40.25)),
-            resolution=0.5, bands=(3, 2, 1), mode="find-all", tile_size=256, overlap=32, threshold=0.3),
+            resolution=0.5, bands=(3, 2, 1), mode="find-all", refine="box", tile_size=256, overlap=32,
+            threshold=0.3),
     Segment(id="6", raster="a.tif", phrases=("x",), output_dir="o", window=Window(pixels=(0, 10, 64, 32))),
     Cancel(id="7", target="4"),
     Shutdown(id="8"),
@@ -114,6 +115,10 @@ def test_integers_are_accepted_where_numbers_are_expected() -> None:
      '"tile_size": 64, "overlap": 64}', "overlap"),
     ('{"type": "segment", "id": "1", "v": 1, "raster": "r", "phrases": ["a"], "output_dir": "o", '
      '"tile_size": true}', "segment.tile_size"),
+    ('{"type": "segment", "id": "1", "v": 1, "raster": "r", "phrases": ["a"], "output_dir": "o", '
+     '"refine": "sharpen"}', "segment.refine"),
+    ('{"type": "segment", "id": "1", "v": 1, "raster": "r", "phrases": ["a"], "output_dir": "o", '
+     '"overlap": -1}', "overlap"),
     ('{"type": "load", "id": "1", "v": 1}', "checkpoint"),
     ('{"type": "load", "id": "1", "v": 1, "config": "tiny", "mode": "fast"}', "load.mode"),
     ('{"type": "progress", "id": "1", "v": 1, "fraction": 1.5, "stage": "x"}', "progress.fraction"),

@@ -17,12 +17,17 @@ PHRASES = ("the orange building", "the large pond")
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory: pytest.TempPathFactory):
+def predictor():
+    return load_predictor(checkpoint=str(DEMO), device="cpu")
+
+
+@pytest.fixture(scope="module", params=["phrase", "box"])
+def result(request: pytest.FixtureRequest, predictor, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("refine")
-    predictor = load_predictor(checkpoint=str(DEMO), device="cpu")
-    # The 512² sample at native resolution is larger than the model's 256² input, so the engine refines it (one
-    # default 1024² tile covers it).
-    job = SegmentJob(raster=str(ROOT / "resources" / "sample" / "sample.tif"), phrases=PHRASES, output_dir=str(out))
+    # The 512² sample at native resolution is larger than the model's 256² input, so the engine refines it on
+    # 256² tiles (the default tile is the model input) under each phrase's coarse box.
+    job = SegmentJob(raster=str(ROOT / "resources" / "sample" / "sample.tif"), phrases=PHRASES, output_dir=str(out),
+                     refine=request.param)
     return Engine(predictor).run(job)
 
 
@@ -36,8 +41,9 @@ def test_refinement_runs_and_different_phrases_keep_different_objects(result) ->
     first, second = (_union(result, q) for q in PHRASES)
     assert not first.is_empty and not second.is_empty
     overlap = first.intersection(second).area / first.union(second).area
-    # SAM's box prompt carries no text: without the coarse-mask gate both phrases came out as nearly the same
-    # shapes (IoU 0.95); with it, each keeps only what its own coarse mask selected.
+    # SAM's box prompt carries no text, and a tile does not see the whole view: without the coarse-mask gate both
+    # phrases came out as nearly the same shapes (IoU 0.95 with "box"); with it, each keeps only what its own
+    # coarse mask selected.
     assert overlap < 0.9, f"the two phrases' results have IoU {overlap:.2f}"
     view_area_m2 = 256.0 * 256.0  # the 512² sample at 0.5 m
     assert max(first.area, second.area) < 0.25 * view_area_m2

@@ -112,11 +112,17 @@ def test_settings_dialog_edits_a_copy() -> None:
     dialog = SettingsDialog(settings=original, default_python="/default/python")
     assert dialog.python_widget.lineEdit().placeholderText() == "/default/python"
     dialog.python_widget.setFilePath("/opt/env/bin/python")
+    assert dialog.tile_spin.text() == "Auto (model input)" and dialog.refine_combo.currentData() == "prompts"
+    assert original.tile_grid() == (None, None)  # automatic: the engine uses the model's input size
     dialog.tile_spin.setValue(128)
-    dialog.overlap_spin.setValue(500)  # more than the tile: clamped
+    dialog.overlap_spin.setValue(500)  # more than the engine accepts (under half the tile): clamped
+    dialog.refine_combo.setCurrentIndex(dialog.refine_combo.findData("none"))
     dialog.megapixels_spin.setValue(10)
     edited = dialog.edited()
-    assert edited.python == "/opt/env/bin/python" and edited.tile_size == 128 and edited.overlap == 127
+    assert edited.python == "/opt/env/bin/python" and edited.tile_size == 128 and edited.overlap == 63
+    assert edited.tile_grid() == (128, 63) and edited.refine == "none"
     assert edited.max_pixels == 10_000_000 and edited.history == ("kept",) and edited.device == "cuda"
     assert original.python == ""
+    dialog.tile_spin.setValue(16)  # below the smallest useful tile: raised to it
+    assert dialog.edited().tile_size == 64
     dialog.deleteLater()
