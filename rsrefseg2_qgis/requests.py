@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# View-mode refinements (backend.protocol.REFINE_STRATEGIES) with their labels, the default first.
+REFINEMENTS = (("prompts", "Phrase prompts on each tile"), ("phrase", "Re-run the phrase on each tile"),
+               ("box", "SAM box around the coarse mask"), ("none", "None: coarse mask only (fastest)"))
+
 Extent = tuple[float, float, float, float]
 
 
@@ -37,7 +41,7 @@ class SegmentRequest:
     config: str | None = "tiny"
     device: str = "auto"
     search: str = "view"
-    refine: str = "prompts"
+    refine: str = REFINEMENTS[0][0]
     tile_size: int | None = None
     overlap: int | None = None
     threshold: float = 0.5

@@ -8,6 +8,7 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsSettings
 
 from . import paths
+from .requests import REFINEMENTS
 
 PREFIX = "rsrefseg2/"
 HISTORY_LENGTH = 20
@@ -37,7 +38,7 @@ class PluginSettings:
     checkpoint: str = ""
     clip_weights: str = ""
     sam_weights: str = ""
-    refine: str = "prompts"
+    refine: str = REFINEMENTS[0][0]
     tile_size: int = 0
     overlap: int = 64
     threshold: float = 0.5

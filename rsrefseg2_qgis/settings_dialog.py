@@ -8,11 +8,8 @@ from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsSpinBox
 from qgis.PyQt.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QWidget
 
 from .i18n import tr
-from .settings import PluginSettings
+from .settings import REFINEMENTS, PluginSettings
 
-# (label, engine value) of the view-mode refinements, the default first.
-REFINE_CHOICES = (("Phrase prompts on each tile (default)", "prompts"), ("Re-run the phrase on each tile", "phrase"),
-                  ("SAM box around the coarse mask", "box"), ("None: coarse mask only (fastest)", "none"))
 MIN_TILE = 64
 
 
@@ -39,7 +36,7 @@ class SettingsDialog(QDialog):
         self.sam_widget = self._file(settings.sam_weights, tr("segment_anything .pth checkpoint"))
         form.addRow(tr("SAM weights"), self.sam_widget)
         self.refine_combo = QComboBox(self)
-        for label, value in REFINE_CHOICES:
+        for value, label in REFINEMENTS:
             self.refine_combo.addItem(tr(label), value)
         self.refine_combo.setCurrentIndex(max(self.refine_combo.findData(settings.refine), 0))
         self.refine_combo.setToolTip(tr("When the view is larger than the model's input, how the outline is "

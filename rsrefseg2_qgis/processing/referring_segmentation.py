@@ -38,12 +38,10 @@ from ..i18n import tr
 from ..query import run_query
 from ..raster_source import RasterInputError, extent_in_layer_crs, plan_raster
 from ..requests import SegmentRequest
-from ..settings import PluginSettings, model_choice
+from ..settings import REFINEMENTS, PluginSettings, model_choice
 
 LOAD_MODES = ("trained", "zero-shot")
 SEARCH_MODES = ("view", "find-all")
-REFINEMENTS = (("prompts", "Phrase prompts on each tile"), ("phrase", "Re-run the phrase on each tile"),
-               ("box", "SAM box around the coarse mask"), ("none", "None: coarse mask only"))
 
 
 def result_fields() -> QgsFields:
