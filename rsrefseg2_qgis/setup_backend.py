@@ -13,15 +13,12 @@ import sys
 from pathlib import Path
 
 from .i18n import tr
-from .paths import venv_python
+from .paths import backend_root, venv_python
 from .process_dialog import Step
 
 TORCH = ("torch==2.14.1", "torchvision==0.29.1")  # the pair scripts/setup.sh installs and the tests run on
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 CUDA_INDEX_WINDOWS = "https://download.pytorch.org/whl/cu130"  # Linux wheels on PyPI are CUDA builds already
-# The backend's runtime needs besides torch (pyproject's dependencies; numpy < 2 for GDAL bindings).
-BACKEND_REQUIREMENTS = ("numpy>=1.24,<2", "attrs>=23.2", "open_clip_torch>=2.24", "segment-anything>=1.0",
-                        "safetensors>=0.4", "rasterio>=1.3", "shapely>=2.0", "pyogrio>=0.7", "tqdm>=4.60")
 
 
 def detect_gpu(timeout: float = 5.0) -> bool:
@@ -72,7 +69,8 @@ def setup_steps(*, venv_dir: Path, gpu: bool, platform: str = sys.platform, pyth
              ("-m", "venv", str(venv_dir))),
         Step(tr("Updating pip"), venv_py, (*pip, "--upgrade", "pip")),
         Step(tr("Installing PyTorch ({build} build)").format(build=build), venv_py, (*pip, *TORCH, *index)),
-        Step(tr("Installing the backend's requirements"), venv_py, (*pip, *BACKEND_REQUIREMENTS)),
+        Step(tr("Installing the backend's requirements"), venv_py,
+             (*pip, "-r", str(backend_root() / "backend" / "requirements.txt"))),
         Step(tr("Checking the installation"), venv_py,
              ("-c", "import torch, open_clip, segment_anything, rasterio; print('torch', torch.__version__, "
                     "'cuda', torch.cuda.is_available())")),

@@ -59,7 +59,7 @@ fi
 
 step "the project and its dependencies (extras: $EXTRAS)"
 stamp="$VENV/.rsrefseg2-installed"
-fingerprint=$(cat pyproject.toml; echo "$EXTRAS")
+fingerprint=$(cat pyproject.toml backend/requirements.txt; echo "$EXTRAS")
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ] \
    && "$VENV/bin/python" -c "import open_clip, segment_anything, rasterio, backend" 2>/dev/null; then
   echo "up to date"

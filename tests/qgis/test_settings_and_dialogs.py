@@ -61,7 +61,24 @@ def test_setup_steps_pick_the_torch_build(tmp_path: Path) -> None:
     assert "--index-url" not in gpu_linux.arguments  # PyPI's Linux wheels are the CUDA build
     gpu_windows = setup_steps(venv_dir=tmp_path, gpu=True, platform="win32", python="python")[2]
     assert CUDA_INDEX_WINDOWS in gpu_windows.arguments
-    assert "rasterio>=1.3" in cpu[3].arguments
+    requirements = Path(cpu[3].arguments[cpu[3].arguments.index("-r") + 1])
+    assert requirements == paths.backend_root() / "backend" / "requirements.txt" and requirements.is_file()
+
+
+def test_the_backend_requirements_are_the_installed_package_dependencies() -> None:
+    """One list: pyproject.toml reads backend/requirements.txt, which "Set up backend…" installs."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    def key(text: str) -> tuple[str, frozenset[str]]:
+        requirement = Requirement(text)
+        return requirement.name, frozenset(str(s) for s in requirement.specifier)
+
+    listed = {key(line) for line in (paths.backend_root() / "backend" / "requirements.txt").read_text(
+        encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")}
+    installed = {key(r) for r in requires("rsrefseg2-qgis") if "extra ==" not in r}
+    assert ("rasterio", frozenset({">=1.3"})) in listed and installed == listed
 
 
 def _wait_done(dialog: ProcessDialog, seconds: float = 60) -> bool | None:
