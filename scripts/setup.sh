@@ -39,6 +39,11 @@ else
   "$VENV/bin/python" -m pip install -q --upgrade pip
   echo "created with $("$VENV/bin/python" --version)"
 fi
+# Debian's pyproj (seen through the system site packages, imported by pyogrio) looks for its data under
+# sys.prefix, i.e. the venv, and warns on every run without it: point it at the system's PROJ data.
+if [ -d /usr/share/proj ] && [ ! -e "$VENV/share/proj" ]; then
+  mkdir -p "$VENV/share" && ln -s /usr/share/proj "$VENV/share/proj"
+fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 
 step "torch and torchvision, installed together and first ($TORCH_SPEC)"
