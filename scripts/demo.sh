@@ -9,8 +9,8 @@ CHECKPOINT=resources/models/demo-tiny.safetensors
 mkdir -p demo-output
 out="demo-output/$(echo "$PHRASE" | tr -cs 'A-Za-z0-9' '_' | sed 's/^_//; s/_$//').gpkg"
 echo "==> segmenting \"$PHRASE\" in resources/sample/sample.tif -> $out"
-# --resolution 1.0 reads the 512 px (0.5 m) sample at 1 m, i.e. at the demo model's own 256 px input, so the result
-# is the model's own referring mask. At native resolution the engine would refine with SAM box prompts, which the
-# tiny demo model never learned (its SAM is trained only through the prompter).
-.venv/bin/python -m backend segment resources/sample/sample.tif "$PHRASE" --resolution 1.0 \
+# The sample (512 px at 0.5 m) is larger than the demo model's 256 px input: the model finds the phrase on the whole
+# sample resampled to 256 px, and --refine none keeps that mask, upsampled to 0.5 m. For this small model that
+# scores best; refining on native-resolution tiles does not pay off (benchmarks/RESULTS.md, refinement table).
+.venv/bin/python -m backend segment resources/sample/sample.tif "$PHRASE" --refine none \
   --checkpoint "$CHECKPOINT" -o "$out" --overwrite
