@@ -19,7 +19,7 @@ import numpy as np
 from backend.errors import BackendError
 from backend.normalize import stretch_for_view
 from backend.outputs import PhraseDetections, check_writable, output_paths, write_outputs
-from backend.passes import REFINE_STRATEGIES, RunContext, coarse_pass, find_all_pass, refine_box, refine_pass
+from backend.passes import REFINE_STRATEGIES, RunContext, coarse_pass, find_all_pass, refine_boxes, refine_pass
 from backend.protocol import DEFAULT_REFINE, PhraseSummary, Window
 from backend.raster import MAX_VIEW_PIXELS, make_view
 from backend.tiling import IN_MEMORY_BYTES, ProbabilityCanvas
@@ -200,7 +200,7 @@ class Engine:
         coarse, prompts = coarse_pass(ctx, phrases, with_prompts=refine == "prompts")
         if coarse.shape[1:] == ctx.view.shape:  # the view fits the model input: the coarse pass is final
             return list(coarse), 0
-        boxes = [refine_box(c, job.threshold, ctx.view.shape) for c in coarse]
+        boxes = [refine_boxes(c, job.threshold, ctx.view.shape) for c in coarse]
         canvases = self._canvases(ctx, len(phrases), stack)
         tiles = refine_pass(ctx, phrases, coarse, boxes, canvases, tile_size, overlap, job.threshold, (0.25, 0.9),
                             strategy=refine, prompts=prompts)

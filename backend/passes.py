@@ -87,8 +87,14 @@ def coarse_pass(ctx: RunContext, phrases: Sequence[str], with_prompts: bool = Fa
     return probs, prompts
 
 
-def refine_box(coarse: np.ndarray, threshold: float, view_shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """The view-pixel box to refine for one phrase: the coarse mask's bounding box plus a margin.
+Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open, in view pixels
+
+
+def refine_boxes(coarse: np.ndarray, threshold: float, view_shape: tuple[int, int]) -> list[Box]:
+    """The view-pixel boxes to refine for one phrase: one per connected part of the coarse mask, plus a margin.
+
+    One box per part (not one around all of them) keeps scattered detections on a big view from refining every
+    tile between them.
 
     Args:
         coarse: h×w coarse probabilities over the whole view.
@@ -96,17 +102,23 @@ def refine_box(coarse: np.ndarray, threshold: float, view_shape: tuple[int, int]
         view_shape: (H, W) of the view.
 
     Returns:
-        (row0, row1, col0, col1), half-open and clipped to the view, or None when the coarse mask is empty.
+        (row0, row1, col0, col1) boxes, half-open and clipped to the view; empty when the coarse mask is empty.
     """
-    rows, cols = np.nonzero(coarse > threshold)
-    if rows.size == 0:
-        return None
+    from rasterio.features import shapes
+
+    mask = (coarse > threshold).astype(np.uint8)
+    if not mask.any():
+        return []
     sy, sx = view_shape[0] / coarse.shape[0], view_shape[1] / coarse.shape[1]
-    r0, r1 = math.floor(rows.min() * sy), math.ceil((rows.max() + 1) * sy)
-    c0, c1 = math.floor(cols.min() * sx), math.ceil((cols.max() + 1) * sx)
-    margin = max(REFINE_MARGIN_MIN_PX, math.ceil(REFINE_MARGIN_FRACTION * max(r1 - r0, c1 - c0)))
-    return (max(r0 - margin, 0), min(r1 + margin, view_shape[0]),
-            max(c0 - margin, 0), min(c1 + margin, view_shape[1]))
+    boxes = []
+    for geometry, _ in shapes(mask, mask=mask.astype(bool), connectivity=8):
+        ring = np.asarray(geometry["coordinates"][0])  # exterior, in coarse pixel corners (x = col, y = row)
+        r0, r1 = math.floor(ring[:, 1].min() * sy), math.ceil(ring[:, 1].max() * sy)
+        c0, c1 = math.floor(ring[:, 0].min() * sx), math.ceil(ring[:, 0].max() * sx)
+        margin = max(REFINE_MARGIN_MIN_PX, math.ceil(REFINE_MARGIN_FRACTION * max(r1 - r0, c1 - c0)))
+        boxes.append((max(r0 - margin, 0), min(r1 + margin, view_shape[0]),
+                      max(c0 - margin, 0), min(c1 + margin, view_shape[1])))
+    return boxes
 
 
 def upsample_region(coarse: np.ndarray, view_shape: tuple[int, int], tile: Tile) -> np.ndarray:
@@ -148,7 +160,7 @@ REFINE_STRATEGIES = protocol.REFINE_STRATEGIES
 
 
 def refine_pass(ctx: RunContext, phrases: Sequence[str], coarse: np.ndarray,
-                boxes: Sequence[tuple[int, int, int, int] | None], canvases: Sequence[ProbabilityCanvas],
+                boxes: Sequence[Sequence[Box]], canvases: Sequence[ProbabilityCanvas],
                 tile_size: int, overlap: int, threshold: float, span: tuple[float, float],
                 strategy: str = "prompts", prompts: PhrasePrompts | None = None) -> list[Tile]:
     """Refine each phrase at view resolution on the grid tiles its box touches.
@@ -164,7 +176,7 @@ def refine_pass(ctx: RunContext, phrases: Sequence[str], coarse: np.ndarray,
         ctx: the run.
         phrases: the N phrases (used by the "phrase" strategy).
         coarse: N×h×w coarse probabilities (the mask prior, resampled per tile).
-        boxes: per phrase, its refinement box (see ``refine_box``) or None to skip it.
+        boxes: per phrase, its refinement boxes (see ``refine_boxes``; none to skip the phrase).
         canvases: per phrase, the view-sized canvas the tile cores go to.
         tile_size, overlap: the grid.
         threshold: the foreground threshold of the run (the support gate is a fraction of it).
@@ -180,7 +192,8 @@ def refine_pass(ctx: RunContext, phrases: Sequence[str], coarse: np.ndarray,
     if strategy == "prompts" and prompts is None:
         raise ValueError('the "prompts" strategy needs the coarse pass\'s prompts')
     grid = tile_grid(ctx.view.shape, tile_size, overlap)
-    work = [(t, [i for i, b in enumerate(boxes) if b is not None and t.intersects(b)]) for t in grid]
+    work = [(t, [i for i, phrase_boxes in enumerate(boxes) if any(t.intersects(b) for b in phrase_boxes)])
+            for t in grid]
     work = [(t, users) for t, users in work if users]
     if strategy == "none":
         with ctx.timed("stitch"):
@@ -213,13 +226,15 @@ def refine_pass(ctx: RunContext, phrases: Sequence[str], coarse: np.ndarray,
     return [t for t, _ in work]
 
 
-def _box_refine(ctx: RunContext, view_box: tuple[int, int, int, int], tile: Tile, prior: np.ndarray) -> np.ndarray:
-    """SAM's box + mask prompt on the current tile: the refinement box clipped to it, the coarse prior as mask.
+def _box_refine(ctx: RunContext, view_boxes: Sequence[Box], tile: Tile, prior: np.ndarray) -> np.ndarray:
+    """SAM's box + mask prompt on the current tile: the phrase's boxes on it, joined and clipped, and the prior.
 
     Returns:
         tile.height×tile.width float32 probabilities.
     """
-    r0, r1, c0, c1 = view_box
+    touching = [b for b in view_boxes if tile.intersects(b)]
+    r0, r1 = min(b[0] for b in touching), max(b[1] for b in touching)
+    c0, c1 = min(b[2] for b in touching), max(b[3] for b in touching)
     box = (max(c0 - tile.col_off, 0), max(r0 - tile.row_off, 0),
            min(c1 - tile.col_off, tile.width), min(r1 - tile.row_off, tile.height))
     return np.array(ctx.predictor.predict_with_box(np.asarray(box, np.float32), mask_prior=prior).probs[0],
