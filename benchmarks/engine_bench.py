@@ -78,13 +78,15 @@ def one(config: str, raster: str, mode: str, tile_size: int) -> dict:
     import torch
 
     from backend.engine import Engine, SegmentJob
+    from backend.loading import CACHED_IMAGES
     from backend.model.build import build_model
     from backend.model.config import load_config
     from backend.predictor import ReferringPredictor
 
     torch.manual_seed(0)
     start = time.perf_counter()
-    predictor = ReferringPredictor(build_model(load_config(config)).eval(), device="cpu")
+    # The worker's cache size, so a re-query on a big view reuses every tile's embeddings as it does in QGIS.
+    predictor = ReferringPredictor(build_model(load_config(config)).eval(), device="cpu", cache_size=CACHED_IMAGES)
     load_s = time.perf_counter() - start
     engine = Engine(predictor)
     runs = {}
@@ -96,7 +98,8 @@ def one(config: str, raster: str, mode: str, tile_size: int) -> dict:
             runs[label] = {"timings": result.timings, "tiles": result.tiles,
                            "polygons": sum(p.count for p in result.phrases)}
     return {"config": config, "raster": Path(raster).name, "mode": mode, "tile_size": tile_size,
-            "load_s": round(load_s, 3), "runs": runs, "split": model_split(predictor),
+            "threads": torch.get_num_threads(), "load_s": round(load_s, 3), "runs": runs,
+            "split": model_split(predictor),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
