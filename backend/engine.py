@@ -102,6 +102,8 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
     if job.refine not in REFINE_STRATEGIES:
         raise BackendError("bad_request", f"unknown refinement {job.refine!r}",
                            f"use one of {', '.join(REFINE_STRATEGIES)}")
+    if not 0.0 < job.threshold < 1.0:
+        raise BackendError("bad_request", f"threshold {job.threshold} is outside (0, 1)", "use e.g. 0.5")
     return phrases
 
 
