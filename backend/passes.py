@@ -81,10 +81,10 @@ def coarse_pass(ctx: RunContext, phrases: Sequence[str], with_prompts: bool = Fa
         rgb = ctx.stretch.apply(data, valid)
     ctx.encode(rgb, ("coarse", rgb.shape[:2]))
     with ctx.timed("predict"):
-        probs = np.array(ctx.predictor.predict(list(phrases)).probs, np.float32)
-        prompts = ctx.predictor.predict_prompts(list(phrases)) if with_prompts else None
+        prediction = ctx.predictor.predict(list(phrases), with_prompts=with_prompts)
+    probs = np.array(prediction.probs, np.float32)
     probs[:, ~valid] = 0.0
-    return probs, prompts
+    return probs, prediction.prompts
 
 
 Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open, in view pixels

@@ -16,27 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from backend.model.device import autocast, select_device
-from backend.model.outputs import ImageEmbeddings, mask_scores
+from backend.model.outputs import ImageEmbeddings, RefSegOutput, mask_scores
 from backend.model.refseg_base import ReferringSegmenter
 from backend.model.transforms import resize_and_pad, unpad_and_resize
 from backend.model.zero_shot import encode_images_zero_shot, zero_shot_prompts
 
 MODES = ("trained", "zero-shot")
-
-
-@dataclass
-class Prediction:
-    """Masks for N queries on the current image.
-
-    Attributes:
-        probs: N×H×W float32 foreground probabilities at image resolution.
-        scores: N float32 confidences (mean probability inside each mask).
-        low_res_logits: N×1×D×D float32 logits in the model-input frame (CPU).
-    """
-
-    probs: np.ndarray
-    scores: np.ndarray
-    low_res_logits: torch.Tensor
 
 
 @dataclass
@@ -50,6 +35,23 @@ class PhrasePrompts:
 
     sparse: torch.Tensor
     dense: np.ndarray
+
+
+@dataclass
+class Prediction:
+    """Masks for N queries on the current image.
+
+    Attributes:
+        probs: N×H×W float32 foreground probabilities at image resolution.
+        scores: N float32 confidences (mean probability inside each mask).
+        low_res_logits: N×1×D×D float32 logits in the model-input frame (CPU).
+        prompts: the prompter's prompts, when asked for (``predict(..., with_prompts=True)``).
+    """
+
+    probs: np.ndarray
+    scores: np.ndarray
+    low_res_logits: torch.Tensor
+    prompts: PhrasePrompts | None = None
 
 
 @dataclass
@@ -125,11 +127,20 @@ class ReferringPredictor:
     def predict_torch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-res logits for each text on the current image.
 
+        Returns:
+            (logits N×1×D×D float32, scores N) on the model's device.
+        """
+        logits, _ = self._decode_texts(texts)
+        return logits, mask_scores(logits)
+
+    def _decode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[RefSegOutput] | None]:
+        """Run the text encoder, prompter and mask decoder for each text on the current image.
+
         Texts are batched in groups of equal token length: the method's prompter has no key-padding mask,
         so grouping keeps every text's result identical to running it alone.
 
         Returns:
-            (logits N×1×D×D float32, scores N) on the model's device.
+            (logits N×1×D×D float32, the model's per-text outputs, or None in zero-shot mode).
         """
         state = self._require_image()
         texts = list(texts)
@@ -137,12 +148,9 @@ class ReferringPredictor:
             raise ValueError("predict needs one or more non-empty text queries")
         with autocast(self.device):
             if self.mode == "zero-shot":
-                logits = self._zero_shot(state, texts)
-            else:
-                logits = torch.stack([out.mask_logits[0] for out in self._per_text(
-                    texts, lambda group: self.model.decode(state.embeddings, group))])
-        logits = logits.float()
-        return logits, mask_scores(logits)
+                return self._zero_shot(state, texts).float(), None
+            outs = self._per_text(texts, lambda group: self.model.decode(state.embeddings, group))
+        return torch.cat([out.mask_logits for out in outs]).float(), outs
 
     def _per_text(self, texts: list[str], run: Callable[[list[str]], Any]) -> list[Any]:
         """``run`` on groups of texts of equal token length; returns one batch-1 slice of its output per text.
@@ -160,27 +168,6 @@ class ReferringPredictor:
                 results[i] = type(out)(**{f.name: None if (v := getattr(out, f.name)) is None else v[j:j + 1]
                                           for f in fields(out)})
         return results
-
-    @torch.inference_mode()
-    def predict_prompts(self, texts: Sequence[str]) -> PhrasePrompts:
-        """The prompter's SAM prompts for each text on the current image (for refinement on other images).
-
-        Returns:
-            ``PhrasePrompts``: sparse N×P×Cp tokens and N×H×W dense prompt logits at image resolution.
-        """
-        state = self._require_image()
-        texts = list(texts)
-        if self.mode == "zero-shot":
-            raise RuntimeError("zero-shot mode has no prompter: refine with SAM box prompts instead")
-        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
-            raise ValueError("predict_prompts needs one or more non-empty text queries")
-        with autocast(self.device):
-            outs = self._per_text(texts, lambda group: self.model.prompt(
-                state.embeddings.clip.expand(len(group), -1, -1, -1), group))
-        sparse = torch.cat([o.sparse for o in outs]).float()
-        dense = unpad_and_resize(torch.cat([o.dense for o in outs]).float(), state.valid_hw, state.image_hw,
-                                 self.input_size)
-        return PhrasePrompts(sparse=sparse.cpu(), dense=dense[:, 0].cpu().numpy().astype(np.float32))
 
     @torch.inference_mode()
     def predict_with_prompts(self, sparse: torch.Tensor, dense_logits: np.ndarray) -> Prediction:
@@ -216,11 +203,27 @@ class ReferringPredictor:
         probs = torch.sigmoid(full[:, 0]).cpu().numpy().astype(np.float32)
         return Prediction(probs=probs, scores=scores.cpu().numpy().astype(np.float32), low_res_logits=logits.cpu())
 
-    def predict(self, text: str | Sequence[str]) -> Prediction:
-        """Masks for one text or a list of texts (one mask each) on the current image."""
+    @torch.inference_mode()
+    def predict(self, text: str | Sequence[str], with_prompts: bool = False) -> Prediction:
+        """Masks for one text or a list of texts (one mask each) on the current image.
+
+        Args:
+            text: one text or a list of texts.
+            with_prompts: also return the prompter's prompts (``Prediction.prompts``), e.g. to decode other
+                images of the same scene with ``predict_with_prompts``; not available in zero-shot mode.
+        """
         texts = [text] if isinstance(text, str) else list(text)
-        logits, scores = self.predict_torch(texts)
-        return self._to_prediction(self._require_image(), logits, scores)
+        logits, outs = self._decode_texts(texts)
+        state = self._require_image()
+        prediction = self._to_prediction(state, logits, mask_scores(logits))
+        if with_prompts:
+            if outs is None:
+                raise RuntimeError("zero-shot mode has no prompter: refine with SAM box prompts instead")
+            dense = unpad_and_resize(torch.cat([o.dense_prompt for o in outs]).float(), state.valid_hw,
+                                     state.image_hw, self.input_size)
+            prediction.prompts = PhrasePrompts(sparse=torch.cat([o.sparse_prompt for o in outs]).float().cpu(),
+                                               dense=dense[:, 0].cpu().numpy().astype(np.float32))
+        return prediction
 
     @torch.inference_mode()
     def predict_with_box(self, box_xyxy: Sequence[float] | np.ndarray, mask_prior: np.ndarray | None = None

@@ -33,6 +33,8 @@ class RefSegOutput:
         clip_patch: B×C×g×g raw CLIP patch map (the InfoNCE loss's image side).
         q1, q2: B×K×C decomposed text queries after stage 0 (RSRefSeg 2), None for RSRefSeg.
         iou_pred: B SAM's predicted IoU of the mask.
+        sparse_prompt: B×P×Cp the prompter's sparse prompt tokens.
+        dense_prompt: B×1×D×D the prompter's dense prompt logits (SAM's mask input).
     """
 
     mask_logits: torch.Tensor
@@ -41,6 +43,8 @@ class RefSegOutput:
     q1: torch.Tensor | None = None
     q2: torch.Tensor | None = None
     iou_pred: torch.Tensor | None = None
+    sparse_prompt: torch.Tensor | None = None
+    dense_prompt: torch.Tensor | None = None
 
 
 def mask_scores(mask_logits: torch.Tensor) -> torch.Tensor:

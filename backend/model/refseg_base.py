@@ -67,7 +67,8 @@ class ReferringSegmenter(nn.Module):
         prompts = self.prompt(clip_map, texts)
         mask_logits, iou = self.sam_head.decode(embeddings.sam, prompts.sparse, prompts.dense)
         return RefSegOutput(mask_logits=mask_logits, scores=mask_scores(mask_logits), clip_patch=clip_map,
-                            q1=prompts.q1, q2=prompts.q2, iou_pred=iou)
+                            q1=prompts.q1, q2=prompts.q2, iou_pred=iou, sparse_prompt=prompts.sparse,
+                            dense_prompt=prompts.dense)
 
     def forward(self, images: torch.Tensor, texts: list[str]) -> RefSegOutput:
         """Args: images: B×3×S×S in [0, 1], already resized and padded; texts: B strings."""

@@ -40,8 +40,8 @@ class CountingPredictor(ReferringPredictor):
         self.keys.append(image_key)
         return super().set_image(image, image_key=image_key)
 
-    def predict(self, texts):
-        prediction = super().predict(texts)
+    def predict(self, texts, with_prompts=False):
+        prediction = super().predict(texts, with_prompts=with_prompts)
         self.texts.append(list(texts))
         self.texts_probs.append(np.asarray(prediction.probs))
         return prediction
@@ -188,6 +188,7 @@ def test_cancel_between_tiles_leaves_no_output(scene, tmp_path, predictor):
                                                ({"window": Window(extent=(0.0, 0.0, 1.0, 1.0))}, "window_outside"),
                                                ({"mode": "everything"}, "bad_request"),
                                                ({"refine": "sharpen"}, "bad_request"),
+                                               ({"threshold": 1.5}, "bad_request"),
                                                ({"tile_size": 128, "overlap": 64}, "bad_request"),
                                                ({"tile_size": None, "overlap": 200}, "bad_request")])
 def test_bad_jobs_are_refused_before_any_model_work(scene, tmp_path, predictor, kwargs, code):

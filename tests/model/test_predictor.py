@@ -132,10 +132,10 @@ def test_prompts_decoded_on_the_same_image_reproduce_predict(tiny_name, texts) -
     predictor = ReferringPredictor(build_model(load_config(tiny_name)), device="cpu")
     predictor.set_image(_image(256, 256))  # the model's input size: no resampling besides the dense prompt's
     both = texts + ["a small grey tank"]
-    prompts = predictor.predict_prompts(both)
+    prompts = predictor.predict(both, with_prompts=True).prompts
     assert prompts.sparse.shape[0] == 3 and prompts.dense.shape == (3, 256, 256)
     for i, text in enumerate(both):  # grouped by token length, like predict: equal to running each alone
-        alone = predictor.predict_prompts([text])
+        alone = predictor.predict([text], with_prompts=True).prompts
         torch.testing.assert_close(prompts.sparse[i:i + 1], alone.sparse, atol=1e-5, rtol=1e-4)
         np.testing.assert_allclose(prompts.dense[i:i + 1], alone.dense, atol=1e-4, rtol=1e-4)
     decoded = predictor.predict_with_prompts(prompts.sparse, prompts.dense)
@@ -153,4 +153,4 @@ def test_zero_shot_has_no_prompts() -> None:
     predictor = ReferringPredictor(build_model(load_config("tiny")), device="cpu", mode="zero-shot")
     predictor.set_image(_image())
     with pytest.raises(RuntimeError, match="no prompter"):
-        predictor.predict_prompts(["a red building"])
+        predictor.predict(["a red building"], with_prompts=True)
