@@ -236,6 +236,7 @@ class SegmentDock(QDockWidget):
             extent = extent_in_layer_crs(layer, *self._drawn)
         mode = self.mode_combo.currentData()
         model = model_choice(self.checkpoint_widget.filePath(), mode)
+        tile_size, overlap = self.settings.tile_grid()
         return SegmentRequest(
             layer_id=layer.id(), phrases=(phrase,),
             extent=None if extent is None else (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
@@ -243,7 +244,7 @@ class SegmentDock(QDockWidget):
             resolution=self.resolution_spin.value() or None, load_mode=mode, checkpoint=model.checkpoint,
             config=model.config, device=self.device_combo.currentText().strip() or "auto",
             search=self.search_combo.currentData(), refine=self.settings.refine,
-            tile_size=self.settings.tile_grid()[0], overlap=self.settings.tile_grid()[1],
+            tile_size=tile_size, overlap=overlap,
             threshold=self.settings.threshold,
             clip_weights=self.settings.clip_weights or None, sam_weights=self.settings.sam_weights or None,
             output_gpkg=self.output_widget.filePath() or None)
