@@ -62,6 +62,8 @@ class PluginSettings:
                     values[field.name] = type(default)(raw)
                 except (TypeError, ValueError):
                     continue  # a hand-edited value that does not parse keeps the default
+        if values.get("refine", REFINEMENTS[0][0]) not in {value for value, _ in REFINEMENTS}:
+            del values["refine"]  # e.g. written by another version: the worker would refuse it
         return cls(**values)
 
     def save(self, store: QgsSettings | None = None) -> None:

@@ -37,7 +37,9 @@ def test_settings_round_trip_and_history(store: QgsSettings) -> None:
 
 def test_unparsable_setting_keeps_the_default(store: QgsSettings) -> None:
     store.setValue(PREFIX + "tile_size", "large")
-    assert PluginSettings.load(store).tile_size == PluginSettings().tile_size
+    store.setValue(PREFIX + "refine", "sharpen")  # not a refinement the engine knows
+    loaded = PluginSettings.load(store)
+    assert loaded.tile_size == PluginSettings().tile_size and loaded.refine == PluginSettings().refine == "prompts"
 
 
 def test_model_choice_defaults_to_the_bundled_demo_checkpoint() -> None:
