@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
@@ -188,10 +188,9 @@ class Worker:
 
         if self._engine is None:
             raise BackendError("bad_request", "no model is loaded", "send a 'load' request before 'segment'")
-        job = SegmentJob(raster=req.raster, phrases=req.phrases, output_dir=req.output_dir, window=req.window,
-                         resolution=req.resolution, bands=req.bands, mode=req.mode, refine=req.refine,
-                         tile_size=req.tile_size, overlap=req.overlap, threshold=req.threshold,
-                         output_name=output_name(req.id), model_name=self._model_name,
+        # Every field of the request but its id is a field of the engine's job (tests/backend/test_worker.py).
+        request_fields = {f.name: getattr(req, f.name) for f in fields(req) if f.name != "id"}
+        job = SegmentJob(**request_fields, output_name=output_name(req.id), model_name=self._model_name,
                          checkpoint_name=self._checkpoint_name)
 
         def progress(fraction: float, stage: str, message: str = "") -> None:

@@ -315,3 +315,17 @@ def test_zero_shot_loads_base_weights_without_a_checkpoint(tmp_path: Path, monke
     assert predictor.model.base_weights["sam"]["file"] == "tiny_sam.pth"
     assert predictor.mode == "zero-shot" and predictor.device == torch.device("cpu")
     assert predictor.model.base_weights["clip"]["file"] == "tiny_clip.safetensors"
+
+
+def test_every_segment_request_field_reaches_the_engine_job_with_the_same_default() -> None:
+    """The worker hands a request's fields to ``SegmentJob`` by name: the two must not drift apart."""
+    import dataclasses
+
+    from backend.engine import SegmentJob
+
+    job_fields = {f.name: f for f in dataclasses.fields(SegmentJob)}
+    for request_field in dataclasses.fields(Segment):
+        if request_field.name == "id":
+            continue
+        assert request_field.name in job_fields, f"SegmentJob lacks the request field {request_field.name!r}"
+        assert job_fields[request_field.name].default == request_field.default, request_field.name
