@@ -11,6 +11,11 @@ REFINEMENTS = (("prompts", "Phrase prompts on each tile"), ("phrase", "Re-run th
 Extent = tuple[float, float, float, float]
 
 
+def request_tile_grid(tile_size: int, overlap: int) -> tuple[int | None, int | None]:
+    """A configured (tile size, overlap) as a request states it: tile size 0 (automatic) gives (None, None)."""
+    return (tile_size, overlap) if tile_size else (None, None)
+
+
 @dataclass(frozen=True)
 class SegmentRequest:
     """One referring-segmentation query on one raster layer.

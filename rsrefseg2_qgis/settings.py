@@ -8,7 +8,7 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsSettings
 
 from . import paths
-from .requests import REFINEMENTS
+from .requests import REFINEMENTS, request_tile_grid
 
 PREFIX = "rsrefseg2/"
 HISTORY_LENGTH = 20
@@ -80,7 +80,7 @@ class PluginSettings:
 
     def tile_grid(self) -> tuple[int | None, int | None]:
         """(tile_size, overlap) for a request: None, None when the tile size is automatic."""
-        return (self.tile_size, self.overlap) if self.tile_size else (None, None)
+        return request_tile_grid(self.tile_size, self.overlap)
 
     def worker_python(self) -> Path:
         """The interpreter that runs the worker: the configured one, else the default for this install."""

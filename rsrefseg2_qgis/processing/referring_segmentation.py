@@ -37,7 +37,7 @@ from ..client import BackendClient, WorkerError
 from ..i18n import tr
 from ..query import run_query
 from ..raster_source import RasterInputError, extent_in_layer_crs, plan_raster
-from ..requests import SegmentRequest
+from ..requests import SegmentRequest, request_tile_grid
 from ..settings import REFINEMENTS, PluginSettings, model_choice
 
 LOAD_MODES = ("trained", "zero-shot")
@@ -176,7 +176,8 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             if parameters.get(self.EXTENT):
                 rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
                 extent = extent_in_layer_crs(layer, rect, layer.crs(), context.project())
-            tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
+            tile_size, overlap = request_tile_grid(self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                                                   self.parameterAsInt(parameters, self.OVERLAP, context))
             request = SegmentRequest(
                 layer_id=layer.id(), phrases=phrases,
                 extent=None if extent is None else (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
@@ -186,8 +187,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
                 device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
                 search=SEARCH_MODES[self.parameterAsEnum(parameters, self.SEARCH, context)],
                 refine=REFINEMENTS[self.parameterAsEnum(parameters, self.REFINE, context)][0],
-                tile_size=tile_size or None,
-                overlap=self.parameterAsInt(parameters, self.OVERLAP, context) if tile_size else None,
+                tile_size=tile_size, overlap=overlap,
                 threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context))
             plan = plan_raster(layer, extent, request.resolution, PluginSettings.load().max_pixels)
         except RasterInputError as exc:
