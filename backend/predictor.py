@@ -123,21 +123,8 @@ class ReferringPredictor:
             raise RuntimeError("no image is set: call set_image(image) before predicting")
         return self._state
 
-    @torch.inference_mode()
-    def predict_torch(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits for each text on the current image.
-
-        Returns:
-            (logits N×1×D×D float32, scores N) on the model's device.
-        """
-        logits, _ = self._decode_texts(texts)
-        return logits, mask_scores(logits)
-
     def _decode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[RefSegOutput] | None]:
-        """Run the text encoder, prompter and mask decoder for each text on the current image.
-
-        Texts are batched in groups of equal token length: the method's prompter has no key-padding mask,
-        so grouping keeps every text's result identical to running it alone.
+        """Run the text encoder, prompter and mask decoder for each text on the current image (``_per_text``).
 
         Returns:
             (logits N×1×D×D float32, the model's per-text outputs, or None in zero-shot mode).
