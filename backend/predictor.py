@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.model.checkpoint import CheckpointMeta
 from backend.model.device import autocast, select_device
 from backend.model.outputs import ImageEmbeddings, RefSegOutput, mask_scores
 from backend.model.refseg_base import ReferringSegmenter
@@ -78,6 +79,7 @@ class ReferringPredictor:
             raise ValueError("cache_size must be at least 1")
         self.device = select_device(device or "auto")
         self.model = model.to(self.device).eval()
+        self.meta: CheckpointMeta = getattr(model, "meta", None) or CheckpointMeta()
         self.mode = mode
         self.cache_size = cache_size
         self._cache: OrderedDict[Hashable, _ImageState] = OrderedDict()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,37 @@ from .device import select_device
 
 FORMAT = "rsrefseg2-checkpoint"
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a trained checkpoint says about itself (the sidecar's optional ``meta`` object).
+
+    Attributes:
+        title: a short human name, e.g. "Demo model — synthetic scenes only".
+        description: one or two sentences on what the model is for and how good it is.
+        gsd_range_m: (lo, hi) ground metres per pixel at the model input that it was trained at; the engine's
+            automatic resolution reads views inside this range. None: unknown (automatic = native resolution).
+        dataset: the training data, e.g. "synthetic (training/synthetic.py)" or "RRSIS-D".
+    """
+
+    title: str | None = None
+    description: str | None = None
+    gsd_range_m: tuple[float, float] | None = None
+    dataset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sidecar's ``meta`` object (unset fields left out)."""
+        items = {"title": self.title, "description": self.description, "dataset": self.dataset,
+                 "gsd_range_m": list(self.gsd_range_m) if self.gsd_range_m else None}
+        return {k: v for k, v in items.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:
+        """Parse a sidecar ``meta`` object."""
+        gsd = data.get("gsd_range_m")
+        return cls(title=data.get("title"), description=data.get("description"), dataset=data.get("dataset"),
+                   gsd_range_m=None if gsd is None else (float(gsd[0]), float(gsd[1])))
 
 
 def trained_state_keys(model: nn.Module) -> list[str]:
@@ -50,7 +82,8 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.remove(tmp)
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, include_base: bool = False) -> Path:
+def save_checkpoint(model: nn.Module, path: str | Path, include_base: bool = False,
+                    meta: CheckpointMeta | None = None) -> Path:
     """Write ``path`` (.safetensors) and its sidecar ``.json``, both atomically.
 
     Args:
@@ -58,6 +91,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, include_base: bool = Fal
         path: destination ending in ``.safetensors``.
         include_base: save the whole model (frozen base included), e.g. for the tiny demo checkpoint;
             otherwise only what training changed.
+        meta: what the checkpoint says about itself (title, training resolution range, …); default: the
+            model's own ``meta`` attribute if it has one.
 
     Returns:
         The path of the sidecar JSON.
@@ -68,11 +103,13 @@ def save_checkpoint(model: nn.Module, path: str | Path, include_base: bool = Fal
     state = model.state_dict()
     keys = list(state) if include_base else trained_state_keys(model)
     tensors = {k: state[k].detach().to("cpu").contiguous().clone() for k in keys}
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": model.config.arch,
-            "include_base": include_base, "base_weights": model.base_weights, "config": model.config.to_dict()}
+    meta = meta or getattr(model, "meta", None) or CheckpointMeta()
+    sidecar_data = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": model.config.arch,
+                    "include_base": include_base, "base_weights": model.base_weights,
+                    "config": model.config.to_dict(), "meta": meta.to_dict()}
     sidecar = path.with_suffix(".json")
     _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2), encoding="utf-8"))
+    _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(sidecar_data, indent=2), encoding="utf-8"))
     return sidecar
 
 
@@ -102,6 +139,11 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
         raise BackendError("checkpoint", f"{sidecar.name} is not a {FORMAT} v{FORMAT_VERSION} sidecar",
                            "re-export the checkpoint with this version of the plugin")
     return meta
+
+
+def read_checkpoint_meta(checkpoint: str | Path) -> CheckpointMeta:
+    """The ``meta`` of a checkpoint's sidecar (empty when the sidecar has none), without loading weights."""
+    return CheckpointMeta.from_dict(_read_sidecar(Path(checkpoint)).get("meta", {}))
 
 
 def _verified_base(kind: str, expected: dict[str, str] | None, given: str | Path | None) -> str | Path | None:
@@ -169,4 +211,5 @@ def load_model(checkpoint: str | Path, clip_weights: str | Path | None = None,
     _check_keys(state, reference, expected, path.name)
     model.load_state_dict(state, strict=bool(meta["include_base"]))
     model.base_weights = meta["base_weights"]
+    model.meta = CheckpointMeta.from_dict(meta.get("meta", {}))
     return model.to(select_device(device or "cpu")).eval()
