@@ -170,7 +170,7 @@ class RSRefSeg2Plugin:
             if ok:
                 replace(PluginSettings.load(), python=str(paths.venv_python(venv_dir))).save()
 
-        dialog.done.connect(adopt)
+        dialog.completed.connect(adopt)
         return self._show_dialog(dialog)
 
 

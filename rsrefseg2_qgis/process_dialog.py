@@ -39,10 +39,11 @@ class ProcessDialog(QDialog):
         parent: the parent widget.
 
     Signals:
-        done(bool): emitted once, True when every step exited with status 0.
+        completed(bool): emitted once, True when every step exited with status 0. (Not ``done``: that name is
+            ``QDialog.done()``, which ``reject()`` and the window's close button call.)
     """
 
-    done = pyqtSignal(bool)
+    completed = pyqtSignal(bool)
 
     def __init__(self, *, title: str, steps: Sequence[Step], pretty_json: bool = False,
                  parent: QWidget | None = None) -> None:
@@ -124,7 +125,7 @@ class ProcessDialog(QDialog):
         self.succeeded = ok
         self.status.setText(tr("Done.") if ok else tr("Stopped."))
         self.buttons.setStandardButtons(QDialogButtonBox.StandardButton.Close)
-        self.done.emit(ok)
+        self.completed.emit(ok)
 
     def cancel(self) -> None:
         """Kill the running step and stop; closes the dialog once nothing runs."""

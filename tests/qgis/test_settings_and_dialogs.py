@@ -85,7 +85,7 @@ def test_the_backend_requirements_are_the_installed_package_dependencies() -> No
 
 def _wait_done(dialog: ProcessDialog, seconds: float = 60) -> bool | None:
     loop = QEventLoop()
-    dialog.done.connect(lambda _ok: loop.quit())
+    dialog.completed.connect(lambda _ok: loop.quit())
     QTimer.singleShot(int(seconds * 1000), loop.quit)
     if dialog.succeeded is None:
         loop.exec()
