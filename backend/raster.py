@@ -8,6 +8,7 @@ reads only the source pixels it needs, so memory never grows with the raster.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,8 +16,8 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.enums import ColorInterp, Interleaving, Resampling
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window, from_bounds
 
 from backend.errors import BackendError
@@ -59,21 +60,104 @@ class RasterView:
 
 
 def open_raster(path: str) -> rasterio.DatasetReader:
-    """Open ``path`` with GDAL, refusing what the engine cannot georeference.
+    """Open ``path`` with GDAL, refusing what the engine cannot read whole or cannot georeference.
+
+    Everything checked here is cheap (headers and block offsets, no pixels), so a damaged file is refused
+    before a model runs rather than half-way through a run.
 
     Raises:
-        BackendError: ``not_a_raster`` when GDAL cannot read it, ``no_crs`` when it has no CRS.
+        BackendError: ``not_a_raster`` when GDAL cannot read it; ``bad_raster`` when it is truncated or a VRT
+            source is missing; ``no_crs`` when it has no CRS or no geotransform (GCP/RPC-only rasters say so).
     """
     try:
         dataset = rasterio.open(path)
     except RasterioIOError as err:
         raise BackendError("not_a_raster", f"cannot open {path!r} as a raster: {err}",
                            "choose a GDAL-readable raster such as a GeoTIFF") from err
-    if dataset.crs is None:
+    try:
+        check_complete(dataset, path)
+        check_georeferenced(dataset, path)
+    except BaseException:
         dataset.close()
+        raise
+    return dataset
+
+
+def _local_file(name: str) -> bool:
+    """Whether ``name`` is a plain file path (not a GDAL virtual path such as /vsicurl/ or a URL)."""
+    return not name.startswith("/vsi") and "://" not in name
+
+
+def check_complete(dataset: rasterio.DatasetReader, path: str) -> None:
+    """Refuse a raster whose pixels cannot all be read: a VRT with a missing source, a truncated GeoTIFF.
+
+    GDAL opens both without complaint and fails only when the missing bytes are read. A GeoTIFF is truncated
+    when a data block's offset + size lies beyond the end of the file (an interrupted copy or download).
+
+    Raises:
+        BackendError: ``bad_raster`` naming the file and what is missing.
+    """
+    missing = [name for name in dataset.files[1:] if _local_file(name) and not os.path.exists(name)]
+    if missing:
+        raise BackendError("bad_raster", f"{path!r} refers to {len(missing)} source file(s) that do not exist, "
+                           f"e.g. {missing[0]!r}",
+                           "restore the missing files, or rebuild the VRT (gdalbuildvrt) from files that exist")
+    if dataset.driver != "GTiff" or not _local_file(dataset.name):
+        return
+    size = os.path.getsize(dataset.name)
+    end = _tiff_data_end(dataset)
+    if end > size:
+        raise BackendError("bad_raster", f"{path!r} is truncated: its image data needs {end:,} bytes but the "
+                           f"file has {size:,}",
+                           "the file is incomplete (an interrupted copy or download?): copy or export it again; "
+                           "`gdalinfo -checksum` shows whether a file reads whole")
+
+
+# A GeoTIFF with more blocks than this per band has an evenly spaced sample of them checked (plus the last).
+MAX_CHECKED_BLOCKS = 65536
+
+
+def _tiff_data_end(dataset: rasterio.DatasetReader) -> int:
+    """The largest offset + size of the GeoTIFF's data blocks (0 for none), from the TIFF directory only."""
+    block_h, block_w = dataset.block_shapes[0]
+    rows, cols = -(-dataset.height // block_h), -(-dataset.width // block_w)
+    count = rows * cols
+    step = max(1, count // MAX_CHECKED_BLOCKS)
+    indices = sorted({*range(0, count, step), count - 1})
+    separate = dataset.interleaving == Interleaving.band
+    end = 0
+    for band in dataset.indexes if separate else (1,):
+        for index in indices:
+            row, col = divmod(index, cols)
+            offset = dataset.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
+            nbytes = dataset.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
+            if offset and nbytes:  # a sparse (unwritten) block has neither
+                end = max(end, int(offset) + int(nbytes))
+    return end
+
+
+def check_georeferenced(dataset: rasterio.DatasetReader, path: str) -> None:
+    """Refuse a raster without a CRS and a geotransform, saying what it has instead.
+
+    Raises:
+        BackendError: ``no_crs``; for a raster placed by ground control points or RPCs, a message that says so
+            and how to warp it onto a map grid.
+    """
+    gcps, _ = dataset.gcps
+    if dataset.transform.is_identity and (gcps or dataset.rpcs):
+        how = f"{len(gcps)} ground control points (GCPs)" if gcps else "rational polynomial coefficients (RPCs)"
+        stem = os.path.splitext(os.path.basename(path))[0]
+        rpc = " -rpc" if not gcps else ""
+        raise BackendError("no_crs", f"{path!r} is georeferenced by {how}, not by a geotransform",
+                           f"warp it to a map grid first, e.g. gdalwarp{rpc} -r bilinear -t_srs EPSG:xxxx "
+                           f"{os.path.basename(path)} {stem}_warped.tif (or QGIS's Raster > Projections > Warp)")
+    if dataset.crs is None:
         raise BackendError("no_crs", f"{path!r} has no coordinate reference system",
                            "georeference it first, e.g. gdal_translate -a_srs EPSG:xxxx or QGIS's Georeferencer")
-    return dataset
+    if dataset.transform.is_identity:
+        raise BackendError("no_crs", f"{path!r} has a CRS but no geotransform: its pixels have no place on the map",
+                           "georeference it first, e.g. gdal_translate -a_ullr ULX ULY LRX LRY, or QGIS's "
+                           "Georeferencer")
 
 
 def select_bands(dataset: rasterio.DatasetReader, bands: Sequence[int] | None) -> tuple[int, ...]:
@@ -161,6 +245,8 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
         factor_y = src_res[1] / resolution if resolution else 1.0
         out_w = max(1, round(window.width * factor_x))
         out_h = max(1, round(window.height * factor_y))
+        if resolution and dataset.crs.is_geographic:
+            _refuse_metres_as_degrees(resolution, src_res, (out_w, out_h), dataset.crs)
         if out_w * out_h > max_pixels:
             fit = math.sqrt(out_w * out_h / max_pixels) * (resolution or src_res[0])
             raise BackendError("too_large", f"the view is {out_w}×{out_h} = {out_w * out_h:,} pixels, more than "
@@ -173,20 +259,59 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
                           shape=(out_h, out_w), transform=transform, crs=dataset.crs, bands=chosen, nodata=nodata)
 
 
+# A view whose longer side is shorter than this cannot show the model anything it could find.
+MIN_VIEW_SIDE = 16
+METRES_PER_DEGREE = 111_320.0  # along a meridian, and along the equator: close enough to suggest a value
+
+
+def _refuse_metres_as_degrees(resolution: float, src_res: tuple[float, float], size: tuple[int, int],
+                              crs: CRS) -> None:
+    """Refuse a resolution that, on a raster in degrees, was almost certainly meant in metres.
+
+    "0.5" on a raster in EPSG:4326 asks for pixels of half a degree (55 km): the view shrinks to a pixel or
+    a few and the run silently finds nothing. Converting it would give the same number two meanings in one
+    protocol (map units here, metres there) depending on the raster; so the request is refused with the value
+    in degrees to use instead. Automatic resolution (the default) converts metres itself.
+
+    Raises:
+        BackendError: ``bad_request`` when the resolution coarsens the raster to fewer than ``MIN_VIEW_SIDE``
+            pixels on the view's longer side.
+    """
+    if max(size) >= MIN_VIEW_SIDE or resolution <= max(src_res):
+        return
+    degrees = resolution / METRES_PER_DEGREE
+    raise BackendError("bad_request", f"resolution {resolution:g} is in degrees for this raster ({crs.to_string()}),"
+                       f" which makes the view {size[0]}×{size[1]} pixels",
+                       f"give the resolution in degrees: {resolution:g} m is about {degrees:.2g}° "
+                       f"(e.g. --resolution {degrees:.2g}), or leave the resolution automatic")
+
+
 def _read(dataset: rasterio.DatasetReader, view: RasterView, window: Window,
           out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Read source ``window`` resampled to ``out_shape``: (3×h×w float32 data, h×w bool validity)."""
     scale = max(window.width / out_shape[1], window.height / out_shape[0])
     resampling = Resampling.average if scale > 1.5 else Resampling.bilinear
     unique = sorted(set(view.bands))
-    data = dataset.read(unique, window=window, out_shape=(len(unique), *out_shape), resampling=resampling,
-                        out_dtype="float32")
-    masks = dataset.read_masks(unique, window=window, out_shape=(len(unique), *out_shape),
-                               resampling=Resampling.nearest)
+    try:
+        data = dataset.read(unique, window=window, out_shape=(len(unique), *out_shape), resampling=resampling,
+                            out_dtype="float32")
+        masks = dataset.read_masks(unique, window=window, out_shape=(len(unique), *out_shape),
+                                   resampling=Resampling.nearest)
+    except RasterioError as err:
+        raise BackendError("bad_raster", f"cannot read the pixels of {view.path!r}: {_root_cause(err)}",
+                           "the file (or a file it refers to) is damaged or incomplete: copy or export it again; "
+                           "`gdalinfo -checksum` shows whether a file reads whole") from err
     valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
     if unique == list(view.bands):
         return data, valid
     return data[[unique.index(b) for b in view.bands]], valid
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost message of a GDAL error chain (rasterio's own text is "see previous exception")."""
+    while (inner := err.__cause__ or err.__context__) is not None:
+        err = inner
+    return str(err)
 
 
 def read_tile(view: RasterView, row_off: int, col_off: int, height: int, width: int,
