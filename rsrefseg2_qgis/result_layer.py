@@ -1,4 +1,4 @@
-"""Build the result layer on the main thread: read the worker's GeoJSON, style it, keep or save it."""
+"""Build the result layer on the main thread: read the worker's GeoJSON, keep or save it (``result_style`` styles)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,15 @@ from pathlib import Path
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
-    QgsFillSymbol,
     QgsProject,
     QgsVectorFileWriter,
     QgsVectorLayer,
-    QgsWkbTypes,
 )
 
 from .i18n import tr
 
 NAME_PREFIX = "rsrefseg: "
 NAME_LENGTH = 40
-OUTLINE = {"color": "0,0,0,0", "outline_color": "255,221,0,255", "outline_width": "0.8",
-           "outline_width_unit": "MM", "style": "no"}
 
 
 class ResultLayerError(Exception):
@@ -65,15 +61,7 @@ def memory_copy(source_path: str, *, name: str, crs_wkt: str) -> QgsVectorLayer:
         features.append(copy)
     provider.addFeatures(features)
     layer.updateExtents()
-    style_outline(layer)
     return layer
-
-
-def style_outline(layer: QgsVectorLayer) -> None:
-    """A bright outline with no fill, visible on any imagery."""
-    if layer.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry:
-        layer.renderer().setSymbol(QgsFillSymbol.createSimple(OUTLINE))
-        layer.triggerRepaint()
 
 
 def free_layer_name(gpkg_path: str, wanted: str) -> str:
@@ -93,7 +81,7 @@ def save_to_geopackage(layer: QgsVectorLayer, gpkg_path: str, project: QgsProjec
     """Write ``layer`` into ``gpkg_path`` as a new table (never overwriting a file or a table), reload it from there.
 
     Returns:
-        The saved layer, styled, named like ``layer``.
+        The saved layer, named like ``layer``.
     """
     table = free_layer_name(gpkg_path, layer.name().removeprefix(NAME_PREFIX).strip() or "rsrefseg")
     options = QgsVectorFileWriter.SaveVectorOptions()
@@ -107,6 +95,4 @@ def save_to_geopackage(layer: QgsVectorLayer, gpkg_path: str, project: QgsProjec
     if error != QgsVectorFileWriter.WriterError.NoError:
         raise ResultLayerError(tr("Cannot save the result into {path}: {message}").format(
             path=gpkg_path, message=message))
-    saved = QgsVectorLayer(f"{gpkg_path}|layername={table}", layer.name(), "ogr")
-    style_outline(saved)
-    return saved
+    return QgsVectorLayer(f"{gpkg_path}|layername={table}", layer.name(), "ogr")

@@ -27,6 +27,7 @@ from ..query import QueryResult, run_query
 from ..raster_source import RasterInputError, RasterPlan
 from ..requests import SegmentRequest
 from ..result_layer import ResultLayerError, layer_name, memory_copy, save_to_geopackage
+from ..result_style import next_colour, style_result
 
 LOG = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class SegmentTask(QgsTask):
         layer = memory_copy(reply.result.outputs.geojson, name=name, crs_wkt=reply.result.crs)
         if self.request.output_gpkg:
             layer = save_to_geopackage(layer, self.request.output_gpkg, self.project)
+        style_result(layer, next_colour(self.project))
         self.project.addMapLayer(layer)
         untrained = tr(" (untrained model: shapes are random)") if self.request.untrained else ""
         text = tr("{count} object(s) for '{phrase}' in {seconds:.1f} s{untrained}").format(

@@ -9,6 +9,7 @@ from qgis_helpers import wait_until
 from rsrefseg2_qgis import paths
 from rsrefseg2_qgis.dock import EXTENT_DRAWN, SegmentDock
 from rsrefseg2_qgis.raster_source import RasterInputError
+from rsrefseg2_qgis.result_style import COLOUR_PROPERTY
 from rsrefseg2_qgis.runner import SegmentRunner
 from rsrefseg2_qgis.settings import PluginSettings
 
@@ -70,10 +71,12 @@ def test_enter_runs_the_query_through_the_task_manager(dock, worker_client, qgis
     dock.request_run()  # queued behind the first
     assert runner.busy and dock.cancel_button.isEnabled()
     assert wait_until(lambda: len(outcomes) == 2, 120), [o.text for o in outcomes]
-    assert [o.status for o in outcomes] == ["done", "done"]
+    assert [o.status for o in outcomes] == ["done", "done"], [o.text for o in outcomes]
     names = [o.layer.name() for o in outcomes]
     assert names == ["rsrefseg: the large white storage tank", "rsrefseg: the small grey tank"]
     assert all(QgsProject.instance().mapLayer(o.layer.id()) is o.layer for o in outcomes)
+    colours = {o.layer.customProperty(COLOUR_PROPERTY) for o in outcomes}
+    assert len(colours) == 2 and None not in colours, "two phrases are told apart on the map"
     assert all(quarter.contains(o.layer.extent()) for o in outcomes if o.layer.featureCount())
     assert not runner.busy and not dock.cancel_button.isEnabled()
     assert dock.phrase_box.findText("the small grey tank") >= 0

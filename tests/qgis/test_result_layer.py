@@ -1,4 +1,4 @@
-"""Result files become styled layers; saving into a GeoPackage never overwrites a file or a table."""
+"""Result files become layers, each styled in its own colour; saving into a GeoPackage never overwrites anything."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from osgeo import ogr, osr
 from qgis.core import QgsProject, QgsVectorLayer, QgsWkbTypes
 
 from rsrefseg2_qgis.result_layer import layer_name, memory_copy, save_to_geopackage
+from rsrefseg2_qgis.result_style import PALETTE, next_colour, style_result
 
 
 def _write_geojson(path: Path) -> Path:
@@ -38,7 +39,7 @@ def test_layer_name_is_short_and_counts_phrases() -> None:
     assert layer_name(("a", "b", "c")) == "rsrefseg: a (+2)"
 
 
-def test_memory_copy_keeps_attributes_crs_and_style(tmp_path: Path) -> None:
+def test_memory_copy_keeps_attributes_and_crs(tmp_path: Path) -> None:
     path = _write_geojson(tmp_path / "result.geojson")
     layer = memory_copy(str(path), name="rsrefseg: the tank", crs_wkt="")
     path.unlink()  # the copy must not depend on the worker's file
@@ -46,8 +47,27 @@ def test_memory_copy_keeps_attributes_crs_and_style(tmp_path: Path) -> None:
     assert layer.fields().names() == ["query", "score", "area_m2", "model", "checkpoint"]
     assert layer.wkbType() == QgsWkbTypes.Type.MultiPolygon
     assert sorted(f["score"] for f in layer.getFeatures()) == [0.5, 0.6]
-    symbol_layer = layer.renderer().symbol().symbolLayer(0)
-    assert symbol_layer.strokeColor().name() == "#ffdd00" and symbol_layer.strokeWidth() > 0
+
+
+def test_each_result_gets_its_own_readable_style_with_the_score(tmp_path: Path) -> None:
+    project = QgsProject.instance()
+    colours = []
+    for phrase in ("the tank", "the pond", "the road"):
+        layer = memory_copy(str(_write_geojson(tmp_path / f"{phrase}.geojson")), name=f"rsrefseg: {phrase}",
+                            crs_wkt="")
+        style_result(layer, next_colour(project))
+        project.addMapLayer(layer)
+        symbol = layer.renderer().symbol()
+        fill, outline = symbol.symbolLayer(0), symbol.symbolLayer(symbol.symbolLayerCount() - 1)
+        assert 0 < fill.color().alpha() < 128, "a light fill: the object stays visible under it"
+        assert outline.color().alpha() == 255 and outline.width() >= 0.5
+        colours.append(outline.color().name())
+        assert layer.labelsEnabled() and "score" in layer.labeling().settings().fieldName
+        assert "score" in layer.mapTipTemplate()
+        assert "best score 0.60" in layer.abstract()
+    assert len(set(colours)) == 3 and colours[0] == PALETTE[0]
+    project.removeAllMapLayers()
+    assert next_colour(project).name() == PALETTE[0]  # colours free up with the layers
 
 
 def test_saving_twice_adds_a_second_table(tmp_path: Path) -> None:
