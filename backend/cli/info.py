@@ -67,7 +67,6 @@ def _geo() -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     """Everything ``info`` reports, as JSON-ready data."""
-    present = weights.installed()
     return {
         "backend": _version("rsrefseg2-qgis"),
         "python": sys.version.split()[0],
@@ -79,8 +78,14 @@ def collect() -> dict[str, Any]:
         "numpy": _version("numpy"),
         "geo": _probe(_geo),
         "weights_folder": str(weights.weights_dir()),
-        "weights": {name: str(path) if path else None for name, path in present.items()},
+        "weights": _probe(_weights),
     }
+
+
+def _weights() -> dict[str, dict[str, str | None]]:
+    """Each known weights file or tokenizer folder: its path (None if absent) and status, from the record."""
+    return {name: {"kind": weights.REGISTRY[name].kind, "path": str(p.path) if p.path else None, "status": p.status}
+            for name, p in weights.inventory().items()}
 
 
 def format_text(info: dict[str, Any]) -> str:
@@ -99,12 +104,18 @@ def format_text(info: dict[str, Any]) -> str:
             lines.append(f"{pad}{key}: {'-' if value is None else value}")
 
     for key, value in info.items():
-        if key == "weights":
+        if key == "weights" and "error" not in value:
             lines.append("weights:")
-            lines.extend(f"  {n}: {p or 'not installed'}" for n, p in value.items())
+            lines.extend(f"  {n}: {_weights_line(n, row)}" for n, row in value.items())
         else:
             emit(key, value, 0)
     return "\n".join(lines)
+
+
+def _weights_line(name: str, row: dict[str, str | None]) -> str:
+    if row["path"] is None:
+        return f"not installed (`python -m backend weights download {name}`)"
+    return f"{row['path']} ({row['status']})"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,57 +1,108 @@
-"""``python -m backend weights list|import FILE [--name NAME]|download NAME``: manage the base weights."""
+"""``python -m backend weights list|import|download|verify``: manage the base weights and tokenizer files.
+
+Each file's status is shown: ``verified`` (matches its published SHA-256), ``unverified`` (none is published),
+``mismatch`` (not the published file; never used as it), ``unchecked`` (not hashed yet: run ``weights verify``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from backend import weights
+from backend.errors import BackendError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``weights`` sub-subcommands to ``parser``."""
     parser.epilog = (f"The weights folder is {weights.weights_dir()} (set {weights.ENV_VAR} to use another). "
                      f"Known names: {', '.join(weights.REGISTRY)}.")
+    names = sorted(weights.REGISTRY)
     sub = parser.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
-    listing = sub.add_parser("list", help="show the known weights and which are installed")
+    listing = sub.add_parser("list", help="show the known weights, which are installed and whether they verify")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
-    imp = sub.add_parser("import", help="copy a local file into the weights folder (offline install)")
-    imp.add_argument("file", type=Path, help="the weights file, e.g. a sam_vit_b_01ec64.pth you downloaded")
-    imp.add_argument("--name", choices=sorted(weights.REGISTRY),
-                     help="which known weights it is (verified against its SHA-256); default: recognise it "
-                          "by its hash, or keep its own file name")
-    down = sub.add_parser("download", help="download known weights (resumes an interrupted download)")
-    down.add_argument("name", choices=sorted(weights.REGISTRY), metavar="NAME",
-                      help=f"one of: {', '.join(weights.REGISTRY)}")
+    imp = sub.add_parser("import", help="copy a local file or tokenizer folder into the weights folder (offline)")
+    imp.add_argument("file", type=Path, help="the weights file (e.g. a sam_vit_b_01ec64.pth you downloaded), or a "
+                                             "folder holding tokenizer.json (with --name siglip2-tokenizer)")
+    imp.add_argument("--name", choices=names,
+                     help="which known weights it is (checked against its SHA-256: a different file is kept but "
+                          "recorded as a mismatch); default: recognise it by its hash, or keep its own file name")
+    down = sub.add_parser("download", help="download known weights (resumes an interrupted download; a file "
+                                           "already present is re-checked, not replaced)")
+    down.add_argument("name", choices=names, metavar="NAME", help=f"one of: {', '.join(weights.REGISTRY)}")
     down.add_argument("--sha256", metavar="HEX", help="expected SHA-256 (for weights without a published one)")
     down.add_argument("--trust-unverified", action="store_true",
                       help="accept weights that have no known SHA-256 without verifying them")
+    for action in (imp, down):
+        action.add_argument("--force", "--overwrite", action="store_true", dest="force",
+                            help="replace a file that is already in the weights folder")
+    check = sub.add_parser("verify", help="re-hash the installed files and compare them with the published SHA-256")
+    check.add_argument("name", nargs="?", choices=names, metavar="NAME", help="only this one (default: all)")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _size(n: int | None) -> str:
     return f"{n / 1e6:.0f} MB" if n is not None else "?"
 
 
+def _row(presence: weights.Presence) -> dict[str, object]:
+    entry = weights.REGISTRY[presence.name]
+    return {"name": entry.name, "kind": entry.kind, "arch": entry.arch, "status": presence.status,
+            "path": str(presence.path) if presence.path else None,
+            "files": [{"file": c.relpath, "status": c.status, "sha256": c.sha256, "published_sha256": c.expected}
+                      for c in presence.files]}
+
+
+def _print_table(states: dict[str, weights.Presence], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"folder": str(weights.weights_dir()), "weights": [_row(p) for p in states.values()]},
+                         indent=2))
+        return
+    print(f"weights folder: {weights.weights_dir()}")
+    print(f"{'name':<24}{'kind':<10}{'arch':<28}{'size':>9}  {'status':<11}path")
+    for presence in states.values():
+        entry = weights.REGISTRY[presence.name]
+        size = sum(f.size or 0 for f in entry.files) if all(f.size for f in entry.files) else None
+        where = presence.path or ", ".join(c.relpath for c in presence.files if c.status != "missing") or "-"
+        print(f"{entry.name:<24}{entry.kind:<10}{entry.arch:<28}{_size(size):>9}  {presence.status:<11}{where}")
+    if any(p.status == "unchecked" for p in states.values()):
+        print("unchecked files were not hashed yet: run `python -m backend weights verify`")
+
+
+def _report(name: str | None) -> None:
+    """After an import or download: print the entry's status line, and a loud warning for a mismatch."""
+    if name is None:
+        return
+    presence = weights.inventory()[name]
+    if presence.status == "mismatch":
+        bad = next(c for c in presence.files if c.status == "mismatch")
+        print(f"WARNING: {bad.relpath} is NOT the published {name} (SHA-256 {bad.sha256}, published "
+              f"{bad.expected}). It is recorded as a mismatch and will not be used as {name}.", file=sys.stderr)
+    else:
+        print(f"{name}: {presence.status}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action; returns 0 (errors are raised as ``BackendError``)."""
     if args.weights_command == "list":
-        present = weights.installed()
-        if args.json:
-            rows = [{"name": e.name, "kind": e.kind, "arch": e.arch, "size": e.size, "sha256": e.sha256,
-                     "url": e.url, "path": str(present[e.name]) if present[e.name] else None}
-                    for e in weights.REGISTRY.values()]
-            print(json.dumps({"folder": str(weights.weights_dir()), "weights": rows}, indent=2))
-            return 0
-        print(f"weights folder: {weights.weights_dir()}")
-        print(f"{'name':<24}{'kind':<6}{'arch':<28}{'size':>9}  {'checksum':<10}installed")
-        for e in weights.REGISTRY.values():
-            checksum = "published" if e.sha256 else "unknown"
-            where = str(present[e.name]) if present[e.name] else "-"
-            print(f"{e.name:<24}{e.kind:<6}{e.arch:<28}{_size(e.size):>9}  {checksum:<10}{where}")
+        _print_table(weights.inventory(), args.json)
+        return 0
+    if args.weights_command == "verify":
+        states = weights.verify(args.name)
+        _print_table(states, args.json)
+        bad = [name for name, p in states.items() if p.status == "mismatch"]
+        if bad:
+            raise BackendError("weights", f"{', '.join(bad)}: not the published file (SHA-256 mismatch)",
+                               f"replace with `python -m backend weights download {bad[0]} --force`")
         return 0
     if args.weights_command == "import":
-        print(weights.import_file(args.file, args.name))
+        path = weights.import_file(args.file, args.name, force=args.force)
+        print(path)
+        _report(args.name or next((n for n, e in weights.REGISTRY.items()
+                                   if path.name == e.location), None))
         return 0
-    print(weights.download(args.name, sha256=args.sha256, trust_unverified=args.trust_unverified))
+    print(weights.download(args.name, sha256=args.sha256, trust_unverified=args.trust_unverified, force=args.force))
+    _report(args.name)
     return 0

@@ -26,7 +26,7 @@ def _backend(*args: str, weights_dir: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_info_json_reports_the_real_environment(tmp_path: Path) -> None:
-    (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"placeholder")  # presence is by file name
+    (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"placeholder")  # present by file name, not hashed yet
     proc = _backend("info", "--json", weights_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
@@ -37,8 +37,10 @@ def test_info_json_reports_the_real_environment(tmp_path: Path) -> None:
     assert info["segment_anything"] == importlib.metadata.version("segment-anything")
     assert info["geo"]["gdal"].count(".") == 2
     assert info["weights_folder"] == str(tmp_path)
-    assert info["weights"]["sam-vit-b"] == str(tmp_path / "sam_vit_b_01ec64.pth")
-    assert info["weights"]["sam-vit-h"] is None
+    assert info["weights"]["sam-vit-b"] == {"kind": "sam", "path": str(tmp_path / "sam_vit_b_01ec64.pth"),
+                                            "status": "unchecked"}
+    assert info["weights"]["sam-vit-h"] == {"kind": "sam", "path": None, "status": "missing"}
+    assert info["weights"]["siglip2-tokenizer"]["kind"] == "tokenizer"
 
 
 def test_info_text_is_readable(tmp_path: Path, monkeypatch) -> None:
@@ -46,7 +48,7 @@ def test_info_text_is_readable(tmp_path: Path, monkeypatch) -> None:
     text = format_text(collect())
     assert f"  version: {torch.__version__}" in text
     assert f"weights_folder: {tmp_path}" in text
-    assert "  sam-vit-l: not installed" in text
+    assert "  sam-vit-l: not installed (`python -m backend weights download sam-vit-l`)" in text
 
 
 def test_errors_become_hint_and_exit_code(tmp_path: Path) -> None:

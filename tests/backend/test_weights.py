@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import threading
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,9 +86,9 @@ def entry(server) -> WeightsEntry:
 def test_download_verifies_and_renames_atomically(server, entry, tmp_path: Path) -> None:
     path = weights.download(entry, tmp_path, progress=False)
     assert path == tmp_path / "test_w.pth" and path.read_bytes() == PAYLOAD
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["test_w.pth"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test_w.pth", "weights-record.json"]
     assert server.ranges == [None]
-    assert weights.download(entry, tmp_path, progress=False) == path  # present: no second request
+    assert weights.download(entry, tmp_path, progress=False) == path  # present: re-hashed, no second request
     assert len(server.ranges) == 1
 
 
@@ -152,10 +153,7 @@ def test_import_verifies_known_names_and_recognises_by_hash(tmp_path: Path, monk
     assert weights.import_file(source, "test-w", folder).read_bytes() == PAYLOAD
     assert weights.installed(folder)["test-w"] == folder / "test_w.pth"
     assert weights.resolve("test-w", folder) == folder / "test_w.pth"
-
-    with pytest.raises(BackendError, match="checksum mismatch"):
-        weights.import_file(source, "sam-vit-b", folder)
-    assert not (folder / REGISTRY["sam-vit-b"].filename).exists()
+    assert weights.inventory(folder)["test-w"].status == "verified"
     assert not list(folder.glob("*.part"))
 
     other = tmp_path / "my_clip.safetensors"
@@ -188,18 +186,20 @@ def test_platform_default_folders(monkeypatch, platform: str, env: dict[str, str
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
-    monkeypatch.setattr(weights.sys, "platform", platform)
+    monkeypatch.setattr(sys, "platform", platform)
     assert weights.weights_dir() == Path(expected).expanduser()
 
 
 def test_registry_is_consistent() -> None:
     kinds = {e.kind for e in REGISTRY.values()}
-    assert kinds == {"clip", "sam"}
+    assert kinds == {"clip", "sam", "tokenizer"}
     assert {e.arch for e in REGISTRY.values() if e.kind == "sam"} == {"vit_b", "vit_l", "vit_h"}
-    for e in REGISTRY.values():
-        assert e.url.startswith("https://")
-        assert e.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", e.sha256)
-    assert len({e.filename for e in REGISTRY.values()}) == len(REGISTRY)
+    files = [f for e in REGISTRY.values() for f in e.files]
+    for f in files:
+        assert f.url.startswith("https://")
+        assert f.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", f.sha256)
+    assert len({f.relpath for f in files}) == len(files)
+    assert len({e.location for e in REGISTRY.values()}) == len(REGISTRY)
 
 
 def test_cli_list_import_download(server, entry, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -224,7 +224,9 @@ def test_cli_list_import_download(server, entry, tmp_path: Path, monkeypatch, ca
     assert rows["test-w"]["path"] == str(folder / "test_w.pth") and rows["sam-vit-b"]["path"] is None
     assert main(["weights", "list"]) == 0
     table = capsys.readouterr().out
-    assert re.search(r"^test-w .* published " + re.escape(str(folder / "test_w.pth")), table, re.M)
+    assert re.search(r"^test-w .* verified +" + re.escape(str(folder / "test_w.pth")), table, re.M)
 
-    assert main(["weights", "import", str(source), "--name", "sam-vit-b"]) == EXIT_CODES["weights"]
-    assert "checksum mismatch" in capsys.readouterr().err
+    (folder / "test_w.pth").unlink()
+    server.cut_after = 10
+    assert main(["weights", "download", "test-w"]) == EXIT_CODES["weights"]
+    assert "again to resume" in capsys.readouterr().err
