@@ -136,6 +136,7 @@ class SegmentDock(QDockWidget):
 
         self.progress_bar = QProgressBar(body)
         self.progress_bar.setRange(0, 100)
+        self.progress_bar.setFormat("")  # an idle bar shows no "0%"
         self.status_label = QLabel(body)
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -202,8 +203,9 @@ class SegmentDock(QDockWidget):
             w=rect.width(), h=rect.height()))
 
     def set_busy(self, busy: bool) -> None:
-        """Enable Cancel while queries run (Run stays enabled: new queries are queued)."""
+        """Enable Cancel and the bar's percentage while queries run (Run stays enabled: new queries are queued)."""
         self.cancel_button.setEnabled(busy)
+        self.progress_bar.setFormat("%p%" if busy else "")
         if not busy:
             self.progress_bar.setValue(0)
 

@@ -14,6 +14,7 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from .client import BackendClient
 from .i18n import tr
+from .notices import Notices
 from .raster_source import RasterInputError, plan_raster
 from .requests import SegmentRequest
 from .tasks.segment_task import SegmentTask, TaskOutcome
@@ -39,7 +40,7 @@ class SegmentRunner(QObject):
         super().__init__()
         self._client = client
         self._project = project
-        self._message_bar = message_bar
+        self.notices = Notices(message_bar)
         self._max_pixels = max_pixels
         self._queue: deque[SegmentTask] = deque()
         self._active: SegmentTask | None = None
@@ -62,7 +63,7 @@ class SegmentRunner(QObject):
             self._tell(TaskOutcome("failed", str(exc)))
             return None
         task = SegmentTask(request=request, plan=plan, client=self._client(), project=self._project,
-                           message_bar=self._message_bar, on_done=self._on_done)
+                           notices=self.notices, on_done=self._on_done)
         task.status_changed.connect(self.status_changed)
         task.progressChanged.connect(lambda value: self.progress_changed.emit(int(value)))
         self._queue.append(task)
@@ -93,7 +94,6 @@ class SegmentRunner(QObject):
             self.busy_changed.emit(False)
 
     def _tell(self, outcome: TaskOutcome) -> None:
-        if self._message_bar is not None:
-            self._message_bar.pushMessage(tr("RSRefSeg 2"), outcome.text, Qgis.MessageLevel.Warning, 0)
+        self.notices.show(outcome.text, Qgis.MessageLevel.Warning)
         self.status_changed.emit(outcome.text)
         self.outcome_ready.emit(outcome)

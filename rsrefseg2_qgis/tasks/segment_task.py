@@ -23,6 +23,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from ..client import BackendClient, WorkerError
 from ..i18n import tr
+from ..notices import Notices
 from ..query import QueryResult, run_query
 from ..raster_source import RasterInputError, RasterPlan
 from ..requests import SegmentRequest
@@ -49,21 +50,21 @@ class SegmentTask(QgsTask):
         plan: the pixels to read (made on the main thread by ``raster_source.plan_raster``).
         client: the worker client (shared; it queues concurrent requests).
         project: the project the result layer goes into.
-        message_bar: where the one-line summary goes (``iface.messageBar()``), or None.
+        notices: where the one-line summary goes (the message bar), or None.
         on_done: called on the main thread with the ``TaskOutcome`` once everything is published.
     """
 
     status_changed = pyqtSignal(str)
 
     def __init__(self, *, request: SegmentRequest, plan: RasterPlan, client: BackendClient, project: QgsProject,
-                 message_bar=None, on_done: Callable[[TaskOutcome], None] | None = None) -> None:
+                 notices: Notices | None = None, on_done: Callable[[TaskOutcome], None] | None = None) -> None:
         super().__init__(tr("Referring segmentation: {name}").format(name=layer_name(request.phrases)),
                          QgsTask.Flag.CanCancel)
         self.request = request
         self.plan = plan
         self.client = client
         self.project = project
-        self.message_bar = message_bar
+        self.notices = notices
         self.on_done = on_done
         self.work_dir = Path(tempfile.mkdtemp(prefix="rsrefseg2-"))
         self.outcome: TaskOutcome | None = None
@@ -147,8 +148,8 @@ class SegmentTask(QgsTask):
         return TaskOutcome("failed", str(error))
 
     def _show(self, outcome: TaskOutcome) -> None:
-        if self.message_bar is None:
+        if self.notices is None:
             return
         level = {"done": Qgis.MessageLevel.Success, "cancelled": Qgis.MessageLevel.Info}.get(
             outcome.status, Qgis.MessageLevel.Critical)
-        self.message_bar.pushMessage(tr("RSRefSeg 2"), outcome.text, level, 8 if outcome.status == "done" else 0)
+        self.notices.show(outcome.text, level)

@@ -81,3 +81,12 @@ def test_enter_runs_the_query_through_the_task_manager(dock, worker_client, qgis
     assert not runner.busy and not dock.cancel_button.isEnabled()
     assert dock.phrase_box.findText("the small grey tank") >= 0
     QgsProject.instance().removeAllMapLayers()
+
+
+def test_an_idle_progress_bar_shows_no_percentage(dock) -> None:
+    assert dock.progress_bar.text() == ""
+    dock.set_busy(True)
+    dock.progress_bar.setValue(40)
+    assert dock.progress_bar.text() == "40%"
+    dock.set_busy(False)
+    assert dock.progress_bar.text() == "" and dock.progress_bar.value() == 0

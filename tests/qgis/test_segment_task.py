@@ -11,6 +11,7 @@ from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.PyQt.QtCore import Qt
 from qgis_helpers import tiny_request
 
+from rsrefseg2_qgis.notices import Notices
 from rsrefseg2_qgis.raster_source import plan_raster
 from rsrefseg2_qgis.tasks.segment_task import SegmentTask
 
@@ -20,10 +21,11 @@ QUARTER = (603_000.0, 5_339_872.0, 603_128.0, 5_340_000.0)
 
 
 def _task(layer: QgsRasterLayer, client, message_bar=None, extent=QUARTER, **changes) -> SegmentTask:
+    notices = None if message_bar is None else Notices(message_bar)
     request = tiny_request(layer.id(), extent=extent, **changes)
     plan = plan_raster(layer, None if extent is None else QgsRectangle(*extent), None, max_pixels=10**7)
     return SegmentTask(request=request, plan=plan, client=client, project=QgsProject.instance(),
-                       message_bar=message_bar)
+                       notices=notices)
 
 
 def _result_layers() -> list:
