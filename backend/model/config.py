@@ -35,6 +35,8 @@ class ClipConfig:
         model_cfg: an inline open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``, optional
             ``custom_text``); None means "look ``name`` up in open_clip's registry".
         tokenizer: the open_clip model name whose tokenizer to use (defaults to ``name``).
+        tokenizer_files: SigLIP 2's Gemma tokenizer instead of open_clip's: a weights-registry name
+            (``siglip2-tokenizer``) or a folder holding its ``tokenizer.json`` (see ``gemma_tokenizer``).
         context_length: tokenizer context length (None: the model's own).
         image_size: CLIP input side; the model input is resized to it bilinearly without antialias.
         mean, std: per-channel normalisation of [0, 1] images.
@@ -50,6 +52,7 @@ class ClipConfig:
     std: tuple[float, float, float]
     model_cfg: dict[str, Any] | None = None
     tokenizer: str | None = None
+    tokenizer_files: str | None = None
     context_length: int | None = None
     project_tokens: bool = True
     vision_lora: LoRAConfig | None = None
