@@ -68,7 +68,10 @@ def run_query(*, client: BackendClient, request: SegmentRequest, plan: RasterPla
 
     def forward(fraction: float, stage: str, message: str) -> None:
         start = READ_SHARE + LOAD_SHARE
-        on_progress(start + (1.0 - start) * fraction, message or stage)
+        text = message or stage
+        if str(work_dir) in text:  # "wrote /tmp/…": the worker's temp files are not the user's output
+            text = tr("Publishing the result…")
+        on_progress(start + (1.0 - start) * fraction, text)
 
     result = client.segment(
         raster=raster.raster, phrases=request.phrases, output_dir=str(output_dir), window=window,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -59,6 +60,35 @@ def test_processing_run_writes_a_geopackage(provider, sample_tif: Path, tmp_path
         box = layer.extent()
         assert west <= box.xMinimum() and box.xMaximum() <= east and south <= box.yMinimum() <= north
     del layer
+
+
+class RecordingFeedback(QgsProcessingFeedback):
+    """Keeps every text the algorithm shows in the Processing log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def setProgressText(self, text: str) -> None:  # noqa: N802 (QGIS's name)
+        self.texts.append(text)
+        super().setProgressText(text)
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802
+        self.texts.append(info)
+        super().pushInfo(info)
+
+
+def test_the_log_never_shows_the_workers_temporary_files(provider, sample_tif: Path, tmp_path: Path) -> None:
+    import processing
+
+    feedback = RecordingFeedback()
+    out = tmp_path / "logged.gpkg"
+    processing.run(ALGORITHM, _parameters(sample_tif, out, EXTENT="603000,603128,5339872,5340000 [EPSG:32633]"),
+                   feedback=feedback)
+    assert out.is_file() and feedback.texts
+    leaked = [text for text in feedback.texts
+              if "rsrefseg2-" in text or (tempfile.gettempdir() + "/" in text and str(tmp_path) not in text)]
+    assert not leaked, leaked
 
 
 def test_processing_refuses_without_a_phrase(provider, sample_tif: Path, tmp_path: Path) -> None:
