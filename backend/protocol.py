@@ -12,6 +12,7 @@ that names the offending type or field.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -27,6 +28,8 @@ LOAD_MODES = ("trained", "zero-shot")
 SEGMENT_MODES = ("view", "find-all")
 REFINE_STRATEGIES = ("prompts", "phrase", "box", "none")
 DEFAULT_REFINE = "prompts"
+# ``Segment.resolution`` value asking the engine to choose the resolution from the checkpoint's training range.
+RESOLUTION_AUTO = "auto"
 
 
 class ProtocolError(ValueError):
@@ -121,7 +124,8 @@ class Segment:
         phrases: the referring expressions, one output layer each.
         output_dir: the folder the worker writes into (and nowhere else).
         window: the part of the raster to use; None = the whole raster.
-        resolution: map units per pixel; None = native.
+        resolution: map units per pixel; None = native; "auto" (``RESOLUTION_AUTO``, the default) = chosen
+            from the checkpoint's training resolution range (native when the checkpoint records none).
         bands: 1-based band indices; None = the raster's RGB (or first three) bands.
         mode: "view" (the window is one picture) or "find-all" (tile the window, find every instance).
         refine: how view mode refines a window larger than the model input, at native resolution on the tiles
@@ -129,6 +133,8 @@ class Segment:
             run again on each tile), "box" (SAM box + coarse-mask prompt) or "none" (coarse mask only).
         tile_size, overlap: tile side and overlap in pixels; None = the model's input size and an eighth of it.
         threshold: probability above which a pixel belongs to the object.
+        all_matches: view mode returns every connected component of a phrase's mask instead of the best one
+            (and those scoring close to it).
     """
 
     TYPE: ClassVar[str] = "segment"
@@ -137,13 +143,14 @@ class Segment:
     phrases: tuple[str, ...]
     output_dir: str
     window: Window | None = None
-    resolution: float | None = None
+    resolution: float | str | None = RESOLUTION_AUTO
     bands: tuple[int, ...] | None = None
     mode: str = "view"
     refine: str = DEFAULT_REFINE
     tile_size: int | None = None
     overlap: int | None = None
     threshold: float = 0.5
+    all_matches: bool = False
 
     def __post_init__(self) -> None:
         _require(self.mode in SEGMENT_MODES, f"segment.mode: expected one of {SEGMENT_MODES}, got {self.mode!r}")
@@ -155,7 +162,10 @@ class Segment:
         _require(self.overlap is None or 0 <= self.overlap < (self.tile_size or math.inf),
                  f"segment: need 0 <= overlap < tile_size, got {self.tile_size}, {self.overlap}")
         _require(0.0 < self.threshold < 1.0, f"segment.threshold: must be in (0, 1), got {self.threshold}")
-        _require(self.resolution is None or self.resolution > 0, "segment.resolution: must be > 0 or null")
+        _require(self.resolution is None or self.resolution == RESOLUTION_AUTO
+                 or (isinstance(self.resolution, (int, float)) and math.isfinite(self.resolution)
+                     and self.resolution > 0),
+                 f"segment.resolution: must be > 0, {RESOLUTION_AUTO!r} or null, got {self.resolution!r}")
         _require(self.bands is None or all(b >= 1 for b in self.bands), "segment.bands: indices are 1-based")
 
 
@@ -211,7 +221,8 @@ class Progress:
 
 @dataclass(frozen=True)
 class Result:
-    """A finished segment request: output files, one summary per phrase, the CRS (WKT), seconds per stage."""
+    """A finished segment request: output files, one summary per phrase, the CRS (WKT), seconds per stage,
+    the resolution the view was read at (map units per pixel) and a one-line note saying why."""
 
     TYPE: ClassVar[str] = "result"
     id: str
@@ -219,6 +230,8 @@ class Result:
     phrases: tuple[PhraseSummary, ...]
     crs: str
     timings: dict[str, float] = field(default_factory=dict)
+    resolution_used: float | None = None
+    resolution_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -283,8 +296,13 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         if value is None:
             _require(type(None) in options, f"{where}: must not be null")
             return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _convert(value, inner, where)
+        inner = [o for o in options if o is not type(None)]
+        if len(inner) == 1:
+            return _convert(value, inner[0], where)
+        for option in inner:  # e.g. float | str: the first type the value fits
+            with contextlib.suppress(ProtocolError):
+                return _convert(value, option, where)
+        raise ProtocolError(f"{where}: expected {' or '.join(getattr(o, '__name__', str(o)) for o in inner)}")
     if hint is Any:
         return value
     if dataclasses.is_dataclass(hint):
@@ -305,6 +323,9 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         _require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: expected a number")
         _require(math.isfinite(value), f"{where}: must be finite")
         return float(value)
+    if hint is bool:
+        _require(isinstance(value, bool), f"{where}: expected true or false")
+        return value
     if hint is int:
         _require(isinstance(value, int) and not isinstance(value, bool), f"{where}: expected an integer")
         return value
