@@ -3,13 +3,21 @@
 View mode (default) treats the view as one picture, as the model was trained: a coarse pass on the whole view
 resampled to the model's input, then, when the view is larger than that, SAM refinement at the requested
 resolution on the tiles under the coarse mask's box (by default with the phrase's own prompts on each tile, kept
-where the coarse mask supports them). Find-all mode runs every phrase on every tile of the view
-and merges objects cut by tile borders. Both stitch tile cores into canvases that spill to disk when large.
+where the coarse mask supports them); a referring phrase names one object, so only its best connected component
+is kept (unless ``all_matches``). Find-all mode runs every phrase on every tile of the view and merges objects
+cut by tile borders. Both stitch tile cores into canvases that spill to disk when large.
+
+Everything cheap is checked before any model work: the job's fields and text, the output targets (writable,
+not existing unless overwriting, enough free space), the raster and the view; the resolution is resolved first
+("auto" reads the view at the checkpoint's training resolution, see ``backend.resolution``).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -18,12 +26,15 @@ import numpy as np
 
 from backend.errors import BackendError
 from backend.normalize import stretch_for_view
-from backend.outputs import PhraseDetections, check_writable, output_paths, write_outputs
+from backend.outputs import PhraseDetections, output_paths, write_outputs
 from backend.passes import REFINE_STRATEGIES, RunContext, coarse_pass, find_all_pass, refine_boxes, refine_pass
-from backend.protocol import DEFAULT_REFINE, PhraseSummary, Window
-from backend.raster import MAX_VIEW_PIXELS, make_view
-from backend.tiling import IN_MEMORY_BYTES, ProbabilityCanvas
-from backend.vectorize import vectorize
+from backend.preflight import check_output_targets, check_utf8
+from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, PhraseSummary, Window
+from backend.raster import MAX_VIEW_PIXELS, RasterView, make_view
+from backend.resolution import ResolutionChoice, choose_resolution
+from backend.stale import sweep
+from backend.tiling import CANVAS_FOLDER_PREFIX, IN_MEMORY_BYTES, ProbabilityCanvas
+from backend.vectorize import best_components, vectorize
 
 MODES = ("view", "find-all")
 ProgressFn = Callable[[float, str, str], None]
@@ -37,7 +48,8 @@ class SegmentJob:
         raster: path of a GDAL-readable raster with a CRS.
         phrases: referring phrases, one output polygon set each.
         window: the part of the raster (extent in its CRS or pixel window); None for the whole raster.
-        resolution: target ground size of a pixel in map units; None for the raster's own.
+        resolution: target ground size of a pixel in map units; None for the raster's own; "auto" (the
+            default) for the checkpoint's training resolution (see ``backend.resolution``).
         bands: 1-based bands read as R, G, B (one band is replicated); None for the declared RGB / first three.
         mode: "view" (the window is one picture) or "find-all" (every instance, tile by tile).
         refine: how view mode refines a view larger than the model input (``passes.REFINE_STRATEGIES``):
@@ -51,13 +63,15 @@ class SegmentJob:
         output_name: file stem of the outputs (``<output_dir>/<output_name>.geojson`` and ``.gpkg``).
         overwrite: replace existing outputs instead of refusing.
         model_name, checkpoint_name: stored in the ``model`` and ``checkpoint`` attributes.
+        all_matches: view mode keeps every connected component of a phrase's mask, not only the best one (and
+            those scoring close to it); find-all always keeps all.
     """
 
     raster: str
     phrases: tuple[str, ...]
     output_dir: str
     window: Window | None = None
-    resolution: float | None = None
+    resolution: float | str | None = RESOLUTION_AUTO
     bands: tuple[int, ...] | None = None
     mode: str = "view"
     refine: str = DEFAULT_REFINE
@@ -70,6 +84,7 @@ class SegmentJob:
     overwrite: bool = False
     model_name: str = ""
     checkpoint_name: str = ""
+    all_matches: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,8 @@ class SegmentResult:
         crs: WKT of the outputs' CRS (the raster's).
         timings: seconds per stage: read, normalise, encode, predict, stitch, vectorize, write, total.
         tiles: how many tiles were encoded after the coarse pass (refinement or find-all).
+        resolution_used: map units per view pixel (x) the view was read at.
+        resolution_note: one line saying what that resolution is and why it was chosen.
     """
 
     outputs: dict[str, str]
@@ -89,6 +106,8 @@ class SegmentResult:
     crs: str
     timings: dict[str, float] = field(default_factory=dict)
     tiles: int = 0
+    resolution_used: float | None = None
+    resolution_note: str = ""
 
 
 def _check_job(job: SegmentJob) -> tuple[str, ...]:
@@ -97,6 +116,13 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
     if not phrases or any(not p for p in phrases):
         raise BackendError("empty_query", "a referring phrase is empty",
                            'describe the object in words, e.g. "the large white storage tank"')
+    for number, phrase in enumerate(phrases, 1):
+        check_utf8(phrase, f"phrase {number}")
+    resolution = job.resolution
+    if not (resolution is None or resolution == RESOLUTION_AUTO
+            or (isinstance(resolution, (int, float)) and math.isfinite(resolution) and resolution > 0)):
+        raise BackendError("bad_request", f"resolution {resolution!r} is not usable",
+                           f"give a positive number of map units per pixel, {RESOLUTION_AUTO!r} or none (native)")
     if job.mode not in MODES:
         raise BackendError("bad_request", f"unknown mode {job.mode!r}", f"use one of {', '.join(MODES)}")
     if job.refine not in REFINE_STRATEGIES:
@@ -132,6 +158,7 @@ class Engine:
         self.predictor = predictor
         self.max_view_pixels = max_view_pixels
         self.canvas_bytes = canvas_bytes
+        sweep(tempfile.gettempdir(), CANVAS_FOLDER_PREFIX)  # probability maps of runs that were killed
 
     def run(self, job: SegmentJob, progress: ProgressFn | None = None,
             should_cancel: Callable[[], bool] | None = None) -> SegmentResult:
@@ -144,16 +171,14 @@ class Engine:
                 leaves no output file.
 
         Returns:
-            Output paths, per-phrase summaries, the CRS and per-stage timings.
+            Output paths, per-phrase summaries, the CRS, per-stage timings and the resolution used.
         """
         phrases = _check_job(job)
         grid = _tile_grid_size(job, int(self.predictor.input_size))
         paths = output_paths(job.output_dir, job.output_name)
-        check_writable(paths, job.overwrite)
-        window = job.window
-        view = make_view(job.raster, extent=window.extent if window else None,
-                         pixels=window.pixels if window else None, resolution=job.resolution, bands=job.bands,
-                         max_pixels=self.max_view_pixels)
+        check_output_targets(paths.values(), job.overwrite)
+        view, choice = self._view(job)
+        self._check_scratch_space(view, len(phrases))
         ctx = RunContext(view=view, stretch=None, predictor=self.predictor,
                          key_prefix=(os.path.abspath(view.path), os.stat(view.path).st_mtime_ns, view.window,
                                      view.resolution, view.bands),
@@ -167,9 +192,9 @@ class Engine:
                 ctx.check_cancel()
                 ctx.report(0.9, "vectorize", "tracing polygons")
                 with ctx.timed("vectorize"):
-                    layers = [PhraseDetections(p, tuple(vectorize(
+                    layers = [PhraseDetections(p, tuple(self._answer(job, vectorize(
                         c, view.transform, view.crs, threshold=job.threshold, min_area_px=job.min_area_px,
-                        simplify_tolerance=job.simplify_tolerance))) for p, c in zip(phrases, canvases, strict=True)]
+                        simplify_tolerance=job.simplify_tolerance)))) for p, c in zip(phrases, canvases, strict=True)]
             ctx.check_cancel()
             ctx.report(0.97, "write", "writing outputs")
             with ctx.timed("write"):
@@ -181,7 +206,42 @@ class Engine:
                                         area_m2=float(sum(d.area_m2 for d in layer.detections)))
                           for layer in layers)
         return SegmentResult(outputs=paths, phrases=summaries, crs=view.crs.to_wkt(),
-                             timings={k: round(v, 4) for k, v in ctx.timings.items()}, tiles=tiles)
+                             timings={k: round(v, 4) for k, v in ctx.timings.items()}, tiles=tiles,
+                             resolution_used=view.resolution[0], resolution_note=choice.note)
+
+    def _view(self, job: SegmentJob) -> tuple[RasterView, ResolutionChoice]:
+        """The job's view, at its resolution ("auto" resolved against the checkpoint's training range)."""
+        window = job.window
+        area = {"extent": window.extent if window else None, "pixels": window.pixels if window else None,
+                "bands": job.bands}
+        native = make_view(job.raster, **area, resolution=None, max_pixels=math.inf)
+        (height, width), (res_x, res_y) = native.shape, native.resolution
+        meta = getattr(self.predictor, "meta", None)
+        choice = choose_resolution(job.resolution, crs=native.crs, native=(res_x, res_y),
+                                   extent_size=(width * res_x, height * res_y),
+                                   centre=native.transform * (width / 2, height / 2), mode=job.mode,
+                                   input_size=int(self.predictor.input_size),
+                                   gsd_range_m=getattr(meta, "gsd_range_m", None))
+        view = make_view(job.raster, **area, resolution=choice.resolution, max_pixels=self.max_view_pixels)
+        return view, choice
+
+    def _check_scratch_space(self, view: RasterView, count: int) -> None:
+        """Refuse a run whose disk-backed probability maps (one per phrase) would not fit in the temp folder."""
+        per_map = view.shape[0] * view.shape[1] * 4
+        if per_map <= self.canvas_bytes:
+            return
+        folder = tempfile.gettempdir()
+        need, free = per_map * count, shutil.disk_usage(folder).free
+        if need > free:
+            raise BackendError("too_large", f"the run's probability maps need {need / 2**30:.1f} GiB in the temp "
+                               f"folder {folder!r}, which has {free / 2**30:.1f} GiB free",
+                               "free space there, point TMPDIR to a larger disk, or choose a coarser resolution or "
+                               "a smaller extent")
+
+    @staticmethod
+    def _answer(job: SegmentJob, detections: list) -> list:
+        """View mode answers a referring phrase with its best component (``all_matches``: every component)."""
+        return best_components(detections) if job.mode == "view" and not job.all_matches else detections
 
     def _canvases(self, ctx: RunContext, count: int, stack: ExitStack) -> list[ProbabilityCanvas]:
         """One view-sized canvas per phrase, closed (temp files deleted) when ``stack`` exits."""

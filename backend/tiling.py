@@ -3,19 +3,32 @@
 Every view pixel belongs to exactly one tile's *core*: the tile minus half of each overlap it shares with a
 neighbour (view edges are kept). Stitching writes only cores, so a per-pixel result does not depend on the
 grid, and a model's border effects land in the trimmed overlap.
+
+Large canvases are memory-mapped from a file in a folder named after the owning process
+(``<temp>/rsrefseg-canvas-<pid>``). On POSIX the file is unlinked as soon as it is mapped, so not even a
+SIGKILL can leave it behind; where an open file cannot be unlinked (Windows) it is deleted on close, and the
+folders of processes that died without closing are swept when the next canvas is created.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from backend.stale import sweep
+
 # Canvases above this many bytes live in a memory-mapped temp file instead of RAM.
 IN_MEMORY_BYTES = 64 * 2**20
+# Disk-backed canvases live in ``<temp folder>/<CANVAS_FOLDER_PREFIX><pid>``.
+CANVAS_FOLDER_PREFIX = "rsrefseg-canvas-"
 
 
 @dataclass(frozen=True)
@@ -78,10 +91,32 @@ def tile_grid(shape: tuple[int, int], tile_size: int, overlap: int) -> list[Tile
             for r, rc in zip(rows, row_cores, strict=True) for c, cc in zip(cols, col_cores, strict=True)]
 
 
+def canvas_folder(directory: str | None = None) -> Path:
+    """This process's folder for disk-backed canvases (created), after sweeping those of dead processes.
+
+    Args:
+        directory: the parent folder (the system temp folder when None).
+    """
+    parent = Path(directory or tempfile.gettempdir())
+    sweep(parent, CANVAS_FOLDER_PREFIX)
+    folder = parent / f"{CANVAS_FOLDER_PREFIX}{os.getpid()}"
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return folder
+    atexit.register(_remove_if_empty, folder)
+    return folder
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
 class ProbabilityCanvas:
     """An H×W float32 map assembled from tile cores; memory-mapped from a temp file when large.
 
-    Use as a context manager: the temp file is deleted on exit.
+    Use as a context manager: the temp file is deleted on exit (on POSIX it has no name from the start).
     """
 
     def __init__(self, *, shape: tuple[int, int], in_memory_bytes: int = IN_MEMORY_BYTES,
@@ -89,21 +124,26 @@ class ProbabilityCanvas:
         """Args:
             shape: (height, width) of the map.
             in_memory_bytes: above this size the map lives in a memory-mapped temp file.
-            directory: where the temp file goes (the system temp folder when None).
+            directory: the parent of this process's canvas folder (the system temp folder when None).
         """
         self.shape = shape
         self._path: str | None = None
-        if shape[0] * shape[1] * 4 > in_memory_bytes:
-            handle, self._path = tempfile.mkstemp(prefix="rsrefseg-canvas-", suffix=".f32", dir=directory)
+        self._on_disk = shape[0] * shape[1] * 4 > in_memory_bytes
+        if self._on_disk:
+            handle, path = tempfile.mkstemp(suffix=".f32", dir=canvas_folder(directory))
             os.close(handle)
-            self.array: np.ndarray = np.memmap(self._path, dtype=np.float32, mode="w+", shape=shape)
+            self.array: np.ndarray = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
+            if sys.platform == "win32":  # an open file cannot be unlinked there: deleted on close or swept
+                self._path = path
+            else:  # the mapping keeps the data; no name is left for a killed process to leak
+                os.remove(path)
         else:
             self.array = np.zeros(shape, np.float32)
 
     @property
     def on_disk(self) -> bool:
         """Whether the map is memory-mapped from a file."""
-        return self._path is not None
+        return self._on_disk
 
     def write_core(self, tile: Tile, probs: np.ndarray) -> None:
         """Write the core of a tile's result.
@@ -122,8 +162,9 @@ class ProbabilityCanvas:
 
     def close(self) -> None:
         """Release the map and delete its temp file."""
-        if self._path is not None:
+        if self._on_disk and hasattr(self, "array"):
             del self.array
+        if self._path is not None:
             os.remove(self._path)
             self._path = None
 

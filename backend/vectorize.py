@@ -19,6 +19,10 @@ from shapely.geometry import mapping, shape
 
 # Strip height is chosen so a strip holds at most this many pixels.
 BLOCK_PIXELS = 4 * 2**20
+# A referring phrase names one object: besides the best-scored component, keep only those scoring at least this
+# fraction of the best score and at least this much in absolute terms.
+CLOSE_MATCH_RATIO = 0.9
+CLOSE_MATCH_MIN_SCORE = 0.75
 
 
 @dataclass(frozen=True)
@@ -127,3 +131,24 @@ def _merge(parts: list[tuple[shapely.Polygon, float, float]]) -> list[tuple[shap
         hits = tree.query(polygon.representative_point(), predicate="intersects")
         totals[hits[0]] += (total, count)
     return [(m, float(t), float(c)) for m, (t, c) in zip(merged, totals, strict=True)]
+
+
+def best_components(detections: list[Detection]) -> list[Detection]:
+    """The answer to a referring phrase: its best connected component, plus any that score about as well.
+
+    The best component has the highest score (mean probability inside it; ties go to the larger area). Another
+    component is kept only when its score is ≥ ``CLOSE_MATCH_RATIO`` × the best score and ≥
+    ``CLOSE_MATCH_MIN_SCORE``, i.e. when the model is clearly as sure of it.
+
+    Args:
+        detections: the polygons of one phrase (each a connected component of its mask).
+
+    Returns:
+        The kept detections, best first.
+    """
+    if not detections:
+        return []
+    ranked = sorted(detections, key=lambda d: (-d.score, -d.area_px))
+    best = ranked[0]
+    return [best] + [d for d in ranked[1:]
+                     if d.score >= CLOSE_MATCH_RATIO * best.score and d.score >= CLOSE_MATCH_MIN_SCORE]

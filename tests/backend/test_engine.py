@@ -130,7 +130,8 @@ def test_refine_none_keeps_the_upsampled_coarse_mask_without_encoding_tiles(scen
     engine = Engine(predictor)
     coarse_key, coarse, _ = _strongest_pixel_threshold(engine, predictor, scene, tmp_path)
     threshold = float(np.quantile(coarse, 0.99))  # the top 1 % of the coarse map: a few hundred view pixels
-    result = engine.run(job(scene, tmp_path, output_name="coarse", threshold=threshold, refine="none"))
+    result = engine.run(job(scene, tmp_path, output_name="coarse", threshold=threshold, refine="none",
+                            all_matches=True))
     assert predictor.keys == [coarse_key] and result.tiles == 0 and predictor.box_calls == 0
     _, _, geometry, _ = pyogrio.raw.read(result.outputs["gpkg"])
     area_px = sum(shapely.from_wkb(g).area for g in geometry) / 0.25  # 0.5 m pixels

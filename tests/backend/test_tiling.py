@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 
 import numpy as np
@@ -69,8 +70,12 @@ def test_stretch_maps_percentiles_to_full_range():
 
 def test_canvas_spills_to_disk_and_cleans_up(tmp_path):
     with ProbabilityCanvas(shape=(64, 64), in_memory_bytes=1000, directory=str(tmp_path)) as canvas:
-        assert canvas.on_disk and len(list(tmp_path.iterdir())) == 1
-    assert not list(tmp_path.iterdir())
+        assert canvas.on_disk
+        canvas.array[:] = 0.5
+        assert float(canvas.array.mean()) == 0.5
+        (folder,) = tmp_path.iterdir()  # this process's canvas folder
+        assert folder.name == f"rsrefseg-canvas-{os.getpid()}"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
     assert not ProbabilityCanvas(shape=(8, 8)).on_disk
 
 

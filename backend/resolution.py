@@ -1,0 +1,112 @@
+"""The resolution a view is read at: requested, native, or automatic from the checkpoint's training range.
+
+A model sees objects at the size it was trained at. A checkpoint may record ``gsd_range_m`` = (lo, hi), the
+ground metres per pixel at the model input during training; "auto" then reads
+
+* in view mode, the whole view at the model's input size, r = clamp(view side in metres / input size, lo, hi):
+  a view much larger than the model's input is read at ``hi`` (and refined on tiles), a small one at ``lo``;
+* in find-all mode, tiles at clamp(native, lo, hi).
+
+Ground metres per map unit are measured on the ellipsoid at the view's centre, so geographic rasters (degrees)
+and Web Mercator (whose "metres" shrink with latitude) get the same ground resolution as UTM.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.warp import transform as transform_points
+
+from backend.protocol import RESOLUTION_AUTO
+
+# Mean Earth radius (IUGG), for great-circle distances between nearby points.
+EARTH_RADIUS_M = 6_371_008.8
+
+
+@dataclass(frozen=True)
+class ResolutionChoice:
+    """The resolution to read a view at, and why.
+
+    Attributes:
+        resolution: map units per pixel to pass to ``make_view``; None = the raster's own.
+        note: one line for the user, e.g. "0.98 m/px (automatic: the model was trained at 0.3–2 m/px)".
+    """
+
+    resolution: float | None
+    note: str
+
+
+def _haversine_m(lon0: float, lat0: float, lon1: float, lat1: float) -> float:
+    p0, p1 = math.radians(lat0), math.radians(lat1)
+    a = math.sin((p1 - p0) / 2) ** 2 + math.cos(p0) * math.cos(p1) * math.sin(math.radians(lon1 - lon0) / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(a, 1.0)))
+
+
+def ground_metres_per_unit(crs: CRS, x: float, y: float, step: float) -> tuple[float, float]:
+    """Ground metres per map unit along x and y at (x, y), measured over ``step`` map units.
+
+    Falls back to the CRS's linear unit (1 for none) when the CRS cannot be related to the Earth (local grids).
+    """
+    try:
+        lons, lats = transform_points(crs, "EPSG:4326", [x, x + step, x], [y, y, y + step])
+        mx = _haversine_m(lons[0], lats[0], lons[1], lats[1]) / step
+        my = _haversine_m(lons[0], lats[0], lons[2], lats[2]) / step
+        if mx > 0 and my > 0 and math.isfinite(mx * my):
+            return mx, my
+    except (RasterioError, ValueError, OverflowError):
+        pass
+    try:
+        factor = 1.0 if crs.is_geographic else float(crs.linear_units_factor[1])
+    except Exception:  # a CRS without declared units: treat its units as metres
+        factor = 1.0
+    return factor, factor
+
+
+def _format(units_per_px: float, metres_per_unit: float) -> str:
+    """"0.5 m/px", or "4.5e-06 map units/px ≈ 0.5 m/px" when map units are not metres."""
+    metres = units_per_px * metres_per_unit
+    if abs(metres_per_unit - 1.0) < 1e-3:
+        return f"{metres:.3g} m/px"
+    return f"{units_per_px:.3g} map units/px ≈ {metres:.3g} m/px"
+
+
+def choose_resolution(requested: float | str | None, *, crs: CRS, native: tuple[float, float],
+                      extent_size: tuple[float, float], centre: tuple[float, float], mode: str, input_size: int,
+                      gsd_range_m: tuple[float, float] | None) -> ResolutionChoice:
+    """Resolve a job's ``resolution`` field.
+
+    Args:
+        requested: map units per pixel, None (native) or "auto".
+        crs: the raster's CRS.
+        native: the raster's (x, y) pixel size in map units.
+        extent_size: (width, height) of the requested window in map units.
+        centre: (x, y) of the window's centre in map units.
+        mode: "view" or "find-all".
+        input_size: the model's input side in pixels.
+        gsd_range_m: (lo, hi) metres per pixel at the model input the checkpoint was trained at, or None.
+
+    Returns:
+        The resolution for ``make_view`` (None = native) and a one-line note.
+    """
+    mx, my = ground_metres_per_unit(crs, *centre, step=max(min(native), 1e-12))
+    unit_m = math.sqrt(mx * my)  # ground metres of one map unit (geometric mean: pixel areas come out right)
+    native_units = math.sqrt(native[0] * native[1])
+    if requested is None:
+        return ResolutionChoice(None, f"{_format(native_units, unit_m)} (the raster's native resolution)")
+    if requested != RESOLUTION_AUTO:
+        return ResolutionChoice(float(requested), f"{_format(float(requested), unit_m)} (requested)")
+    if gsd_range_m is None:
+        return ResolutionChoice(None, f"{_format(native_units, unit_m)} (automatic: native, the model records no "
+                                      f"training resolution)")
+    lo, hi = sorted(gsd_range_m)
+    wanted_m = (max(extent_size[0] * mx, extent_size[1] * my) / input_size if mode == "view"
+                else native_units * unit_m)
+    chosen_m = min(max(wanted_m, lo), hi)
+    units = chosen_m / unit_m
+    note = f"{_format(units, unit_m)} (automatic: the model was trained at {lo:g}–{hi:g} m/px)"
+    if math.isclose(units, native_units, rel_tol=1e-6):
+        return ResolutionChoice(None, note)
+    return ResolutionChoice(units, note)
