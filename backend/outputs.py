@@ -196,7 +196,7 @@ def replace_together(temps: dict[str, str]) -> None:
     replaced: list[str] = []
     try:
         for final in temps.values():
-            if os.path.lexists(final):
+            if os.path.isfile(final):  # anything else in the way makes its replace fail below
                 backups[final] = _keep_copy(final)
         for temp, final in temps.items():
             try:
@@ -219,11 +219,15 @@ def _keep_copy(final: str) -> str:
     """Keep ``final``'s current content under a scratch name (a hard link when possible)."""
     backup = _scratch_name(final, ".old")
     try:
-        os.link(final, backup)
+        try:
+            os.link(final, backup)
+        except OSError as err:
+            if err.errno not in NO_HARD_LINKS:
+                raise
+            shutil.copy2(final, backup)
     except OSError as err:
-        if err.errno not in NO_HARD_LINKS:
-            raise os_error(err, final, "replace") from err
-        shutil.copy2(final, backup)
+        _remove_quietly(backup)
+        raise os_error(err, final, "replace") from err
     return backup
 
 
