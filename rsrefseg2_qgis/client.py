@@ -29,6 +29,7 @@ from . import paths
 from .i18n import tr
 
 POLL_SECONDS = 0.1
+THREADS_ENV = "RSREFSEG2_THREADS"
 STDERR_LINES = 25
 _EOF = object()
 
@@ -60,11 +61,13 @@ class BackendClient:
         backend_root: the folder that contains ``backend/`` (working directory and ``PYTHONPATH``).
         log: called with each stderr line of the worker (from a reader thread); None drops them.
         cancel_grace: seconds a cancelled request may take to end before the worker is killed.
+        threads: torch threads for the worker (``RSREFSEG2_THREADS``); 0 = the worker chooses.
     """
 
     def __init__(self, *, python: Path, backend_root: Path, log: Callable[[str], None] | None = None,
-                 cancel_grace: float = 15.0) -> None:
+                 cancel_grace: float = 15.0, threads: int = 0) -> None:
         self.python = Path(python)
+        self.threads = threads
         self.backend_root = Path(backend_root)
         self.protocol = paths.load_protocol()
         self._log = log
@@ -92,6 +95,8 @@ class BackendClient:
     def _start(self) -> None:
         env = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONPATH")}
         env.update(PYTHONPATH=str(self.backend_root), PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+        if self.threads > 0:
+            env[THREADS_ENV] = str(self.threads)
         flags = subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0
         try:
             process = subprocess.Popen(
@@ -102,8 +107,7 @@ class BackendClient:
             raise WorkerError(
                 "worker_start", tr("Cannot start the backend with {python}: {error}.").format(
                     python=self.python, error=exc.strerror or exc),
-                tr("Run Plugins → RSRefSeg 2 → Set up backend…, or choose a Python with PyTorch in the "
-                   "plugin settings.")) from exc
+                no_python_hint()) from exc
         self._replies = queue.Queue()
         self._stderr.clear()
         self._loaded = None
@@ -253,12 +257,22 @@ class BackendClient:
         if self._closing:
             return WorkerError("cancelled", tr("The backend was shut down."))
         tail = self.stderr_tail() or tr("(the worker printed nothing)")
+        if "No module named" in tail:  # a Python without the backend's packages: not a crash to retry
+            hint = no_python_hint()
+        else:
+            hint = tr("The next query restarts it. If it keeps failing, check the device (try 'cpu') and the "
+                      "Diagnostics.")
         return WorkerError(
             "worker_crashed",
             tr("The backend worker stopped unexpectedly (exit status {status}). Its last messages:\n{tail}").format(
-                status=status, tail=tail),
-            tr("The next query restarts it. If it keeps failing, check the device (try 'cpu') and the "
-               "Diagnostics."))
+                status=status, tail=tail), hint)
+
+
+def no_python_hint() -> str:
+    """What to do when the worker's Python is missing or lacks PyTorch (also offline)."""
+    return tr("Point the plugin at an existing Python that has PyTorch: Plugins → RSRefSeg 2 → Settings… → "
+              "Worker Python (works offline; for headless runs set RSREFSEG2_PYTHON). With network access, "
+              "Plugins → RSRefSeg 2 → Set up backend… installs one.")
 
 
 def _new_id() -> str:

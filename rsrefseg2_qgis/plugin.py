@@ -44,13 +44,20 @@ class RSRefSeg2Plugin:
         self._client: BackendClient | None = None
 
     # ------------------------------------------------------------------------------------- worker client
-    def client(self) -> BackendClient:
-        """The shared worker client, rebuilt (old worker shut down) when the interpreter setting changed."""
-        python = PluginSettings.load().worker_python()
-        if self._client is None or self._client.python != python:
-            if self._client is not None:
-                self._client.shutdown()
-            self._client = BackendClient(python=python, backend_root=paths.backend_root(), log=_log_worker_line)
+    def client(self, python: Path | None = None) -> BackendClient:
+        """The shared worker client, rebuilt (old worker shut down) when its interpreter or thread count changed.
+
+        Args:
+            python: the worker interpreter (Processing's ``PYTHON``); None = ``PluginSettings.worker_python()``.
+        """
+        settings = PluginSettings.load()
+        python = Path(python) if python else settings.worker_python()
+        current = self._client
+        if current is None or current.python != python or current.threads != settings.threads:
+            if current is not None:
+                current.shutdown()
+            self._client = BackendClient(python=python, backend_root=paths.backend_root(), log=_log_worker_line,
+                                         threads=settings.threads)
         return self._client
 
     def shutdown_worker(self) -> None:

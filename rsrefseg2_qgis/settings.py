@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from .requests import REFINEMENTS, request_tile_grid
 
 PREFIX = "rsrefseg2/"
 HISTORY_LENGTH = 20
+PYTHON_ENV = "RSREFSEG2_PYTHON"  # a worker interpreter chosen outside QGIS (headless runs); beats the setting
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,9 @@ class PluginSettings:
     """What the user configured once and expects to find again.
 
     Attributes:
-        python: worker interpreter; "" means the default (see ``paths.default_python``).
+        python: worker interpreter; "" means the default (see ``paths.default_python``). The environment
+            variable ``RSREFSEG2_PYTHON`` overrides it.
+        threads: torch threads of the worker; 0 = the worker decides from the machine (cores, load).
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         mode: "trained" (a checkpoint) or "zero-shot" (base CLIP + SAM weights only).
         checkpoint: a ``.safetensors`` checkpoint; "" means the bundled demo model when it exists.
@@ -33,6 +37,7 @@ class PluginSettings:
     """
 
     python: str = ""
+    threads: int = 0
     device: str = "auto"
     mode: str = "trained"
     checkpoint: str = ""
@@ -83,7 +88,10 @@ class PluginSettings:
         return request_tile_grid(self.tile_size, self.overlap)
 
     def worker_python(self) -> Path:
-        """The interpreter that runs the worker: the configured one, else the default for this install."""
+        """The interpreter that runs the worker: ``$RSREFSEG2_PYTHON``, else the configured one, else the default."""
+        chosen = os.environ.get(PYTHON_ENV, "").strip()
+        if chosen:
+            return Path(chosen)
         if self.python:
             return Path(self.python)
         return paths.default_python(Path(QgsApplication.qgisSettingsDirPath()))

@@ -27,10 +27,16 @@ class SettingsDialog(QDialog):
         self.setWindowTitle(tr("RSRefSeg 2 settings"))
         self._settings = settings
         form = QFormLayout(self)
-        self.python_widget = self._file(settings.python, tr("Python with PyTorch (empty: {default})").format(
-            default=default_python))
+        self.python_widget = self._file(settings.python, tr(
+            "An existing Python with PyTorch (works offline; the variable RSREFSEG2_PYTHON overrides it). "
+            "Empty: {default}").format(default=default_python))
         self.python_widget.lineEdit().setPlaceholderText(default_python)
         form.addRow(tr("Worker Python"), self.python_widget)
+        self.threads_spin = self._int(settings.threads, 0, 256, PluginSettings.threads)
+        self.threads_spin.setSpecialValueText(tr("Automatic"))
+        self.threads_spin.setToolTip(tr("PyTorch threads of the worker. Automatic: one on small or busy machines, "
+                                        "else the physical cores (at most 8). Applies when the worker restarts."))
+        form.addRow(tr("Torch threads (0 = automatic)"), self.threads_spin)
         self.clip_widget = self._file(settings.clip_weights, tr("open_clip checkpoint of the CLIP model"))
         form.addRow(tr("CLIP weights"), self.clip_widget)
         self.sam_widget = self._file(settings.sam_weights, tr("segment_anything .pth checkpoint"))
@@ -80,7 +86,7 @@ class SettingsDialog(QDialog):
     def edited(self) -> PluginSettings:
         """The settings with the dialog's values (a tile size other than Auto is at least 64 px)."""
         tile = self.tile_spin.value() and max(self.tile_spin.value(), MIN_TILE)
-        return replace(self._settings, python=self.python_widget.filePath().strip(),
+        return replace(self._settings, python=self.python_widget.filePath().strip(), threads=self.threads_spin.value(),
                        clip_weights=self.clip_widget.filePath().strip(),
                        sam_weights=self.sam_widget.filePath().strip(), refine=self.refine_combo.currentData(),
                        tile_size=tile, overlap=min(self.overlap_spin.value(), max(tile // 2 - 1, 0)),

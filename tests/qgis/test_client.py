@@ -32,6 +32,8 @@ def test_missing_interpreter_says_how_to_fix_it(tmp_path: Path) -> None:
     with pytest.raises(WorkerError) as info:
         client.ping()
     assert info.value.code == "worker_start" and "Set up backend" in info.value.hint
+    # Offline, the way out is an existing Python with torch: the hint names the setting and the variable.
+    assert "Settings… → Worker Python" in info.value.hint and "RSREFSEG2_PYTHON" in info.value.hint
 
 
 def test_a_worker_that_dies_reports_its_last_stderr_lines(tmp_path: Path) -> None:
@@ -41,4 +43,16 @@ def test_a_worker_that_dies_reports_its_last_stderr_lines(tmp_path: Path) -> Non
         client.ping()
     assert info.value.code == "worker_crashed"
     assert "exit status 1" in info.value.message and "No module named 'backend'" in info.value.message
+    assert "Worker Python" in info.value.hint  # a Python without the backend's packages: choose another
     assert not client.running
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads the worker's environment from /proc")
+def test_the_thread_setting_reaches_the_worker() -> None:
+    client = BackendClient(python=PYTHON, backend_root=paths.backend_root(), threads=3)
+    try:
+        client.ping()
+        environment = Path(f"/proc/{client.pid}/environ").read_bytes().split(b"\0")
+    finally:
+        client.shutdown()
+    assert b"RSREFSEG2_THREADS=3" in environment

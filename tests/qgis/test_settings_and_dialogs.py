@@ -42,6 +42,14 @@ def test_unparsable_setting_keeps_the_default(store: QgsSettings) -> None:
     assert loaded.tile_size == PluginSettings().tile_size and loaded.refine == PluginSettings().refine == "prompts"
 
 
+def test_rsrefseg2_python_overrides_the_configured_worker_python(monkeypatch) -> None:
+    settings = PluginSettings(python="/configured/bin/python")
+    monkeypatch.delenv("RSREFSEG2_PYTHON", raising=False)
+    assert settings.worker_python() == Path("/configured/bin/python")
+    monkeypatch.setenv("RSREFSEG2_PYTHON", "/headless/bin/python")
+    assert settings.worker_python() == Path("/headless/bin/python")
+
+
 def test_model_choice_defaults_to_the_bundled_demo_checkpoint() -> None:
     demo = paths.demo_checkpoint()
     assert demo is not None, "resources/models/demo-tiny.safetensors is shipped with the plugin"
@@ -137,10 +145,13 @@ def test_settings_dialog_edits_a_copy() -> None:
     dialog.overlap_spin.setValue(500)  # more than the engine accepts (under half the tile): clamped
     dialog.refine_combo.setCurrentIndex(dialog.refine_combo.findData("none"))
     dialog.megapixels_spin.setValue(10)
+    assert dialog.threads_spin.text() == "Automatic"
+    dialog.threads_spin.setValue(2)
     edited = dialog.edited()
     assert edited.python == "/opt/env/bin/python" and edited.tile_size == 128 and edited.overlap == 63
     assert edited.tile_grid() == (128, 63) and edited.refine == "none"
     assert edited.max_pixels == 10_000_000 and edited.history == ("kept",) and edited.device == "cuda"
+    assert edited.threads == 2
     assert original.python == ""
     dialog.tile_spin.setValue(16)  # below the smallest useful tile: raised to it
     assert dialog.edited().tile_size == 64
