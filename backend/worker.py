@@ -3,12 +3,15 @@
 Requests arrive as JSON lines on stdin, replies leave as JSON lines on stdout, logs go to stderr. A reader
 thread decodes stdin so that ``cancel`` (and ``ping``) are seen while a ``segment`` runs on the main thread;
 every other request is queued and handled in order. The loaded predictor, and with it the embedding cache,
-stays in memory between requests. The real stdout is kept for the protocol only: file descriptor 1 and
-``sys.stdout`` are pointed at stderr, so no library print (Python or C) can corrupt the stream.
+stays in memory between requests. Input lines are bounded (``MAX_LINE_BYTES``) and read in linear time, so a
+huge or malformed line is answered with an error at once and later pings and cancels are not held up. The real
+stdout is kept for the protocol only: file descriptor 1 and ``sys.stdout`` are pointed at stderr, so no library
+print (Python or C) can corrupt the stream.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import os
@@ -22,9 +25,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
-from backend.errors import BackendError
+from backend.errors import BackendError, safe_text
 from backend.protocol import (
     PROTOCOL_VERSION,
+    REQUEST_TYPES,
     Bye,
     Cancel,
     Error,
@@ -44,8 +48,14 @@ from backend.protocol import (
     encode,
     request_id,
 )
+from backend.threads import ThreadChoice, automatic_threads, choose_threads
 
 log = logging.getLogger("backend.worker")
+
+# Longest request line accepted. A request carries paths and phrases, never pixels: a few KiB is typical, and a
+# phrases file of thousands of lines stays far below this.
+MAX_LINE_BYTES = 8 << 20
+READ_CHUNK_BYTES = 1 << 16
 
 OOM_HINT = ("lower the tile size or the resolution (more map units per pixel), close other GPU programs, "
             "or load the model with device 'cpu'")
@@ -69,7 +79,8 @@ def error_reply(req_id: str, exc: BaseException) -> Error:
 
     Returns:
         ``BackendError`` → its own code; ``ProtocolError`` → "bad_request"; an out-of-memory error (CUDA or
-        host) → "out_of_memory" with advice; anything else → "internal" with the exception text.
+        host) → "out_of_memory" with advice; anything else → "internal" with the exception text (through
+        ``safe_text``, like every ``BackendError``).
     """
     if isinstance(exc, BackendError):
         return Error(id=req_id, code=exc.code, message=exc.message, hint=exc.hint)
@@ -78,17 +89,18 @@ def error_reply(req_id: str, exc: BaseException) -> Error:
                      hint="this is a bug in the client: its request does not follow the protocol")
     torch = sys.modules.get("torch")
     if isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)):
-        return Error(id=req_id, code="out_of_memory", message=f"out of memory: {exc}".strip(": "), hint=OOM_HINT)
+        return Error(id=req_id, code="out_of_memory", message=safe_text(f"out of memory: {exc}".strip(": ")),
+                     hint=OOM_HINT)
     log.error("request %s failed unexpectedly", req_id, exc_info=exc)
-    return Error(id=req_id, code="internal", message=f"{type(exc).__name__}: {exc}",
+    return Error(id=req_id, code="internal", message=safe_text(f"{type(exc).__name__}: {exc}"),
                  hint="this is a bug; please report it with the worker log and `python -m backend info`")
 
 
 @dataclass
 class _Invalid:
-    """A line that did not decode; answered with a "bad_request" error in its turn."""
+    """A line that did not decode; answered at once with a "bad_request" error for request ``req_id``."""
 
-    line: str
+    req_id: str
     problem: ProtocolError
 
 
@@ -101,9 +113,12 @@ class Worker:
     """
 
     out: TextIO
+    threads: ThreadChoice | None = None
     _write_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _cancel_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _cancelled: set[str] = field(default_factory=set, init=False)
+    _active: set[str] = field(default_factory=set, init=False)  # segment ids queued or running
+    _threads_set: bool = field(default=False, init=False)
     _engine: Any = field(default=None, init=False)
     _model_name: str = field(default="", init=False)
     _checkpoint_name: str = field(default="", init=False)
@@ -119,40 +134,61 @@ class Worker:
         with self._cancel_lock:
             return req_id in self._cancelled
 
-    def _read(self, lines: Iterable[str], inbox: queue.Queue[Request | _Invalid | None]) -> None:
-        """Reader thread: answer ``ping``, record ``cancel``, queue the rest; ``None`` marks end of input."""
+    @property
+    def pending_cancels(self) -> frozenset[str]:
+        """Ids of queued or running segment requests that were asked to cancel."""
+        with self._cancel_lock:
+            return frozenset(self._cancelled)
+
+    def _cancel(self, target: str) -> None:
+        """Record a cancel for a queued or running segment; one for any other id is dropped, not kept forever."""
+        with self._cancel_lock:
+            known = target in self._active
+            if known:
+                self._cancelled.add(target)
+        log.info("cancel requested for %s%s", target, "" if known else ": no such request is queued or running")
+
+    def _finished(self, req_id: str) -> None:
+        with self._cancel_lock:
+            self._active.discard(req_id)
+            self._cancelled.discard(req_id)
+
+    def _read(self, lines: Iterable[str | _Invalid], inbox: queue.Queue[Request | None]) -> None:
+        """Reader thread: answer ``ping`` and invalid lines, record ``cancel``, queue the rest; ``None`` marks
+        end of input. Nothing here waits for a running request, so these answers come at once."""
         for line in lines:
+            if isinstance(line, _Invalid):
+                self.send(error_reply(line.req_id, line.problem))
+                continue
             if not line.strip():
                 continue
             try:
                 message = decode(line)
+                if type(message) not in REQUEST_TYPES.values():
+                    raise ProtocolError(f"{message.TYPE!r} is a reply, not a request")
             except ProtocolError as exc:
-                inbox.put(_Invalid(line, exc))
+                self.send(error_reply(request_id(line), exc))
                 continue
             if isinstance(message, Ping):
                 self.send(Pong(id=message.id, protocol=PROTOCOL_VERSION, backend_version=backend_version()))
             elif isinstance(message, Cancel):
-                log.info("cancel requested for %s", message.target)
-                with self._cancel_lock:
-                    self._cancelled.add(message.target)
-            elif isinstance(message, (Load, Segment, Shutdown)):
-                inbox.put(message)
+                self._cancel(message.target)
             else:
-                inbox.put(_Invalid(line, ProtocolError(f"{message.TYPE!r} is a reply, not a request")))
+                if isinstance(message, Segment):
+                    with self._cancel_lock:
+                        self._active.add(message.id)
+                inbox.put(message)
         inbox.put(None)
 
-    def serve(self, lines: Iterable[str]) -> int:
+    def serve(self, lines: Iterable[str | _Invalid]) -> int:
         """Handle requests from ``lines`` until ``shutdown`` or end of input; returns the exit status (0)."""
-        inbox: queue.Queue[Request | _Invalid | None] = queue.Queue()
+        inbox: queue.Queue[Request | None] = queue.Queue()
         threading.Thread(target=self._read, args=(lines, inbox), name="stdin-reader", daemon=True).start()
         while True:
             item = inbox.get()
             if item is None:
                 log.info("stdin closed; exiting")
                 return 0
-            if isinstance(item, _Invalid):
-                self.send(error_reply(request_id(item.line), item.problem))
-                continue
             if isinstance(item, Shutdown):
                 self.send(Bye(id=item.id))
                 log.info("shutdown requested; exiting")
@@ -167,6 +203,9 @@ class Worker:
                 if reply.code == "out_of_memory":
                     _release_accelerator_memory()
                 self.send(reply)
+            finally:
+                if isinstance(item, Segment):
+                    self._finished(item.id)
 
     def _load(self, req: Load) -> Loaded:
         from backend.engine import Engine
@@ -175,6 +214,7 @@ class Worker:
         log.info("loading checkpoint=%s config=%s device=%s mode=%s", req.checkpoint, req.config, req.device,
                  req.mode)
         self._engine = None  # free the previous model before building the next one
+        self._set_threads()
         predictor = load_predictor(checkpoint=req.checkpoint, config=req.config, clip_weights=req.clip_weights,
                                    sam_weights=req.sam_weights, device=req.device, mode=req.mode)
         self._engine = Engine(predictor)
@@ -182,6 +222,17 @@ class Worker:
         self._checkpoint_name = Path(req.checkpoint).name if req.checkpoint else f"none (config {req.config})"
         log.info("loaded %s on %s", self._model_name, predictor.device)
         return Loaded(id=req.id, model=self._model_name, device=str(predictor.device))
+
+    def _set_threads(self) -> None:
+        """Give torch the chosen thread count, once, before the first model is built."""
+        if self._threads_set:
+            return
+        import torch
+
+        choice = self.threads or automatic_threads()
+        torch.set_num_threads(choice.count)
+        self._threads_set = True
+        log.info("torch threads: %s", choice)
 
     def _segment(self, req: Segment) -> None:
         from backend.engine import SegmentJob
@@ -206,9 +257,6 @@ class Worker:
         except BaseException:
             _remove_new_files(output_dir, before)
             raise
-        finally:
-            with self._cancel_lock:
-                self._cancelled.discard(req.id)
         self.send(Result(id=req.id, outputs=Outputs(geojson=result.outputs["geojson"],
                                                     gpkg=result.outputs.get("gpkg")),
                          phrases=tuple(result.phrases), crs=result.crs, timings=dict(result.timings)))
@@ -237,32 +285,85 @@ def _remove_new_files(folder: Path, before: set[Path]) -> None:
             path.unlink()
 
 
-def read_lines(fd: int) -> Iterator[str]:
-    """UTF-8 lines from a file descriptor, read with ``os.read``.
+def _leading_id(head: bytes) -> str:
+    """The ``id`` of a request from the start of its line (messages put it first), "" when not found there."""
+    found = re.search(rb'"id"\s*:\s*"([^"\\]{0,200})"', head)
+    return found.group(1).decode("utf-8", "replace") if found else ""
+
+
+def _decode_line(raw: bytes) -> str | _Invalid:
+    """One complete line as text; a line that is not UTF-8 becomes an error for its request at once."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _Invalid(_leading_id(raw[:4096]), ProtocolError(
+            f"the request is not valid UTF-8 (byte {exc.start} is {raw[exc.start:exc.start + 1]!r})"))
+
+
+def _too_long(head: bytes) -> _Invalid:
+    return _Invalid(_leading_id(head), ProtocolError(
+        f"the request line is longer than {MAX_LINE_BYTES >> 20} MiB; requests carry paths and phrases, never data"))
+
+
+def read_lines(fd: int, max_bytes: int = MAX_LINE_BYTES) -> Iterator[str | _Invalid]:
+    """Lines from a file descriptor, read with ``os.read``: UTF-8 text, or an ``_Invalid`` for a bad line.
+
+    Linear time and bounded memory: each chunk is searched once for line ends, and a line longer than
+    ``max_bytes`` is discarded as it arrives (only its first KiB is kept, to name its request in the error).
 
     Unbuffered on purpose: the reader thread then blocks in a system call holding no Python I/O lock, so the
     interpreter can shut down while it waits (a daemon thread inside ``sys.stdin``'s buffer aborts the exit).
     """
-    pending = b""
-    while chunk := os.read(fd, 1 << 16):
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for raw in complete:
-            yield raw.decode("utf-8", errors="replace")
-    if pending:
-        yield pending.decode("utf-8", errors="replace")
+    line = bytearray()
+    overlong: bytes | None = None  # the head of a line being discarded, else None
+    while chunk := os.read(fd, READ_CHUNK_BYTES):
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            if overlong is None:
+                line += piece
+                if len(line) > max_bytes:
+                    overlong = bytes(line[:1024])
+                    line.clear()
+            if end < 0:
+                break
+            yield _too_long(overlong) if overlong is not None else _decode_line(bytes(line))
+            line.clear()
+            overlong = None
+            start = end + 1
+    if overlong is not None:
+        yield _too_long(overlong)
+    elif line:
+        yield _decode_line(bytes(line))
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``--threads N`` (0 = ``RSREFSEG2_THREADS``, else automatic; see ``backend.threads``)."""
+    parser = argparse.ArgumentParser(prog="python -m backend.worker",
+                                     description="The RSRefSeg 2 worker: JSON lines on stdin/stdout "
+                                                 "(see backend/protocol.py).")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="CPU threads for torch (default 0: $RSREFSEG2_THREADS, else automatic)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
     """Entry point: keep the real stdout for the protocol, send everything else to stderr, serve stdin."""
+    args = parse_args(argv)
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", newline="\n")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # C-level writes to fd 1 now land on stderr
     sys.stdout = sys.stderr
     logging.basicConfig(level=os.environ.get("RSREFSEG2_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        threads = choose_threads(args.threads)
+    except ValueError as exc:
+        threads = automatic_threads()
+        log.warning("%s; using %s", exc, threads)
     log.info("worker ready (protocol %d, backend %s, pid %d)", PROTOCOL_VERSION, backend_version(), os.getpid())
-    return Worker(protocol_out).serve(read_lines(sys.stdin.fileno()))
+    return Worker(protocol_out, threads=threads).serve(read_lines(sys.stdin.fileno()))
 
 
 if __name__ == "__main__":

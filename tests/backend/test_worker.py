@@ -329,3 +329,31 @@ def test_every_segment_request_field_reaches_the_engine_job_with_the_same_defaul
             continue
         assert request_field.name in job_fields, f"SegmentJob lacks the request field {request_field.name!r}"
         assert job_fields[request_field.name].default == request_field.default, request_field.name
+
+
+def test_thread_count_comes_from_the_option_then_the_environment_then_the_machine(monkeypatch) -> None:
+    from backend import threads
+
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    assert threads.choose_threads(3) == threads.ThreadChoice(3, "--threads")
+    monkeypatch.setenv(threads.ENV_VAR, "2")
+    assert threads.choose_threads(0) == threads.ThreadChoice(2, threads.ENV_VAR)
+    monkeypatch.setenv(threads.ENV_VAR, "many")
+    with pytest.raises(ValueError, match="RSREFSEG2_THREADS must be a whole number"):
+        threads.choose_threads()
+    monkeypatch.setenv(threads.ENV_VAR, "0")
+    # Machines other than this one (CPU count, cores, load) cannot exist here: their probes are replaced.
+    for logical, physical, load, expected in [(2, 2, 0.0, 1), (16, 8, 0.0, 8), (16, 8, 15.5, 1), (16, 8, 10.0, 6),
+                                              (64, 32, 0.0, 8), (4, None, 0.2, 3)]:
+        monkeypatch.setattr(threads, "logical_cpus", lambda n=logical: n)
+        monkeypatch.setattr(threads, "physical_cores", lambda n=physical: n)
+        monkeypatch.setattr(threads, "_load_average", lambda x=load: x)
+        choice = threads.choose_threads()
+        assert choice.count == expected and choice.reason.startswith("automatic"), (logical, physical, load, choice)
+
+
+def test_worker_sets_the_chosen_thread_count_before_loading(spawn, monkeypatch) -> None:
+    monkeypatch.setenv("RSREFSEG2_THREADS", "1")
+    worker = spawn("-m", "backend.worker", "--threads", "2")
+    _load(worker)
+    assert "torch threads: 2 (--threads)" in worker.stderr()

@@ -1,0 +1,160 @@
+"""Hostile input to the worker: huge lines, bytes that are not UTF-8, stray cancels, broken rasters, unsafe texts.
+
+The line-level tests drive a real ``python -m backend.worker`` subprocess over a binary pipe (it imports no torch
+until a model is loaded, so they are quick); the others serve requests in-process with the tiny random model.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rasters import write_geotiff
+
+from backend.errors import BackendError
+from backend.loading import load_predictor
+from backend.protocol import Cancel, Load, Ping, Segment, Shutdown, decode, encode
+from backend.worker import MAX_LINE_BYTES, Worker, error_reply
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RawWorker:
+    """A worker subprocess written to as bytes; replies are collected with their arrival times."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 (closed in close())
+        self.proc = subprocess.Popen([sys.executable, "-m", "backend.worker"], cwd=ROOT, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log)
+        self.replies: list[tuple[float, object]] = []
+        self.arrived = threading.Condition()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            with self.arrived:
+                self.replies.append((time.monotonic(), decode(line.decode("utf-8"))))
+                self.arrived.notify_all()
+
+    def write(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def reply(self, req_id: str, timeout: float = 30.0) -> tuple[float, object]:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: any(m.id == req_id for _, m in self.replies), timeout), (
+                f"no reply for {req_id!r}; got {[m for _, m in self.replies]}")
+            return next((t, m) for t, m in self.replies if m.id == req_id)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def raw_worker(tmp_path: Path):
+    worker = RawWorker(tmp_path)
+    yield worker
+    worker.close()
+
+
+def test_a_40_mib_line_is_refused_and_the_next_ping_answered_within_a_second(raw_worker: RawWorker) -> None:
+    raw_worker.write((encode(Ping(id="warm")) + "\n").encode())
+    raw_worker.reply("warm")
+    garbage = b'{"type": "segment", "id": "huge", "phrases": ["' + b"x" * (40 << 20) + b'"]}\n'
+    assert len(garbage) > MAX_LINE_BYTES
+    raw_worker.write(garbage)
+    sent = time.monotonic()  # the whole line is in the pipe: the worker has read all but the last 64 KiB
+    raw_worker.write((encode(Ping(id="after")) + "\n").encode())
+    answered, pong = raw_worker.reply("after")
+    _, refused = raw_worker.reply("huge")
+    assert pong.TYPE == "pong"
+    assert refused.TYPE == "error" and refused.code == "bad_request" and "longer than" in refused.message
+    assert answered - sent < 1.0, f"ping answered {answered - sent:.2f} s after a 40 MiB line"
+    assert raw_worker.proc.poll() is None
+
+
+def test_bytes_that_are_not_utf8_get_a_coded_error_at_once(raw_worker: RawWorker) -> None:
+    raw_worker.write(b'{"type": "ping", "id": "latin1", "v": 1, "note": "caf\xe9"}\n')
+    _, reply = raw_worker.reply("latin1")
+    assert reply.TYPE == "error" and reply.code == "bad_request" and "UTF-8" in reply.message
+    raw_worker.write((encode(Ping(id="still")) + "\n").encode())
+    assert raw_worker.reply("still")[1].TYPE == "pong"
+
+
+class Replies(io.StringIO):
+    """The protocol stream of an in-process worker, decoded."""
+
+    def decoded(self) -> dict[str, list]:
+        by_id: dict[str, list] = {}
+        for line in self.getvalue().splitlines():
+            message = decode(line)
+            by_id.setdefault(message.id, []).append(message)
+        return by_id
+
+
+def test_a_cancel_for_an_unknown_id_is_dropped_not_kept_for_a_later_request(tmp_path: Path) -> None:
+    scene = write_geotiff(tmp_path / "scene.tif", (np.random.default_rng(0).random((3, 64, 64)) * 255)
+                          .astype(np.uint8))
+    out = Replies()
+    worker = Worker(out)
+    requests = [Load(id="load", config="tiny", device="cpu"), Cancel(id="c", target="later"),
+                Segment(id="later", raster=str(scene), phrases=("the roof",), output_dir=str(tmp_path)),
+                Shutdown(id="bye")]
+    assert worker.serve([encode(r) for r in requests]) == 0
+    replies = out.decoded()
+    assert replies["later"][-1].TYPE == "result", replies["later"][-1]
+    assert worker.pending_cancels == frozenset()
+
+
+def test_a_truncated_raster_through_the_worker_is_a_coded_error_not_internal(tmp_path: Path, sample_tif) -> None:
+    sample_tif.write_bytes(sample_tif.read_bytes()[:20000])
+    vrt = tmp_path / "mosaic.vrt"
+    vrt.write_text('<VRTDataset rasterXSize="8" rasterYSize="8"><SRS>EPSG:32633</SRS>'
+                   "<GeoTransform>0, 1, 0, 8, 0, -1</GeoTransform>"
+                   '<VRTRasterBand dataType="Byte" band="1"><SimpleSource>'
+                   '<SourceFilename relativeToVRT="1">gone.tif</SourceFilename></SimpleSource></VRTRasterBand>'
+                   "</VRTDataset>")
+    out = Replies()
+    requests = [Load(id="load", config="tiny", device="cpu"),
+                Segment(id="cut", raster=str(sample_tif), phrases=("x",), output_dir=str(tmp_path)),
+                Segment(id="vrt", raster=str(vrt), phrases=("x",), output_dir=str(tmp_path))]
+    Worker(out).serve([encode(r) for r in requests])
+    replies = out.decoded()
+    for req_id, name in (("cut", "sample.tif"), ("vrt", "gone.tif")):
+        (error,) = [m for m in replies[req_id] if m.TYPE == "error"]
+        assert error.code == "bad_raster" and name in error.message, error
+
+
+class Pickled:
+    """A class torch's safe loader refuses: a file holding it is a pickle that could run code."""
+
+
+TORCH_UNSAFE_ADVICE = ("weights_only", "Unpickler", "safe_globals", "trust the source")
+
+
+def test_torch_advice_to_unpickle_never_reaches_the_user(tmp_path: Path) -> None:
+    evil = tmp_path / "sam_vit_b.pth"
+    torch.save({"image_encoder.x": torch.zeros(1), "payload": Pickled()}, evil)
+    with pytest.raises(BackendError) as info:
+        load_predictor(config="tiny", sam_weights=str(evil), device="cpu")
+    err = info.value
+    assert err.code == "weights" and "sam_vit_b.pth" in err.message and "pickle" in err.message
+    assert not any(word in err.message + err.hint for word in TORCH_UNSAFE_ADVICE), err.message
+    assert ".safetensors" in err.message  # what to do instead
+
+    try:
+        torch.load(evil, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (the raw torch error, as an unforeseen one would arrive)
+        internal = error_reply("r", exc)
+    assert internal.code == "internal"
+    assert not any(word in internal.message for word in TORCH_UNSAFE_ADVICE), internal.message
+    assert "\x1b[" not in internal.message
