@@ -10,31 +10,47 @@ from torch import nn
 
 from .base_weights import load_sam_weights, weight_record
 from .clip_encoder import ClipDualEncoder, create_open_clip
-from .config import ModelConfig
+from .config import ModelConfig, Sam2Config
 from .prompter_v1 import TextFilterPrompter
 from .prompter_v2 import CascadedPrompter
 from .refseg_base import ReferringSegmenter
 from .rsrefseg import RSRefSeg
 from .rsrefseg2 import RSRefSeg2
+from .sam2 import Sam2Head, build_sam2_parts, load_sam2_weights
 from .sam_head import SamHead, build_sam_parts
 
+AnySamHead = SamHead | Sam2Head
 
-def _rsrefseg2(config: ModelConfig, clip_encoder: ClipDualEncoder, sam_head: SamHead) -> ReferringSegmenter:
+
+def _rsrefseg2(config: ModelConfig, clip_encoder: ClipDualEncoder, sam_head: AnySamHead) -> ReferringSegmenter:
     prompter = CascadedPrompter(cfg=config.prompter, dim=clip_encoder.embed_dim,
                                 prompt_dim=config.sam.prompt_embed_dim, mask_size=config.mask_size)
     return RSRefSeg2(clip_encoder=clip_encoder, prompter=prompter, sam_head=sam_head, config=config)
 
 
-def _rsrefseg(config: ModelConfig, clip_encoder: ClipDualEncoder, sam_head: SamHead) -> ReferringSegmenter:
+def _rsrefseg(config: ModelConfig, clip_encoder: ClipDualEncoder, sam_head: AnySamHead) -> ReferringSegmenter:
     prompter = TextFilterPrompter(dim=clip_encoder.embed_dim, hidden_dim=config.prompter.hidden_dim,
                                   prompt_dim=config.sam.prompt_embed_dim, mask_size=config.mask_size)
     return RSRefSeg(clip_encoder=clip_encoder, prompter=prompter, sam_head=sam_head, config=config)
 
 
-MODEL_REGISTRY: dict[str, Callable[[ModelConfig, ClipDualEncoder, SamHead], ReferringSegmenter]] = {
+MODEL_REGISTRY: dict[str, Callable[[ModelConfig, ClipDualEncoder, AnySamHead], ReferringSegmenter]] = {
     "rsrefseg2": _rsrefseg2,
     "rsrefseg": _rsrefseg,
 }
+
+
+def build_sam_head(config: ModelConfig, sam_weights: str | Path | None) -> AnySamHead:
+    """The SAM head of ``config.sam``'s family (SAM 1 or SAM 2.1), base weights loaded before LoRA is added."""
+    if isinstance(config.sam, Sam2Config):
+        sam2_parts = build_sam2_parts(config.sam, config.input_size)
+        if sam_weights is not None:
+            load_sam2_weights(sam2_parts, sam_weights)
+        return Sam2Head(**sam2_parts, cfg=config.sam)
+    parts = build_sam_parts(config.sam, config.input_size)
+    if sam_weights is not None:
+        load_sam_weights(parts, sam_weights)
+    return SamHead(**parts, cfg=config.sam)
 
 
 def build_model(config: ModelConfig, clip_weights: str | Path | None = None,
@@ -48,7 +64,8 @@ def build_model(config: ModelConfig, clip_weights: str | Path | None = None,
     Args:
         config: the model config (``load_config``).
         clip_weights: local open_clip checkpoint, or None for random init.
-        sam_weights: local segment_anything checkpoint, or None for random init.
+        sam_weights: local SAM checkpoint (segment_anything ``.pth`` for SAM 1, Meta's ``.pt`` for SAM 2.1),
+            or None for random init.
 
     Returns:
         The model (train mode, CPU), with ``base_weights`` recording the files' names and SHA-256.
@@ -56,10 +73,6 @@ def build_model(config: ModelConfig, clip_weights: str | Path | None = None,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         clip_encoder = ClipDualEncoder(model=create_open_clip(config.clip, clip_weights), cfg=config.clip)
-        parts = build_sam_parts(config.sam, config.input_size)
-        if sam_weights is not None:
-            load_sam_weights(parts, sam_weights)
-        sam_head = SamHead(**parts, cfg=config.sam)
-        model = MODEL_REGISTRY[config.arch](config, clip_encoder, sam_head)
+        model = MODEL_REGISTRY[config.arch](config, clip_encoder, build_sam_head(config, sam_weights))
     model.base_weights = {"clip": weight_record(clip_weights), "sam": weight_record(sam_weights)}
     return model

@@ -59,9 +59,13 @@ class ClipConfig:
     text_lora: LoRAConfig | None = None
 
 
+SAM_FAMILIES = ("sam1", "sam2.1")
+
+
 @dataclass(frozen=True)
 class SamConfig:
-    """segment_anything's image encoder, prompt encoder and mask decoder sizes (``build_sam_vit_*`` names)."""
+    """SAM 1: segment_anything's image encoder, prompt encoder and mask decoder sizes (``build_sam_vit_*``
+    names). ``family`` is "sam1", the default, so configs without a family are SAM 1."""
 
     encoder_embed_dim: int
     encoder_depth: int
@@ -76,12 +80,81 @@ class SamConfig:
     decoder_num_heads: int = 8
     iou_head_hidden_dim: int = 256
     lora: LoRAConfig | None = None
+    family: str = "sam1"
 
     def __post_init__(self) -> None:
-        # SAM's mask-downscaling path starts with mask_in_chans // 4 channels followed by a channel LayerNorm;
-        # with one channel that LayerNorm outputs a constant and the dense prompt gets no gradient.
-        if self.mask_in_chans // 4 < 2:
-            raise ValueError(f"sam.mask_in_chans must be at least 8, got {self.mask_in_chans}")
+        if self.family != "sam1":
+            raise ValueError(f"SamConfig is SAM 1; family {self.family!r} needs Sam2Config")
+        _check_mask_in_chans(self.mask_in_chans)
+
+    def check_input_size(self, input_size: int) -> None:
+        """Raise ValueError when ``input_size`` does not fit the encoder."""
+        if input_size % self.patch_size:
+            raise ValueError(f"input_size {input_size} is not a multiple of SAM's patch {self.patch_size}")
+
+
+def _check_mask_in_chans(mask_in_chans: int) -> None:
+    # SAM's mask-downscaling path starts with mask_in_chans // 4 channels followed by a channel LayerNorm;
+    # with one channel that LayerNorm outputs a constant and the dense prompt gets no gradient.
+    if mask_in_chans // 4 < 2:
+        raise ValueError(f"sam.mask_in_chans must be at least 8, got {mask_in_chans}")
+
+
+@dataclass(frozen=True)
+class Sam2Config:
+    """SAM 2.1's image path: Hiera trunk, FPN neck, prompt encoder and mask decoder (Meta's yaml names).
+
+    Attributes:
+        family: "sam2.1".
+        name: the size's label, e.g. "sam2.1_hiera_large" (what base-weight files are matched by).
+        embed_dim, num_heads: Hiera's first-stage width and heads; both double at every stage change.
+        stages: blocks per stage (exactly 4; every stage change pools the queries by 2).
+        global_att_blocks: indices of the blocks with global attention; the others attend in windows.
+        window_spec: window side per stage (stage 1's also sizes the tiled window positional embedding).
+        window_pos_embed_bkg_spatial_size: side of the background positional embedding (bicubic-resized).
+        fpn_top_down_levels: FPN levels (0 = stride 4) that receive the nearest-upsampled coarser level.
+        prompt_embed_dim: d of the neck, prompt encoder and mask decoder (256).
+        mask_in_chans, decoder_depth, decoder_mlp_dim, decoder_num_heads, iou_head_hidden_dim: as SAM 1.
+        lora: adapters on the image encoder (names relative to it, e.g. ``trunk.blocks.N.attn.qkv``).
+    """
+
+    embed_dim: int
+    num_heads: int
+    stages: tuple[int, ...]
+    global_att_blocks: tuple[int, ...]
+    window_spec: tuple[int, ...]
+    window_pos_embed_bkg_spatial_size: tuple[int, int]
+    family: str = "sam2.1"
+    name: str = "sam2.1"
+    fpn_top_down_levels: tuple[int, ...] = (2, 3)
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    iou_head_hidden_dim: int = 256
+    lora: LoRAConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.family != "sam2.1":
+            raise ValueError(f"Sam2Config is SAM 2.1; got family {self.family!r}")
+        if len(self.stages) != 4 or len(self.window_spec) != 4:
+            raise ValueError("sam.stages and sam.window_spec need exactly 4 entries (Hiera's four stages)")
+        _check_mask_in_chans(self.mask_in_chans)
+
+    @property
+    def patch_size(self) -> int:
+        """Input pixels per cell of the image embedding (Hiera's stride-16 level)."""
+        return 16
+
+    def check_input_size(self, input_size: int) -> None:
+        """Raise ValueError unless the input halves evenly through Hiera's stages (stride 32) and the
+        first stage's grid holds whole windows (the window positional embedding is tiled over it)."""
+        if input_size % 32:
+            raise ValueError(f"input_size {input_size} is not a multiple of 32 (Hiera's coarsest stride)")
+        if (input_size // 4) % self.window_spec[0]:
+            raise ValueError(f"input_size {input_size}: Hiera's stride-4 grid {input_size // 4} is not a multiple "
+                             f"of the first window {self.window_spec[0]}")
 
 
 @dataclass(frozen=True)
@@ -117,7 +190,7 @@ class ModelConfig:
 
     arch: str
     clip: ClipConfig
-    sam: SamConfig
+    sam: SamConfig | Sam2Config
     prompter: PrompterConfig = field(default_factory=PrompterConfig)
     input_size: int = 1024
     keep_ratio: bool = True
@@ -126,8 +199,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
-        if self.input_size % self.sam.patch_size:
-            raise ValueError(f"input_size {self.input_size} is not a multiple of SAM's patch {self.sam.patch_size}")
+        self.sam.check_input_size(self.input_size)
 
     @property
     def sam_grid(self) -> int:
@@ -162,14 +234,25 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig:
     clip["mean"], clip["std"] = tuple(clip["mean"]), tuple(clip["std"])
     clip["vision_lora"] = _lora(clip.get("vision_lora"))
     clip["text_lora"] = _lora(clip.get("text_lora"))
-    sam = dict(data["sam"])
-    _strict(SamConfig, sam, "sam")
-    sam["encoder_global_attn_indexes"] = tuple(sam["encoder_global_attn_indexes"])
-    sam["lora"] = _lora(sam.get("lora"))
     prompter = dict(data.get("prompter", {}))
     _strict(PrompterConfig, prompter, "prompter")
     rest = {k: v for k, v in data.items() if k not in ("clip", "sam", "prompter")}
-    return ModelConfig(clip=ClipConfig(**clip), sam=SamConfig(**sam), prompter=PrompterConfig(**prompter), **rest)
+    return ModelConfig(clip=ClipConfig(**clip), sam=_sam(data["sam"]), prompter=PrompterConfig(**prompter), **rest)
+
+
+def _sam(data: dict[str, Any]) -> SamConfig | Sam2Config:
+    """The ``sam`` section: SAM 1 unless ``family`` says "sam2.1"."""
+    sam = dict(data)
+    family = sam.get("family", "sam1")
+    if family not in SAM_FAMILIES:
+        raise ValueError(f"unknown sam.family {family!r}; expected one of {SAM_FAMILIES}")
+    cls = SamConfig if family == "sam1" else Sam2Config
+    _strict(cls, sam, "sam")
+    for f in fields(cls):
+        if f.name in sam and isinstance(sam[f.name], list):
+            sam[f.name] = tuple(sam[f.name])
+    sam["lora"] = _lora(sam.get("lora"))
+    return cls(**sam)
 
 
 def available_configs() -> list[str]:

@@ -1,0 +1,6 @@
+"""SAM 2.1's image path (Hiera trunk, FPN neck, prompt encoder, mask decoder) with Meta's parameter names."""
+
+from .head import Sam2Head, build_sam2_parts
+from .weights import load_sam2_weights
+
+__all__ = ["Sam2Head", "build_sam2_parts", "load_sam2_weights"]

@@ -1,0 +1,68 @@
+"""Meta's SAM 2.1 checkpoints (``sam2.1_hiera_*.pt``) into the image-path parts, strictly.
+
+A ``.pt`` is read with ``torch.load(weights_only=True)`` (no unpickling of code) and holds ``{"model": state}``
+with SAM2Base's keys. The video-memory modules are not built here, so their keys are skipped BY NAME; any other
+key the parts do not have, any key they miss and any shape that differs is an error that names it. A flat
+``.safetensors`` of the same keys is accepted too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from backend.errors import BackendError
+
+# SAM2Base's video-memory parameters (memory attention/encoder, object pointers, temporal encodings).
+MEMORY_PREFIXES = ("memory_attention.", "memory_encoder.", "obj_ptr_proj.", "obj_ptr_tpos_proj.", "mask_downsample.")
+MEMORY_KEYS = ("maskmem_tpos_enc", "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial")
+HINT = "pass Meta's sam2.1_hiera_*.pt matching the config's SAM 2.1 size (tiny, small, base_plus, large)"
+
+
+def is_memory_key(key: str) -> bool:
+    """True for keys of SAM 2's video-memory modules, which the image path does not build."""
+    return key in MEMORY_KEYS or key.startswith(MEMORY_PREFIXES)
+
+
+def read_sam2_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a SAM 2.1 ``.pt`` (its ``"model"`` entry) or ``.safetensors`` file.
+
+    Raises:
+        BackendError("weights"): unreadable file, or a ``.pt`` without a ``"model"`` state dict.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        data = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise BackendError("weights", f"cannot read SAM 2.1 weights {path.name}: {exc}", HINT) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise BackendError("weights", f"{path.name} has no 'model' state dict (not a SAM 2.1 checkpoint)", HINT)
+    return data["model"]
+
+
+def load_sam2_weights(parts: dict[str, nn.Module | nn.Parameter], path: str | Path) -> None:
+    """Load a SAM 2.1 checkpoint into ``build_sam2_parts`` output, in place.
+
+    Raises:
+        BackendError("weights"): naming missing keys, unexpected (non-memory) keys and wrong shapes.
+    """
+    holder = nn.Module()  # gives the parts one state dict with the checkpoint's own key names
+    for name, part in parts.items():
+        setattr(holder, name, part)
+    expected = holder.state_dict()
+    state = {k: v for k, v in read_sam2_state(path).items() if not is_memory_key(k)}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
+                    for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    problems = [f"{label}: {', '.join(items[:10])}{' …' if len(items) > 10 else ''}" for label, items in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)) if items]
+    if problems:
+        raise BackendError("weights", f"SAM 2.1 weights {Path(path).name} do not fit the configured SAM 2.1 size; "
+                           + "; ".join(problems), HINT)
+    holder.load_state_dict(state, strict=True)
