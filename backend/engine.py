@@ -219,7 +219,7 @@ class Engine:
         meta = getattr(self.predictor, "meta", None)
         choice = choose_resolution(job.resolution, crs=native.crs, native=(res_x, res_y),
                                    extent_size=(width * res_x, height * res_y),
-                                   centre=native.transform * (width / 2, height / 2), mode=job.mode,
+                                   centre=native.transform @ (width / 2, height / 2), mode=job.mode,
                                    input_size=int(self.predictor.input_size),
                                    gsd_range_m=getattr(meta, "gsd_range_m", None))
         view = make_view(job.raster, **area, resolution=choice.resolution, max_pixels=self.max_view_pixels)

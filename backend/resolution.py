@@ -17,13 +17,13 @@ import math
 from dataclasses import dataclass
 
 from rasterio.crs import CRS
-from rasterio.errors import RasterioError
 from rasterio.warp import transform as transform_points
 
 from backend.protocol import RESOLUTION_AUTO
 
-# Mean Earth radius (IUGG), for great-circle distances between nearby points.
-EARTH_RADIUS_M = 6_371_008.8
+# WGS84 ellipsoid: semi-major axis (m) and first eccentricity squared.
+WGS84_A = 6_378_137.0
+WGS84_E2 = 6.694379990141317e-3
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,13 @@ class ResolutionChoice:
     note: str
 
 
-def _haversine_m(lon0: float, lat0: float, lon1: float, lat1: float) -> float:
-    p0, p1 = math.radians(lat0), math.radians(lat1)
-    a = math.sin((p1 - p0) / 2) ** 2 + math.cos(p0) * math.cos(p1) * math.sin(math.radians(lon1 - lon0) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(a, 1.0)))
+def _ellipsoid_metres(lon0: float, lat0: float, lon1: float, lat1: float) -> float:
+    """Distance between two nearby points on the WGS84 ellipsoid (first order: meridian and normal radii)."""
+    phi = math.radians((lat0 + lat1) / 2)
+    w = 1 - WGS84_E2 * math.sin(phi) ** 2
+    north = WGS84_A * (1 - WGS84_E2) / w**1.5 * math.radians(lat1 - lat0)
+    east = WGS84_A / math.sqrt(w) * math.cos(phi) * math.radians(lon1 - lon0)
+    return math.hypot(north, east)
 
 
 def ground_metres_per_unit(crs: CRS, x: float, y: float, step: float) -> tuple[float, float]:
@@ -52,11 +55,11 @@ def ground_metres_per_unit(crs: CRS, x: float, y: float, step: float) -> tuple[f
     """
     try:
         lons, lats = transform_points(crs, "EPSG:4326", [x, x + step, x], [y, y, y + step])
-        mx = _haversine_m(lons[0], lats[0], lons[1], lats[1]) / step
-        my = _haversine_m(lons[0], lats[0], lons[2], lats[2]) / step
+        mx = _ellipsoid_metres(lons[0], lats[0], lons[1], lats[1]) / step
+        my = _ellipsoid_metres(lons[0], lats[0], lons[2], lats[2]) / step
         if mx > 0 and my > 0 and math.isfinite(mx * my):
             return mx, my
-    except (RasterioError, ValueError, OverflowError):
+    except Exception:  # noqa: BLE001 - GDAL/PROJ raise many types for a CRS they cannot relate to the Earth
         pass
     try:
         factor = 1.0 if crs.is_geographic else float(crs.linear_units_factor[1])
@@ -65,12 +68,13 @@ def ground_metres_per_unit(crs: CRS, x: float, y: float, step: float) -> tuple[f
     return factor, factor
 
 
-def _format(units_per_px: float, metres_per_unit: float) -> str:
-    """"0.5 m/px", or "4.5e-06 map units/px ≈ 0.5 m/px" when map units are not metres."""
+def _format(units_per_px: float, metres_per_unit: float, crs: CRS) -> str:
+    """"0.5 m/px", or "4.5e-06°/px ≈ 0.5 m/px" when map units are not ground metres."""
     metres = units_per_px * metres_per_unit
     if abs(metres_per_unit - 1.0) < 1e-3:
         return f"{metres:.3g} m/px"
-    return f"{units_per_px:.3g} map units/px ≈ {metres:.3g} m/px"
+    unit = "°" if crs.is_geographic else " map units"
+    return f"{units_per_px:.3g}{unit}/px ≈ {metres:.3g} m/px"
 
 
 def choose_resolution(requested: float | str | None, *, crs: CRS, native: tuple[float, float],
@@ -95,18 +99,18 @@ def choose_resolution(requested: float | str | None, *, crs: CRS, native: tuple[
     unit_m = math.sqrt(mx * my)  # ground metres of one map unit (geometric mean: pixel areas come out right)
     native_units = math.sqrt(native[0] * native[1])
     if requested is None:
-        return ResolutionChoice(None, f"{_format(native_units, unit_m)} (the raster's native resolution)")
+        return ResolutionChoice(None, f"{_format(native_units, unit_m, crs)} (the raster's native resolution)")
     if requested != RESOLUTION_AUTO:
-        return ResolutionChoice(float(requested), f"{_format(float(requested), unit_m)} (requested)")
+        return ResolutionChoice(float(requested), f"{_format(float(requested), unit_m, crs)} (requested)")
     if gsd_range_m is None:
-        return ResolutionChoice(None, f"{_format(native_units, unit_m)} (automatic: native, the model records no "
+        return ResolutionChoice(None, f"{_format(native_units, unit_m, crs)} (automatic: native, the model records no "
                                       f"training resolution)")
     lo, hi = sorted(gsd_range_m)
     wanted_m = (max(extent_size[0] * mx, extent_size[1] * my) / input_size if mode == "view"
                 else native_units * unit_m)
     chosen_m = min(max(wanted_m, lo), hi)
     units = chosen_m / unit_m
-    note = f"{_format(units, unit_m)} (automatic: the model was trained at {lo:g}–{hi:g} m/px)"
+    note = f"{_format(units, unit_m, crs)} (automatic: the model was trained at {lo:g}–{hi:g} m/px)"
     if math.isclose(units, native_units, rel_tol=1e-6):
         return ResolutionChoice(None, note)
     return ResolutionChoice(units, note)
