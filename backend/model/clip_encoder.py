@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import open_clip
@@ -12,7 +13,12 @@ from torch import nn
 
 from .clip_towers import native_vision_tokens, text_tokens, timm_vision_tokens
 from .config import ClipConfig
+from .gemma_tokenizer import GemmaTokenizer, tokenizer_folder
 from .lora import apply_lora
+
+# timm's ViTs (open_clip's SigLIP towers) pack q, k and v into one ``attn.qkv`` Linear where Hugging Face's SigLIP,
+# which the authors adapt with PEFT, has separate q/k/v_proj: each projection gets its own adapter.
+PACKED_QKV = r"(.+\.)?attn\.qkv"
 
 
 def create_open_clip(cfg: ClipConfig, weights: str | Path | None) -> nn.Module:
@@ -56,7 +62,7 @@ class ClipDualEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
         self.lora_names: list[str] = []
         if cfg.vision_lora is not None:
-            self.lora_names += apply_lora(model.visual, cfg.vision_lora.target, cfg.vision_lora)
+            self.lora_names += apply_lora(model.visual, cfg.vision_lora.target, cfg.vision_lora, PACKED_QKV)
         if cfg.text_lora is not None:
             text_root = model.text if hasattr(model, "text") else model.transformer
             self.lora_names += apply_lora(text_root, cfg.text_lora.target, cfg.text_lora)
@@ -98,19 +104,40 @@ class ClipDualEncoder(nn.Module):
         grid = int(round(tokens.shape[1] ** 0.5))
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, grid, grid)
 
+    def _make_tokenizer(self) -> Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]:
+        """SigLIP 2's Gemma tokenizer when ``cfg.tokenizer_files`` names one, else open_clip's (lengths from EOT)."""
+        if self.cfg.tokenizer_files is not None:
+            tower = getattr(self.model, "text", self.model)
+            return GemmaTokenizer(folder=tokenizer_folder(self.cfg.tokenizer_files),
+                                  context_length=self.cfg.context_length or tower.positional_embedding.shape[0])
+        tokenizer = open_clip.get_tokenizer(self.cfg.tokenizer or self.cfg.name, context_length=self.cfg.context_length)
+        eot = getattr(tokenizer, "eot_token_id", None)
+        if eot is None:
+            raise ValueError(f"open_clip's tokenizer for {self.cfg.tokenizer or self.cfg.name!r} is not CLIP's BPE; "
+                             "SigLIP 2 models name their tokenizer.json with clip.tokenizer_files")
+
+        def tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            ids = tokenizer(texts)  # SOT, tokens, EOT, zeros (0 is also a real token: "!")
+            return ids, (ids == eot).int().argmax(dim=1) + 1
+
+        return tokenize
+
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids trimmed to the longest text of the batch, and the padding mask (True = padding).
+        """Token ids padded to the longest text of the batch, and the padding mask (True = padding).
+
+        Padding is found from each text's length, never from the pad id's value (Gemma's is 0, but other
+        tokenizers differ, and CLIP's pads with 0, a real token).
 
         Returns:
             (ids B×L long, pad_mask B×L bool).
         """
-        if self._tokenizer is None:  # lazy: SigLIP tokenizers need files that may only exist at run time
-            self._tokenizer = open_clip.get_tokenizer(self.cfg.tokenizer or self.cfg.name,
-                                                      context_length=self.cfg.context_length)
-        ids = self._tokenizer(list(texts)).to(self.logit_scale.device)
-        pad = ids == 0
-        length = int((~pad).sum(dim=1).max().clamp(min=1))
-        return ids[:, :length], pad[:, :length]
+        if self._tokenizer is None:  # lazy: SigLIP 2's tokenizer needs files that may only exist at run time
+            self._tokenizer = self._make_tokenizer()
+        ids, lengths = self._tokenizer(list(texts))
+        length = int(lengths.max())
+        pad = torch.arange(length)[None] >= lengths[:, None]
+        device = self.logit_scale.device
+        return ids[:, :length].to(device), pad.to(device)
 
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Token and pooled text features.

@@ -5,6 +5,8 @@ nothing):
 
 * ``LoRALinear`` wraps an ``nn.Linear`` (SAM's ``qkv``/``proj``, timm's attention, MLP linears). Dropout is
   applied to the adapter's input, as in PEFT.
+* ``LoRAPackedLinear`` wraps a packed q/k/v ``nn.Linear`` (timm's ``attn.qkv`` in open_clip's SigLIP towers)
+  with one independent adapter per third, as PEFT puts on Hugging Face SigLIP's separate ``q/k/v_proj``.
 * ``LoRAConv2d`` wraps an ``nn.Conv2d`` (SAM's neck convs in RSRefSeg v1): A is a conv with the base's kernel,
   stride and padding to ``rank`` channels, B a 1×1 conv back, as PEFT does for convolutions.
 * ``nn.MultiheadAttention`` (open_clip's native ViT and text towers) reads ``in_proj_weight`` and
@@ -63,6 +65,53 @@ class LoRALinear(nn.Module):
 
     def merge(self) -> nn.Linear:
         """A plain ``nn.Linear`` with the update folded into its weight (same outputs without dropout)."""
+        merged = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
+                           device=self.base.weight.device, dtype=self.base.weight.dtype)
+        with torch.no_grad():
+            merged.weight.copy_(self.weight)
+            if self.base.bias is not None:
+                merged.bias.copy_(self.base.bias)
+        return merged
+
+
+class LoRAPackedLinear(nn.Module):
+    """A frozen packed ``nn.Linear`` (rows = ``groups`` stacked projections) with one adapter per projection:
+    ``base(x) + scale · cat_g(B_g A_g dropout(x))``. Not the same as one rank-r adapter on the whole layer, whose
+    A would be shared by q, k and v."""
+
+    def __init__(self, *, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0, groups: int = 3) -> None:
+        """Args: as ``LoRALinear``; ``groups``: projections packed along the output rows (3 for q, k, v)."""
+        super().__init__()
+        if base.out_features % groups:
+            raise ValueError(f"{base.out_features} output rows do not split into {groups} projections")
+        self.base = base
+        self.base.requires_grad_(False)
+        self.scale = alpha / rank
+        device = base.weight.device
+        self.lora_a = nn.Parameter(torch.empty(groups, rank, base.in_features, device=device))
+        self.lora_b = nn.Parameter(torch.zeros(groups, base.out_features // groups, rank, device=device))
+        for a in self.lora_a:
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective out×in weight (base + every projection's update)."""
+        delta = torch.bmm(self.lora_b, self.lora_a).reshape(self.base.out_features, self.base.in_features)
+        return self.base.weight + self.scale * delta.to(self.base.weight.dtype)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ...×in_features. Returns: ...×out_features (the projections' outputs side by side)."""
+        low = torch.einsum("...i,gri->...gr", self.dropout(x), self.lora_a.to(x.dtype))
+        update = torch.einsum("...gr,gor->...go", low, self.lora_b.to(x.dtype)).flatten(-2)
+        return self.base(x) + self.scale * update
+
+    def merge(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with the updates folded into its weight (same outputs without dropout)."""
         merged = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
                            device=self.base.weight.device, dtype=self.base.weight.dtype)
         with torch.no_grad():
@@ -148,7 +197,7 @@ def _adapt_mha(mha: nn.MultiheadAttention, cfg: LoRAConfig) -> None:
         LoRADelta(out_features=dim, in_features=dim, rank=cfg.rank, alpha=cfg.alpha, device=device))
 
 
-def apply_lora(module: nn.Module, target_regex: str, cfg: LoRAConfig) -> list[str]:
+def apply_lora(module: nn.Module, target_regex: str, cfg: LoRAConfig, packed_qkv: str | None = None) -> list[str]:
     """Adapt every ``nn.Linear`` / ``nn.Conv2d`` / ``nn.MultiheadAttention`` whose name fully matches
     ``target_regex``.
 
@@ -156,6 +205,8 @@ def apply_lora(module: nn.Module, target_regex: str, cfg: LoRAConfig) -> list[st
         module: the tree to modify in place (names are relative to it).
         target_regex: ``re.fullmatch`` pattern over module names.
         cfg: rank, alpha and dropout.
+        packed_qkv: ``re.fullmatch`` pattern naming the targeted Linears that pack q, k and v and get one
+            adapter per projection (``LoRAPackedLinear``); None: every Linear gets one adapter.
 
     Returns:
         The names of the adapted modules, in module order.
@@ -174,7 +225,12 @@ def apply_lora(module: nn.Module, target_regex: str, cfg: LoRAConfig) -> list[st
             continue
         parent_name, _, attr = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        wrapper = LoRAConv2d if isinstance(child, nn.Conv2d) else LoRALinear
+        if isinstance(child, nn.Conv2d):
+            wrapper = LoRAConv2d
+        elif packed_qkv is not None and re.fullmatch(packed_qkv, name):
+            wrapper = LoRAPackedLinear
+        else:
+            wrapper = LoRALinear
         setattr(parent, attr, wrapper(base=child, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout))
     return [n for n, _ in targets]
 
@@ -183,7 +239,7 @@ def merge_lora(module: nn.Module) -> int:
     """Fold every adapter under ``module`` into its base weight, in place. Returns how many were merged."""
     count = 0
     for name, child in list(module.named_modules()):
-        if isinstance(child, (LoRALinear, LoRAConv2d)):
+        if isinstance(child, (LoRALinear, LoRAPackedLinear, LoRAConv2d)):
             parent_name, _, attr = name.rpartition(".")
             parent = module.get_submodule(parent_name) if parent_name else module
             setattr(parent, attr, child.merge())

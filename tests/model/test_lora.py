@@ -12,7 +12,7 @@ from torch import nn
 from backend.model import build_model, load_config
 from backend.model.clip_encoder import ClipDualEncoder, create_open_clip
 from backend.model.config import LoRAConfig
-from backend.model.lora import LoRALinear, apply_lora, lora_parameter_names, merge_lora
+from backend.model.lora import LoRALinear, LoRAPackedLinear, apply_lora, lora_parameter_names, merge_lora
 
 CFG = LoRAConfig(rank=4, alpha=8.0, dropout=0.0, target="")
 
@@ -98,3 +98,35 @@ def test_lora_conv_zero_init_and_merge() -> None:
 def test_v1_adapts_sams_neck() -> None:
     model = build_model(load_config("tiny-rsrefseg"))
     assert {"neck.0", "neck.2"} <= set(model.sam_head.lora_names)
+
+
+def test_packed_qkv_gets_an_independent_adapter_per_projection() -> None:
+    """One adapter per q/k/v third (as PEFT on SigLIP's separate q/k/v_proj), not one shared rank-r adapter."""
+    torch.manual_seed(0)
+    base = nn.Linear(8, 3 * 6)
+    x = torch.randn(5, 8)
+    layer = LoRAPackedLinear(base=copy.deepcopy(base), rank=4, alpha=8.0)
+    assert layer.lora_a.shape == (3, 4, 8) and layer.lora_b.shape == (3, 6, 4)
+    torch.testing.assert_close(layer(x), base(x))
+    _nudge_b(layer)
+    with torch.no_grad():
+        layer.lora_a[1].zero_()  # k's adapter off: only the k rows go back to the base output
+    adapted, reference = layer(x), base(x)
+    torch.testing.assert_close(adapted[:, 6:12], reference[:, 6:12])
+    for rows, g in ((slice(0, 6), 0), (slice(12, 18), 2)):
+        expected = reference[:, rows] + 2.0 * x @ layer.lora_a[g].T @ layer.lora_b[g].T
+        torch.testing.assert_close(adapted[:, rows], expected)
+    torch.testing.assert_close(layer.merge()(x), adapted, atol=1e-6, rtol=1e-5)
+
+
+def test_apply_lora_packs_only_the_named_linears() -> None:
+    block = nn.Module()
+    block.attn = nn.Module()
+    block.attn.qkv, block.attn.proj = nn.Linear(8, 24), nn.Linear(8, 8)
+    assert apply_lora(block, r"attn\.(qkv|proj)", CFG, packed_qkv=r"(.+\.)?attn\.qkv") == ["attn.qkv", "attn.proj"]
+    assert isinstance(block.attn.qkv, LoRAPackedLinear) and type(block.attn.proj) is LoRALinear
+    _nudge_b(block)
+    x = torch.randn(3, 8)
+    adapted = block.attn.qkv(x)
+    assert merge_lora(block) == 2 and isinstance(block.attn.qkv, nn.Linear)
+    torch.testing.assert_close(block.attn.qkv(x), adapted, atol=1e-6, rtol=1e-5)

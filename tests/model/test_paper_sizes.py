@@ -1,11 +1,14 @@
-"""Parity with METHOD.md §2's size estimate: the prompter at the paper's dims is ≈ 82.8 M parameters."""
+"""rsrefseg2-paper against the method: the prompter's size (METHOD.md §2, ≈ 82.8 M), the LoRA placement and the
+SigLIP 2 sizes of the authors' checkpoint (METHOD.md §1, AUTHORS_CHECKPOINTS.md §2), on the meta device."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
-from backend.model import load_config
+from backend.model import build_model, load_config
+from backend.model.lora import LoRALinear, LoRAPackedLinear
 from backend.model.prompter_v2 import CascadedPrompter
 
 
@@ -25,3 +28,80 @@ def test_paper_prompter_parameter_budget() -> None:
     assert prompter.image_pe.numel() / 1e6 == pytest.approx(1.2, abs=0.05)
     assert _millions(prompter.sparse_head) == pytest.approx(0.26, abs=0.01)
     assert _millions(prompter) == pytest.approx(82.8, abs=0.2)
+
+
+# --- LoRA placement of rsrefseg2-paper (METHOD.md §1 "Trained vs frozen"), in the authors' (HF/PEFT) names ---
+SIGLIP_LAYERS = 27
+HIERA_BLOCKS = 48
+
+
+def _method_clip_sites() -> set[str]:
+    """METHOD.md §1: q/k/v/out of every SigLIP layer in both towers, the vision head's out_proj and MLP, the
+    text head."""
+    layers = {f"{tower}.encoder.layers.{i}.self_attn.{p}_proj" for tower in ("vision", "text")
+              for i in range(SIGLIP_LAYERS) for p in ("q", "k", "v", "out")}
+    return layers | {"vision.head.attention.out_proj", "vision.head.mlp.fc1", "vision.head.mlp.fc2", "text.head"}
+
+
+def _adapted_clip_sites(clip_encoder: torch.nn.Module) -> set[str]:
+    """Our adapters, named as the HF SigLIP modules they stand for (one name per independent adapter)."""
+    vision_names = {"attn.proj": "self_attn.out_proj"}
+    head_names = {"attn_pool.proj": "head.attention.out_proj", "attn_pool.mlp.fc1": "head.mlp.fc1",
+                  "attn_pool.mlp.fc2": "head.mlp.fc2"}
+    sites = set()
+    for name, module in clip_encoder.model.visual.trunk.named_modules():
+        block, _, rest = name.partition(".attn.")
+        if isinstance(module, LoRAPackedLinear) and rest == "qkv":
+            layer = block.split(".")[1]
+            sites |= {f"vision.encoder.layers.{layer}.self_attn.{p}_proj" for p in ("q", "k", "v")}
+        elif isinstance(module, LoRALinear) and name.startswith("blocks."):
+            sites.add(f"vision.encoder.layers.{name.split('.')[1]}.{vision_names[name.split('.', 2)[2]]}")
+        elif isinstance(module, LoRALinear):
+            sites.add(f"vision.{head_names[name]}")
+    text = clip_encoder.model.text
+    for name, module in text.named_modules():
+        if isinstance(module, torch.nn.MultiheadAttention) and parametrize.is_parametrized(module):
+            layer = name.split(".")[2]
+            if parametrize.is_parametrized(module, "in_proj_weight"):
+                groups = module.parametrizations.in_proj_weight[0].lora_a.shape[0]
+                sites |= {f"text.encoder.layers.{layer}.self_attn.{p}_proj" for p in ("q", "k", "v")[:groups]}
+            if parametrize.is_parametrized(module.out_proj, "weight"):
+                sites.add(f"text.encoder.layers.{layer}.self_attn.out_proj")
+        elif isinstance(module, LoRALinear) and name == "text_projection":
+            sites.add("text.head")
+    return sites
+
+
+@pytest.fixture(scope="module")
+def paper_model() -> torch.nn.Module:
+    with torch.device("meta"):  # sizes and names only
+        return build_model(load_config("rsrefseg2-paper"))
+
+
+def test_paper_clip_lora_sits_where_the_authors_put_it(paper_model) -> None:
+    assert _adapted_clip_sites(paper_model.clip_encoder) == _method_clip_sites()
+    ranks = {p.shape[-2] for n, p in paper_model.clip_encoder.named_parameters() if n.endswith("lora_a")}
+    assert ranks == {16}
+    assert all(c.rank == 16 and c.alpha == 16 and c.dropout == 0
+               for c in (paper_model.config.clip.vision_lora, paper_model.config.clip.text_lora))
+
+
+def test_paper_clip_sizes_match_the_authors_checkpoint(paper_model) -> None:
+    """AUTHORS_CHECKPOINTS.md §2: SigLIP 2 towers with both scalars 1,136,555,698; LoRA 4,192,768 (vision) and
+    4,018,176 (text); SigLIP's logit scale and bias train."""
+    clip = paper_model.clip_encoder
+    lora = {tower: sum(p.numel() for n, p in getattr(clip.model, tower).named_parameters() if "lora_" in n)
+            for tower in ("visual", "text")}
+    base = sum(p.numel() for n, p in clip.named_parameters() if "lora_" not in n)
+    assert (base, lora["visual"], lora["text"]) == (1_136_555_698, 4_192_768, 4_018_176)
+    trainable = set(paper_model.trainable_parameter_names())
+    assert {"clip_encoder.model.logit_scale", "clip_encoder.model.logit_bias"} <= trainable
+
+
+def test_paper_sam_lora_sits_where_the_authors_put_it(paper_model) -> None:
+    """Hiera qkv/proj in all 48 blocks and the four FPN lateral convs (SAM 2.1 configs only)."""
+    if getattr(paper_model.config.sam, "family", "sam1") != "sam2.1":
+        pytest.skip("rsrefseg2-paper is not on SAM 2.1 yet")
+    expected = {f"trunk.blocks.{i}.attn.{p}" for i in range(HIERA_BLOCKS) for p in ("qkv", "proj")}
+    expected |= {f"neck.convs.{i}.conv" for i in range(4)}
+    assert set(paper_model.sam_head.lora_names) == expected
