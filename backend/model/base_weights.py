@@ -1,7 +1,8 @@
 """Base (pre-trained) weights from local files: SAM checkpoints and the SHA-256 records checkpoints keep.
 
 open_clip checkpoints are loaded by open_clip itself (``clip_encoder.create_open_clip``); SAM ``.pth`` files
-are read with ``torch.load(weights_only=True)``, never unpickled freely.
+are read with ``torch.load(weights_only=True)``, never unpickled freely; ``check_base_file`` refuses a damaged,
+truncated or general-pickle file before any library reads it.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from backend.errors import BackendError
+
+from .weight_files import check_weights_file, read_state_dict
 
 # SAM .pth keys that belong to segment_anything's ``Sam`` wrapper, not to its three parts.
 SAM_WRAPPER_KEYS = ("pixel_mean", "pixel_std")
@@ -33,27 +34,45 @@ def weight_record(path: str | Path | None) -> dict[str, str] | None:
     return None if path is None else {"file": Path(path).name, "sha256": file_sha256(path)}
 
 
+SAM_HINT = "pass an official segment_anything sam_vit_*.pth file (or a .safetensors of its tensors)"
+CLIP_HINT = "pass an open_clip checkpoint of the configured CLIP model (.safetensors or a PyTorch state dict)"
+
+
+def check_base_file(kind: str, path: str | Path) -> None:
+    """Refuse a base-weight file that is missing, damaged, truncated or a general pickle, before anything reads it.
+
+    Call it before handing a file to a library (open_clip reads CLIP weights itself). Nothing in a pickle runs.
+
+    Args:
+        kind: "clip" or "sam" (for the message and hint).
+        path: the file.
+
+    Raises:
+        BackendError("weights"): naming the file, what is wrong and what to do.
+    """
+    path = Path(path)
+    hint = CLIP_HINT if kind == "clip" else SAM_HINT
+    if not path.is_file():
+        raise BackendError("weights", f"{kind} weights file not found: {path}", hint)
+    check_weights_file(path, "weights", hint)
+
+
 def load_sam_weights(parts: dict[str, nn.Module], path: str | Path) -> None:
     """Load a segment_anything checkpoint (``.pth`` via ``weights_only=True``, or ``.safetensors``) into
     the ``image_encoder``/``prompt_encoder``/``mask_decoder`` parts, strictly."""
     path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise BackendError("weights", f"cannot read SAM weights {path.name}: {exc}",
-                           "pass an official segment_anything sam_vit_*.pth file") from exc
+    if not path.is_file():
+        raise BackendError("weights", f"sam weights file not found: {path}", SAM_HINT)
+    state = read_state_dict(path, "weights", SAM_HINT)
     state = {k: v for k, v in state.items() if k not in SAM_WRAPPER_KEYS}
     for prefix, part in parts.items():
         sub = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
         try:
             part.load_state_dict(sub, strict=True)
         except RuntimeError as exc:
-            raise BackendError("weights", f"SAM weights {path.name} do not fit the configured SAM size: {exc}",
+            raise BackendError("weights", f"SAM weights {path} do not fit the configured SAM size: {exc}",
                                "choose the config matching the SAM size (vit_b/vit_l/vit_h)") from exc
     leftover = sorted(k for k in state if k.split(".", 1)[0] not in parts)
     if leftover:
-        raise BackendError("weights", f"SAM weights {path.name} have unexpected keys: {', '.join(leftover[:10])}",
-                           "pass an official segment_anything sam_vit_*.pth file")
+        raise BackendError("weights", f"SAM weights {path} have unexpected keys: {', '.join(leftover[:10])}",
+                           SAM_HINT)

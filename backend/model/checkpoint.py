@@ -2,7 +2,9 @@
 
 Our checkpoints are ``.safetensors`` (never pickles) plus a sidecar ``.json`` with the model config, the
 format version and the base CLIP/SAM weight files the model was built on (name and SHA-256). Key renames,
-if a checkpoint layout ever changes, belong in this file. Base weights are read by ``base_weights.py``.
+if a checkpoint layout ever changes, belong in this file. Base weights are read by ``base_weights.py``; the
+sidecar is checked by ``checkpoint_sidecar.py`` and the weight files by ``weight_files.py`` before anything is
+built, so a damaged, truncated, edited or pickled file fails with a "checkpoint" or "weights" error naming it.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from backend.errors import BackendError
 
-from .base_weights import file_sha256
+from .base_weights import check_base_file, file_sha256
 from .build import build_model
+from .checkpoint_sidecar import FORMAT, FORMAT_VERSION, read_sidecar
 from .config import config_from_dict
 from .device import select_device
+from .weight_files import check_safetensors, kind_of, read_safetensors
 
-FORMAT = "rsrefseg2-checkpoint"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointMeta", "load_model", "read_checkpoint_meta", "save_checkpoint",
+           "trained_state_keys"]
 
 
 @dataclass(frozen=True)
@@ -114,36 +118,22 @@ def save_checkpoint(model: nn.Module, path: str | Path, include_base: bool = Fal
 
 
 def _require_safetensors(path: Path) -> None:
-    """Refuse anything that is not a safetensors file, by its header, without unpickling it."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    size = path.stat().st_size
-    header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
-    if not (0 < header_len <= size - 8 and head[8:9] == b"{"):
-        kind = "a zip/pickle PyTorch file" if head[:2] == b"PK" or head[:1] == b"\x80" else "not safetensors"
-        raise BackendError("checkpoint", f"{path.name} is {kind}; RSRefSeg checkpoints are .safetensors files",
-                           "use a checkpoint written by training/save_checkpoint; pickle files are never loaded")
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        raise BackendError("checkpoint", f"{sidecar.name} (the checkpoint's config) is missing",
-                           "keep the .json written next to the .safetensors file")
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BackendError("checkpoint", f"{sidecar.name} is not valid JSON ({exc})",
-                           "restore the sidecar written by save_checkpoint") from exc
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise BackendError("checkpoint", f"{sidecar.name} is not a {FORMAT} v{FORMAT_VERSION} sidecar",
-                           "re-export the checkpoint with this version of the plugin")
-    return meta
+    """Refuse anything that is not a safetensors file, by its first bytes, without unpickling it."""
+    kind = kind_of(path)
+    if kind != "safetensors":
+        what = {"zip": "a PyTorch zip archive (pickle)", "pickle": "a pickle"}.get(kind, "not a safetensors file")
+        raise BackendError("checkpoint", f"{path} is {what}; RSRefSeg checkpoints are .safetensors files",
+                           "use a checkpoint written by training (save_checkpoint); pickle files are never loaded, "
+                           "so nothing in this one ran")
 
 
 def read_checkpoint_meta(checkpoint: str | Path) -> CheckpointMeta:
-    """The ``meta`` of a checkpoint's sidecar (empty when the sidecar has none), without loading weights."""
-    return CheckpointMeta.from_dict(_read_sidecar(Path(checkpoint)).get("meta", {}))
+    """The ``meta`` of a checkpoint's sidecar (empty when the sidecar has none), without loading weights.
+
+    Raises:
+        BackendError("checkpoint"): the sidecar is missing or malformed (``checkpoint_sidecar.read_sidecar``).
+    """
+    return CheckpointMeta.from_dict(read_sidecar(Path(checkpoint)).get("meta", {}))
 
 
 def _verified_base(kind: str, expected: dict[str, str] | None, given: str | Path | None) -> str | Path | None:
@@ -162,7 +152,23 @@ def _verified_base(kind: str, expected: dict[str, str] | None, given: str | Path
         raise BackendError("weights", f"{kind} weights {Path(given).name} have sha256 {actual}, but the checkpoint "
                            f"expects {expected['sha256']} ({expected['file']})",
                            f"pass the {kind} weights the model was trained on")
+    if kind == "clip":  # open_clip reads it: refuse a damaged file or a general pickle first
+        check_base_file(kind, given)
     return given
+
+
+def _build(sidecar: dict[str, Any], path: Path, clip_file: str | Path | None,
+           sam_file: str | Path | None) -> nn.Module:
+    """The model the sidecar describes; a config that passes the sidecar's checks but still cannot be built
+    (inconsistent sizes) becomes a "checkpoint" error naming the sidecar."""
+    try:
+        return build_model(config_from_dict(sidecar["config"]), clip_weights=clip_file, sam_weights=sam_file)
+    except (ValueError, TypeError, KeyError, IndexError, AssertionError, ZeroDivisionError, RuntimeError) as exc:
+        if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc):
+            raise
+        raise BackendError("checkpoint", f"{path.with_suffix('.json')} describes a model that cannot be built "
+                                         f"({type(exc).__name__}: {exc})",
+                           "restore the .json written beside the checkpoint by training") from exc
 
 
 def _check_keys(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], expected: list[str],
@@ -197,19 +203,19 @@ def load_model(checkpoint: str | Path, clip_weights: str | Path | None = None,
     if not path.is_file():
         raise BackendError("checkpoint", f"checkpoint not found: {path}", "check the checkpoint path")
     _require_safetensors(path)
-    meta = _read_sidecar(path)
-    config = config_from_dict(meta["config"])
-    if meta["include_base"]:
+    check_safetensors(path, "checkpoint")
+    sidecar = read_sidecar(path)
+    if sidecar["include_base"]:
         clip_file = sam_file = None
     else:
-        clip_file = _verified_base("clip", meta["base_weights"]["clip"], clip_weights)
-        sam_file = _verified_base("sam", meta["base_weights"]["sam"], sam_weights)
-    model = build_model(config, clip_weights=clip_file, sam_weights=sam_file)
-    state = load_file(str(path))
+        clip_file = _verified_base("clip", sidecar["base_weights"]["clip"], clip_weights)
+        sam_file = _verified_base("sam", sidecar["base_weights"]["sam"], sam_weights)
+    model = _build(sidecar, path, clip_file, sam_file)
+    state = read_safetensors(path, "checkpoint")
     reference = model.state_dict()
-    expected = list(reference) if meta["include_base"] else trained_state_keys(model)
+    expected = list(reference) if sidecar["include_base"] else trained_state_keys(model)
     _check_keys(state, reference, expected, path.name)
-    model.load_state_dict(state, strict=bool(meta["include_base"]))
-    model.base_weights = meta["base_weights"]
-    model.meta = CheckpointMeta.from_dict(meta.get("meta", {}))
+    model.load_state_dict(state, strict=bool(sidecar["include_base"]))
+    model.base_weights = sidecar["base_weights"]
+    model.meta = CheckpointMeta.from_dict(sidecar.get("meta", {}))
     return model.to(select_device(device or "cpu")).eval()
