@@ -74,6 +74,24 @@ else
   echo "installed"
 fi
 
+SAM2_REFERENCE=$VENV/reference/sam2
+step "dev only: Meta's SAM 2.1 code as a test reference, apart from the venv ($SAM2_REFERENCE)"
+# The SAM 2.1 parity tests compare our image path with Meta's. PyPI's sam2 ships a top-level `training` package
+# that would shadow ours, so it never enters site-packages: it goes into its own folder (tests append it to the
+# end of sys.path), built without its CUDA extension and against the venv's torch.
+SAM2_SPEC="sam2==1.1.0 hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 iopath==0.1.10 portalocker"
+if [[ ",$EXTRAS," != *",dev,"* ]]; then
+  echo "skipped (no dev extra)"
+elif [ -f "$SAM2_REFERENCE/.spec" ] && [ "$(cat "$SAM2_REFERENCE/.spec")" = "$SAM2_SPEC" ]; then
+  echo "present"
+else
+  rm -rf "$SAM2_REFERENCE"
+  # shellcheck disable=SC2086  # SAM2_SPEC is a list of requirement specifiers
+  SAM2_BUILD_CUDA=0 "${PIP[@]}" --no-deps --no-build-isolation --target "$SAM2_REFERENCE" $SAM2_SPEC
+  printf '%s' "$SAM2_SPEC" > "$SAM2_REFERENCE/.spec"
+  echo "installed"
+fi
+
 step "check: QGIS, torch and the project import from $VENV"
 QT_QPA_PLATFORM=offscreen "$VENV/bin/python" - <<'EOF'
 from qgis.core import Qgis
