@@ -54,16 +54,15 @@ def decorrelation_loss(q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
     return (F.cosine_similarity(q1.mean(1), q2.mean(1), dim=-1) ** 2).mean()
 
 
-def gather_with_local_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+def gather_with_local_grad(x: torch.Tensor) -> torch.Tensor:
     """All-gather B×C features across ranks without gradient, with this rank's slice swapped back in (so its
-    gradient flows). Returns the (world·B)×C tensor and this rank's offset; identity without a process group."""
+    gradient flows). Returns the (world·B)×C tensor in rank order; ``x`` itself without a process group."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x, 0
+        return x
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.detach().contiguous())
-    rank = dist.get_rank()
-    parts[rank] = x
-    return torch.cat(parts), rank * x.shape[0]
+    parts[dist.get_rank()] = x
+    return torch.cat(parts)
 
 
 def region_text_features(clip_patch: torch.Tensor, labels: torch.Tensor, q2: torch.Tensor
@@ -109,14 +108,17 @@ class RefSegLoss(nn.Module):
             self.logit_bias2 = nn.Parameter(torch.tensor(math.log(0.5)))
 
     def contrastive(self, clip_patch: torch.Tensor, labels: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
-        """Symmetric region–text InfoNCE over the (globally gathered) batch, halved."""
+        """Symmetric region–text InfoNCE over the whole gathered batch, halved.
+
+        Every rank computes the same loss on the full (world·B)² logit matrix, as the authors do; only its own
+        features carry gradient. (Cross-entropy over this rank's rows alone would, after DDP averages the
+        gradients, weigh this term about world-size times more than the authors' run does.)
+        """
         region, text = region_text_features(clip_patch, labels, q2)
-        all_region, offset = gather_with_local_grad(region)
-        all_text, _ = gather_with_local_grad(text)
-        targets = torch.arange(region.shape[0], device=region.device) + offset
-        logits_i2t = self.logit_scale2.exp() * region @ all_text.T + self.logit_bias2
-        logits_t2i = self.logit_scale2.exp() * text @ all_region.T + self.logit_bias2
-        return (F.cross_entropy(logits_i2t, targets) + F.cross_entropy(logits_t2i, targets)) / 2
+        all_region, all_text = gather_with_local_grad(region), gather_with_local_grad(text)
+        logits = self.logit_scale2.exp() * all_region @ all_text.T + self.logit_bias2  # region × text
+        targets = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
     def forward(self, output: object, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """
