@@ -4,7 +4,9 @@ Every phrase is checked against all objects of the scene before it is emitted: i
 object, with a clear margin wherever it depends on geometry (positions, distances, sizes), so a model is never
 trained on an ambiguous target. Three families, recorded as ``phrase_type``:
 
-- ``attribute``: kind plus colour and/or size class ("the red building", "the large white tank").
+- ``attribute``: kind plus colour and/or size class ("the red building", "the large white tank"). A size word
+  is used only when the scene also holds an object of the same kind in the other size class, so "large" can be
+  read from the picture by comparison whatever the ground resolution.
 - ``position``: where the object is in the image ("the building at the top left", "the tank closest to the
   right edge").
 - ``relation``: relative to other objects ("the small tank next to the large tank", "the second largest
@@ -43,17 +45,23 @@ def _matching(objects: Sequence[SceneObject], pred: Callable[[SceneObject], bool
     return [i for i, o in enumerate(objects) if pred(o)]
 
 
+def _size_readable(objects: Sequence[SceneObject], o: SceneObject) -> bool:
+    """Whether the scene shows ``o``'s size class by comparison: another object of its kind in the other class."""
+    return any(x.kind == o.kind and x.size != o.size for x in objects)
+
+
 def attribute_phrases(objects: Sequence[SceneObject]) -> list[Phrase]:
     """Phrases naming an object by kind, colour and size class, kept when exactly one object matches."""
     out: list[Phrase] = []
     for i, o in enumerate(objects):
         colour = "" if o.kind == "pond" else f"{o.colour} "
-        variants = [
-            (f"the {colour}{o.kind}", lambda x, o=o: x.kind == o.kind and x.colour == o.colour),
-            (f"the {o.size} {o.kind}", lambda x, o=o: x.kind == o.kind and x.size == o.size),
-            (f"the {o.size} {colour}{o.kind}",
-             lambda x, o=o: x.kind == o.kind and x.size == o.size and x.colour == o.colour),
-        ]
+        variants = [(f"the {colour}{o.kind}", lambda x, o=o: x.kind == o.kind and x.colour == o.colour)]
+        if _size_readable(objects, o):
+            variants += [
+                (f"the {o.size} {o.kind}", lambda x, o=o: x.kind == o.kind and x.size == o.size),
+                (f"the {o.size} {colour}{o.kind}",
+                 lambda x, o=o: x.kind == o.kind and x.size == o.size and x.colour == o.colour),
+            ]
         seen: set[str] = set()
         for text, pred in variants:
             if text not in seen and _matching(objects, pred) == [i]:
@@ -108,11 +116,10 @@ def _unique_name(objects: Sequence[SceneObject], j: int) -> str | None:
     """The shortest attribute phrase that names object ``j`` alone ("the pond", "the large tank"), or None."""
     o = objects[j]
     colour = "" if o.kind == "pond" else f"{o.colour} "
-    candidates = [
-        (f"the {o.kind}", lambda x: x.kind == o.kind),
-        (f"the {o.size} {o.kind}", lambda x: x.kind == o.kind and x.size == o.size),
-        (f"the {colour}{o.kind}", lambda x: x.kind == o.kind and x.colour == o.colour),
-    ]
+    candidates = [(f"the {o.kind}", lambda x: x.kind == o.kind)]
+    if _size_readable(objects, o):
+        candidates.append((f"the {o.size} {o.kind}", lambda x: x.kind == o.kind and x.size == o.size))
+    candidates.append((f"the {colour}{o.kind}", lambda x: x.kind == o.kind and x.colour == o.colour))
     for text, pred in candidates:
         if _matching(objects, pred) == [j]:
             return text
@@ -147,7 +154,7 @@ def relation_phrases(objects: Sequence[SceneObject]) -> list[Phrase]:
             for size in (None, "small", "large"):
                 group = [j for j in _matching(objects, lambda x, k=kind, s=size: x.kind == k
                                               and (s is None or x.size == s)) if j != a_idx]
-                if not group:
+                if not group or (size is not None and not _size_readable(objects, objects[group[0]])):
                     continue
                 ranked = sorted(group, key=lambda j: _distance(objects[j], anchor))
                 d0 = _distance(objects[ranked[0]], anchor)

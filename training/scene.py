@@ -1,9 +1,14 @@
 """Aerial-like synthetic scenes: one renderer for the demo GeoTIFF and the synthetic referring set.
 
-A scene is a top-down picture of a landscape (fields, a road, water, trees) with referable objects on it
-(buildings of a few colours and sizes, round storage tanks, ponds). Every referable object carries its kind,
-colour, size class and exact pixel mask, so phrases can be generated from ground truth
-(``training/synthetic.py``) and the demo model trained on those phrases works on the bundled sample.
+A scene is a top-down picture of a landscape (ground, fields, roads, maybe a river, trees) with referable
+objects on it: buildings of five colours and two size classes (rotated or not, rectangular or L-shaped, flat,
+gabled, hipped or corrugated roofs), round storage tanks and ponds. Every referable object carries its kind,
+colour, size class and exact pixel mask, so phrases are generated from ground truth (``training/phrases.py``).
+
+Everything a different renderer could do differently is drawn per scene: ground type and texture, field
+patterns, road count, angles and curves, object sizes, counts, rotations and roof styles, sun direction and
+shadow length, illumination, colour cast, haze, blur and noise (``scene_ground``, ``scene_objects``,
+``scene_photometry``). Sizes are in metres, so the ground sampling distance sets how large objects look.
 
 Pure numpy; deterministic for a given ``numpy.random.Generator`` state.
 """
@@ -11,8 +16,13 @@ Pure numpy; deterministic for a given ``numpy.random.Generator`` state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
+
+from training.scene_ground import render_ground, render_trees
+from training.scene_objects import Footprint, blob, disc, paint_building, paint_pond, paint_tank, rectangle, shadow_mask
+from training.scene_photometry import apply_photometry
 
 # RGB colours of referable objects, keyed by the colour word used in phrases.
 OBJECT_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -26,10 +36,12 @@ POND_RGB = (46, 84, 120)  # ponds are water: "blue" in phrases, painted darker t
 BUILDING_COLOURS = ("red", "white", "blue", "grey", "orange")
 TANK_COLOURS = ("white", "grey")
 
-# Side length in metres of each size class, drawn uniformly in the range.
-BUILDING_SIZES_M: dict[str, tuple[float, float]] = {"small": (9.0, 14.0), "large": (24.0, 34.0)}
-TANK_DIAMETERS_M: dict[str, tuple[float, float]] = {"small": (7.0, 10.0), "large": (16.0, 22.0)}
-POND_SIZES_M: dict[str, tuple[float, float]] = {"small": (14.0, 20.0), "large": (28.0, 40.0)}
+# Side length (buildings: long side; tanks and ponds: diameter) in metres of each size class.
+BUILDING_SIZES_M: dict[str, tuple[float, float]] = {"small": (8.0, 15.0), "large": (23.0, 36.0)}
+TANK_DIAMETERS_M: dict[str, tuple[float, float]] = {"small": (6.0, 10.0), "large": (15.0, 24.0)}
+POND_SIZES_M: dict[str, tuple[float, float]] = {"small": (12.0, 20.0), "large": (28.0, 44.0)}
+# Heights in metres (they set shadow lengths).
+HEIGHTS_M = {"building": (3.0, 12.0), "tank": (4.0, 12.0), "pond": (0.0, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -50,13 +62,13 @@ class SceneObject:
     bbox: tuple[int, int, int, int]
     mask: np.ndarray = field(repr=False, compare=False)
 
-    @property
+    @cached_property
     def centre(self) -> tuple[float, float]:
-        """(x, y) of the mask centroid in pixels."""
+        """(x, y) of the mask centroid in pixels (computed once: phrase generation asks for it often)."""
         ys, xs = np.nonzero(self.mask)
         return float(xs.mean()), float(ys.mean())
 
-    @property
+    @cached_property
     def area_px(self) -> int:
         return int(self.mask.sum())
 
@@ -70,80 +82,63 @@ class Scene:
     gsd_m: float
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cell: int) -> np.ndarray:
-    """Low-frequency noise in [0, 1], size×size, made by bilinear upsampling of a coarse random grid."""
-    coarse_n = size // cell + 2
-    coarse = rng.random((coarse_n, coarse_n))
-    coords = np.arange(size) / cell
-    i0 = np.floor(coords).astype(int)
-    frac = coords - i0
-    rows = coarse[i0] * (1 - frac)[:, None] + coarse[i0 + 1] * frac[:, None]
-    return rows[:, i0] * (1 - frac)[None, :] + rows[:, i0 + 1] * frac[None, :]
+@dataclass(frozen=True)
+class _Placed:
+    kind: str
+    colour: str
+    size: str
+    shape: Footprint
+    angle: float
+    height_m: float
 
 
-def _paint(image: np.ndarray, mask: np.ndarray, rgb: tuple[int, int, int], texture: np.ndarray,
-           amount: float) -> None:
-    """Paint ``rgb`` into ``image`` where ``mask``, modulated by ``texture`` (±amount, relative)."""
-    shade = 1.0 + amount * (texture[mask] - 0.5) * 2.0
-    image[mask] = np.clip(np.asarray(rgb, np.float32)[None, :] * shade[:, None], 0, 255)
+def _footprint(rng: np.random.Generator, kind: str, size_class: str, gsd_m: float, cx: float,
+               cy: float) -> tuple[Footprint, float]:
+    """A footprint of ``kind`` and size class centred on (cx, cy) px, and its rotation angle."""
+    if kind == "building":
+        length = rng.uniform(*BUILDING_SIZES_M[size_class]) / gsd_m
+        width = length * rng.uniform(0.5, 1.0)
+        angle = rng.choice([0.0, np.pi / 2]) if rng.random() < 0.45 else rng.uniform(0, np.pi)
+        notch = rng.uniform(0.3, 0.5) if rng.random() < 0.2 else 0.0
+        return rectangle(cx, cy, max(length, 3.0), max(width, 3.0), angle, notch), angle
+    if kind == "tank":
+        return disc(cx, cy, max(rng.uniform(*TANK_DIAMETERS_M[size_class]) / gsd_m / 2, 1.5)), 0.0
+    radius = max(rng.uniform(*POND_SIZES_M[size_class]) / gsd_m / 2, 2.0)
+    aspect = 1.0 if rng.random() < 0.4 else rng.uniform(1.0, 1.6)
+    angle = rng.uniform(0, np.pi)
+    return blob(rng, cx, cy, radius, aspect, angle), angle
 
 
-def _render_background(rng: np.random.Generator, size: int, image: np.ndarray) -> np.ndarray:
-    """Fields, a road and a river strip; returns the H×W bool mask of ground that objects may not cover."""
-    grass = np.array([96, 128, 64], np.float32)
-    noise = _smooth_noise(rng, size, 24)
-    image[:] = grass * (0.85 + 0.3 * noise)[..., None]
-    yy, xx = np.mgrid[0:size, 0:size]
-    blocked = np.zeros((size, size), bool)
-
-    field_colours = [(150, 160, 70), (190, 170, 100), (120, 100, 70), (90, 140, 60)]
-    for _ in range(rng.integers(2, 5)):
-        w, h = rng.integers(size // 6, size // 3, 2)
-        x0, y0 = rng.integers(0, size - w), rng.integers(0, size - h)
-        field_mask = (xx >= x0) & (xx < x0 + w) & (yy >= y0) & (yy < y0 + h)
-        rows = 0.5 + 0.5 * np.sin((xx if rng.random() < 0.5 else yy) * rng.uniform(0.6, 1.2))
-        _paint(image, field_mask, field_colours[rng.integers(len(field_colours))], rows, 0.08)
-
-    # A straight road across the scene, horizontal or vertical.
-    width = int(rng.integers(6, 11))
-    offset = int(rng.integers(size // 5, 4 * size // 5))
-    road = (np.abs(yy - offset) < width / 2) if rng.random() < 0.5 else (np.abs(xx - offset) < width / 2)
-    _paint(image, road, (150, 146, 140), noise, 0.05)
-    blocked |= road
-
-    # A river strip along one border, sometimes.
-    if rng.random() < 0.6:
-        depth = int(rng.integers(size // 14, size // 8))
-        wobble = (np.sin(np.arange(size) / rng.uniform(20, 50)) * depth * 0.3).astype(int)
-        river = (yy < depth + wobble[None, :]) if rng.random() < 0.5 else (xx > size - depth + wobble[:, None])
-        _paint(image, river, (40, 70, 110), noise, 0.1)
-        blocked |= river
-    return blocked
-
-
-def _render_trees(rng: np.random.Generator, size: int, image: np.ndarray, free: np.ndarray) -> None:
-    """Dark-green tree crowns on free ground (not referable, but they make the scene look aerial)."""
-    yy, xx = np.mgrid[0:size, 0:size]
-    for _ in range(rng.integers(15, 40)):
-        cx, cy = rng.integers(0, size, 2)
-        radius = rng.uniform(3, 7)
-        crown = ((xx - cx) ** 2 + (yy - cy) ** 2 < radius**2) & free
-        image[crown] = (40 + rng.integers(0, 20), 80 + rng.integers(0, 30), 35)
-
-
-def _place(rng: np.random.Generator, occupied: np.ndarray, w: int, h: int, margin: int) -> tuple[int, int] | None:
-    """Top-left corner of a free w×h box (with ``margin`` px clearance), or None after 60 tries."""
+def _try_place(rng: np.random.Generator, kind: str, size_class: str, gsd_m: float, occupied: np.ndarray,
+               margin: int) -> tuple[Footprint, float] | None:
+    """A footprint that lies inside the scene, clear of ``occupied`` by ``margin`` px, or None after 40 tries."""
     size = occupied.shape[0]
-    for _ in range(60):
-        x0 = int(rng.integers(margin, size - w - margin))
-        y0 = int(rng.integers(margin, size - h - margin))
-        if not occupied[y0 - margin:y0 + h + margin, x0 - margin:x0 + w + margin].any():
-            return x0, y0
+    for _ in range(40):
+        cx, cy = rng.uniform(0, size, 2)
+        shape, angle = _footprint(rng, kind, size_class, gsd_m, cx, cy)
+        ys, xs = np.nonzero(shape.mask)
+        if len(ys) == 0:
+            continue
+        x0, y0 = shape.x0 + xs.min(), shape.y0 + ys.min()
+        x1, y1 = shape.x0 + xs.max() + 1, shape.y0 + ys.max() + 1
+        if x0 < margin or y0 < margin or x1 > size - margin or y1 > size - margin:
+            continue
+        if not occupied[y0 - margin:y1 + margin, x0 - margin:x1 + margin].any():
+            occupied[y0 - margin // 2:y1 + margin // 2, x0 - margin // 2:x1 + margin // 2] = True
+            return shape, angle
     return None
 
 
+def _window_of(image: np.ndarray, x0: int, y0: int, h: int, w: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """The part of ``image`` under a window (clipped to the image) and the slices of the window it covers."""
+    size_y, size_x = image.shape[:2]
+    ya, xa = max(y0, 0), max(x0, 0)
+    yb, xb = min(y0 + h, size_y), min(x0 + w, size_x)
+    return image[ya:yb, xa:xb], (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+
+
 def render_scene(rng: np.random.Generator, size: int = 512, gsd_m: float = 0.5,
-                 n_buildings: tuple[int, int] = (3, 7), n_tanks: tuple[int, int] = (1, 4),
+                 n_buildings: tuple[int, int] = (2, 9), n_tanks: tuple[int, int] = (0, 5),
                  n_ponds: tuple[int, int] = (0, 2)) -> Scene:
     """Render one aerial-like scene with referable objects.
 
@@ -154,51 +149,49 @@ def render_scene(rng: np.random.Generator, size: int = 512, gsd_m: float = 0.5,
         n_buildings, n_tanks, n_ponds: inclusive ranges of how many of each to try to place.
 
     Returns:
-        The scene: an H×W×3 uint8 image and its objects, which never overlap each other or the road/river.
+        The scene: an H×W×3 uint8 image and its objects, which never overlap each other or the roads/water.
     """
     image = np.zeros((size, size, 3), np.float32)
-    occupied = _render_background(rng, size, image)
-    texture = _smooth_noise(rng, size, 6)
-    yy, xx = np.mgrid[0:size, 0:size]
-    objects: list[SceneObject] = []
+    occupied = render_ground(rng, size, gsd_m, image)
+    azimuth = rng.uniform(0, 2 * np.pi)
+    sun = (float(np.cos(azimuth)), float(np.sin(azimuth)))  # shadows fall towards +sun
+    shadow_per_m = rng.uniform(0.2, 0.9)  # shadow length per metre of height
+    margin = max(2, int(round(rng.uniform(2.0, 6.0) / gsd_m)))
 
-    def add(kind: str, colour: str, size_class: str, extent_m: tuple[float, float], round_: bool,
-            aspect: tuple[float, float], rgb: tuple[int, int, int]) -> None:
-        side = rng.uniform(*extent_m) / gsd_m
-        w = max(3, int(side * (rng.uniform(*aspect) if not round_ else 1.0)))
-        h = max(3, int(side))
-        spot = _place(rng, occupied, w + 4, h + 4, margin=max(3, int(4 / gsd_m)))
-        if spot is None:
-            return
-        x0, y0 = spot[0] + 2, spot[1] + 2
-        if round_:
-            cx, cy, r = x0 + w / 2, y0 + h / 2, min(w, h) / 2
-            mask = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r**2
+    wanted = ([("pond", "blue")] * int(rng.integers(n_ponds[0], n_ponds[1] + 1))
+              + [("tank", str(rng.choice(TANK_COLOURS))) for _ in range(rng.integers(n_tanks[0], n_tanks[1] + 1))]
+              + [("building", str(rng.choice(BUILDING_COLOURS)))
+                 for _ in range(rng.integers(n_buildings[0], n_buildings[1] + 1))])
+    placed: list[_Placed] = []
+    for kind, colour in wanted:
+        size_class = str(rng.choice(["small", "large"]))
+        spot = _try_place(rng, kind, size_class, gsd_m, occupied, margin)
+        if spot is not None:
+            placed.append(_Placed(kind, colour, size_class, spot[0], spot[1], rng.uniform(*HEIGHTS_M[kind])))
+
+    darkness = rng.uniform(0.45, 0.7)
+    for obj in placed:
+        if obj.height_m <= 0:
+            continue
+        length = obj.height_m * shadow_per_m / gsd_m
+        x0, y0, shadow = shadow_mask(obj.shape, (sun[0] * length, sun[1] * length))
+        window, (sy, sx) = _window_of(image, x0, y0, *shadow.shape)
+        window[shadow[sy, sx]] *= darkness
+    objects: list[SceneObject] = []
+    for obj in placed:
+        window, (sy, sx) = _window_of(image, obj.shape.x0, obj.shape.y0, *obj.shape.mask.shape)
+        local = Footprint(0, 0, obj.shape.mask[sy, sx], obj.shape.u[sy, sx], obj.shape.v[sy, sx], obj.shape.half)
+        if obj.kind == "building":
+            paint_building(rng, window, local, OBJECT_COLOURS[obj.colour], sun, obj.angle)
+        elif obj.kind == "tank":
+            paint_tank(rng, window, local, OBJECT_COLOURS[obj.colour], sun)
         else:
-            mask = (xx >= x0) & (xx < x0 + w) & (yy >= y0) & (yy < y0 + h)
-        # A soft shadow to the south-east, painted first so the object covers its own part of it.
-        shadow = np.roll(np.roll(mask, 2, axis=0), 2, axis=1) & ~mask
-        image[shadow] *= 0.55
-        _paint(image, mask, rgb, texture, 0.06)
-        if kind == "tank" and round_:  # a darker rim makes tanks read as tanks
-            rim = mask & ~((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= (r - 1.5) ** 2)
-            image[rim] *= 0.8
-        occupied[y0 - 2:y0 + h + 2, x0 - 2:x0 + w + 2] = True
+            paint_pond(rng, window, local, POND_RGB)
+        mask = np.zeros((size, size), bool)
+        target, _ = _window_of(mask, obj.shape.x0, obj.shape.y0, *obj.shape.mask.shape)
+        target[...] = local.mask
         ys, xs = np.nonzero(mask)
         bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        objects.append(SceneObject(kind, colour, size_class, bbox, mask))
-
-    for _ in range(rng.integers(n_ponds[0], n_ponds[1] + 1)):
-        size_class = str(rng.choice(["small", "large"]))
-        add("pond", "blue", size_class, POND_SIZES_M[size_class], True, (1.0, 1.0), POND_RGB)
-    for _ in range(rng.integers(n_tanks[0], n_tanks[1] + 1)):
-        size_class = str(rng.choice(["small", "large"]))
-        colour = str(rng.choice(TANK_COLOURS))
-        add("tank", colour, size_class, TANK_DIAMETERS_M[size_class], True, (1.0, 1.0), OBJECT_COLOURS[colour])
-    for _ in range(rng.integers(n_buildings[0], n_buildings[1] + 1)):
-        size_class = str(rng.choice(["small", "large"]))
-        colour = str(rng.choice(BUILDING_COLOURS))
-        add("building", colour, size_class, BUILDING_SIZES_M[size_class], False, (0.7, 1.5),
-            OBJECT_COLOURS[colour])
-    _render_trees(rng, size, image, ~occupied)
-    return Scene(image=np.clip(image, 0, 255).astype(np.uint8), objects=tuple(objects), gsd_m=gsd_m)
+        objects.append(SceneObject(obj.kind, obj.colour, obj.size, bbox, mask))
+    render_trees(rng, size, gsd_m, image, ~occupied, sun)
+    return Scene(image=apply_photometry(rng, image), objects=tuple(objects), gsd_m=gsd_m)
