@@ -68,6 +68,12 @@ class TrainConfig:
         log_every: optimizer steps between TensorBoard scalars.
         val_every_epochs: epochs between validations (0: never).
         include_base: put the base CLIP/SAM weights in the plugin checkpoint (needed for random-init models).
+        train_base: train every weight, base encoders included (for models trained from random init, where a
+            frozen random base has nothing to preserve and would leave the text tower deaf); False keeps the
+            method's frozen/trainable split.
+        meta: what the written checkpoints say about themselves (``backend.model.checkpoint.CheckpointMeta``
+            fields: ``title``, ``description``, ``gsd_range_m`` = the metres per pixel at the model input the
+            data covers, ``dataset``), so the plugin can name the model and read views at its scale.
         weights: base-weight files (``clip``, ``sam``) for ``build_model``; empty = random init.
         find_unused_parameters: passed to DistributedDataParallel. True by default: some trainable SAM parts
             get no gradient (the IoU head, the point, not-a-point and no-mask embeddings).
@@ -91,6 +97,8 @@ class TrainConfig:
     log_every: int = 10
     val_every_epochs: int = 10
     include_base: bool = False
+    train_base: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, str] = field(default_factory=dict)
     find_unused_parameters: bool = True
 

@@ -30,7 +30,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from backend.model.build import build_model
-from backend.model.checkpoint import save_checkpoint, trained_state_keys
+from backend.model.checkpoint import CheckpointMeta, save_checkpoint, trained_state_keys
 from backend.model.config import load_config
 from training.config import TrainConfig, load_train_config
 from training.data.dataset import ReferringDataset, collate
@@ -74,7 +74,8 @@ def build_train_module(cfg: TrainConfig) -> TrainModule:
     model = build_model(model_cfg, clip_weights=cfg.weights.get("clip"), sam_weights=cfg.weights.get("sam"))
     trainable = set(model.trainable_parameter_names())
     for name, param in model.named_parameters():
-        param.requires_grad_(name in trainable)
+        param.requires_grad_(cfg.train_base or name in trainable)
+    model.meta = CheckpointMeta.from_dict(cfg.meta)
     return TrainModule(model=model, criterion=RefSegLoss(arch=model_cfg.arch))
 
 
