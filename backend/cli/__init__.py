@@ -3,6 +3,7 @@
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``. Only the
 chosen subcommand's module is imported, so ``weights`` and ``--help`` stay fast and work even where torch is
 broken. A ``BackendError`` becomes two lines on stderr (what went wrong, what to do) and its exit status.
+Arguments that are not valid UTF-8 (bytes a shell passed in another encoding) are refused before anything runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import sys
 
 from backend.errors import EXIT_CODES, BackendError
+from backend.preflight import check_utf8
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +50,29 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _report(exc: BackendError) -> int:
+    """Print the error as ``error:`` and ``hint:`` lines; return its exit status."""
+    print(f"error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+    return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        for number, arg in enumerate(argv, 1):
+            check_utf8(arg, f"argument {number}")
+    except BackendError as exc:
+        return _report(exc)
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return importlib.import_module(COMMANDS[args.command][0]).run(args)
     except BackendError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+        return _report(exc)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_CODES["cancelled"]

@@ -1,22 +1,33 @@
-"""``python -m backend segment RASTER "phrase" … -o OUT.gpkg``: referring segmentation from the command line."""
+"""``python -m backend segment RASTER "phrase" … -o OUT.gpkg``: referring segmentation from the command line.
+
+Everything that can be checked without the model is checked first, in order of cost: the phrases (and their
+file), the output files (folder writable, free space, nothing in the way, overwrite rules), then the raster and
+the requested area. Only then is torch imported and the model loaded, so a mistake costs a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from backend.errors import BackendError
-from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES
+from backend.preflight import check_output_targets, check_utf8, decode_utf8
+from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO
 
 EPILOG = """\
 examples:
   python -m backend segment scene.tif "the large white storage tank" -o tanks.gpkg
   python -m backend segment ortho.tif "all storage tanks" --find-all --resolution 0.5 -o tanks.gpkg
+  python -m backend segment ortho.tif "the red-roofed building" --resolution native -o b.gpkg
   python -m backend segment ortho.tif "the red-roofed building" --extent=500100,4000000,500400,4000300 -o b.gpkg
 
 The polygons are in the raster's CRS, with attributes query, score (mean probability, 0-1), area_m2,
 model and checkpoint. A GeoJSON with the same polygons is written beside the GeoPackage.
+By default a phrase gets one polygon, its best match (--all-matches keeps every match), and the raster is
+read at the ground resolution the model was trained at (--resolution auto); the line "resolution: …" says
+which resolution was used and why.
 Coordinates that start with '-' need the '=' form: --extent=-73.99,40.70,-73.96,40.73
 """
 
@@ -36,6 +47,19 @@ def _numbers(kind: type, count: int, what: str):
     return parse
 
 
+def _resolution(text: str) -> float | str | None:
+    """``--resolution``: "auto", "native" (None) or a positive number of map units per pixel."""
+    if text.strip().lower() in (RESOLUTION_AUTO, "native"):
+        return None if text.strip().lower() == "native" else RESOLUTION_AUTO
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'native' or a positive number, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the ``segment`` options on ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -53,9 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="segment only this rectangle, in the raster's CRS (default: the whole raster)")
     area.add_argument("--pixels", type=_numbers(int, 4, "col,row,width,height"), metavar="COL,ROW,WIDTH,HEIGHT",
                       help="segment only this pixel window of the raster (instead of --extent)")
-    area.add_argument("--resolution", type=float, metavar="UNITS",
+    area.add_argument("--resolution", type=_resolution, default=RESOLUTION_AUTO, metavar="auto|native|UNITS",
                       help="ground size of one pixel in the raster's map units (e.g. 0.5 for 50 cm in a metric "
-                           "CRS); the raster is resampled to it (default: its own resolution)")
+                           "CRS), the raster is resampled to it; 'native' keeps the raster's own; 'auto' reads "
+                           "it at the ground resolution the model was trained at, when its checkpoint records "
+                           "one (else native) (default: auto)")
     area.add_argument("--bands", type=_numbers(int, 0, "1-based band numbers, e.g. 1,2,3"), metavar="R,G,B",
                       help="bands read as red, green, blue; one band is used as grey (default: the bands the "
                            "file declares as RGB, else the first three)")
@@ -63,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--find-all", action="store_true",
                      help="find every instance tile by tile (e.g. 'all storage tanks' over a large raster); by "
                           "default the area is treated as one picture, as seen on screen")
+    how.add_argument("--all-matches", action="store_true",
+                     help="keep every object the phrase matches; by default a referring phrase gets its best "
+                          "match only (and any that score about as well)")
     how.add_argument("--refine", choices=REFINE_STRATEGIES, default=DEFAULT_REFINE,
                      help="when the area is larger than the model's input, how the result is refined at full "
                           "resolution on the tiles under it: 'prompts' reuses what the model made of the phrase "
@@ -91,13 +120,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _phrases(args: argparse.Namespace) -> tuple[str, ...]:
+    """The phrases of the command line and of ``--phrases-file``, each checked to be valid UTF-8."""
     phrases = list(args.phrases)
+    for number, phrase in enumerate(phrases, 1):
+        check_utf8(phrase, f"phrase {number}")
     if args.phrases_file:
         try:
-            text = Path(args.phrases_file).read_text(encoding="utf-8")
+            data = Path(args.phrases_file).read_bytes()
         except OSError as err:
             raise BackendError("bad_request", f"cannot read {args.phrases_file!r}: {err.strerror}",
                                "give a readable UTF-8 text file with one phrase per line") from err
+        text = decode_utf8(data, f"the phrases file {args.phrases_file!r}")
         phrases += [line.strip() for line in text.splitlines() if line.strip()]
     if not phrases:
         raise BackendError("empty_query", "no phrase given",
@@ -105,23 +138,45 @@ def _phrases(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(phrases)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load the model, segment, write the outputs and print one summary line per phrase."""
-    from tqdm import tqdm
+def _check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an output that cannot be written, before anything else is loaded (standard library only)."""
+    if output.exists() and not output.is_file():
+        raise BackendError("bad_request", f"{str(output)!r} is a folder or a device, not a GeoPackage file",
+                           "give a file path for -o, e.g. -o result.gpkg")
+    check_output_targets([str(output.with_suffix(ext)) for ext in (".geojson", ".gpkg")], overwrite)
 
-    from backend.engine import Engine, SegmentJob
-    from backend.loading import describe, load_predictor
+
+def _check_raster(args: argparse.Namespace, window) -> None:
+    """Open the raster and define the requested area without reading pixels (CRS, bands, window, size)."""
+    from backend.raster import MAX_VIEW_PIXELS, make_view
+
+    explicit = args.resolution not in (None, RESOLUTION_AUTO)
+    make_view(args.raster, extent=window.extent if window else None, pixels=window.pixels if window else None,
+              resolution=args.resolution if explicit else None, bands=args.bands,
+              max_pixels=MAX_VIEW_PIXELS if explicit else math.inf)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the request, load the model, segment, write the outputs, print one summary line per phrase."""
     from backend.protocol import ProtocolError, Window
 
     phrases = _phrases(args)
     if args.extent and args.pixels:
         raise BackendError("bad_request", "both --extent and --pixels were given", "give only one of them")
     output = Path(args.output)
+    _check_output(output, args.overwrite)
     try:
         window = Window(extent=args.extent) if args.extent else Window(pixels=args.pixels) if args.pixels else None
     except ProtocolError as err:
         raise BackendError("bad_request", str(err), "give XMIN,YMIN,XMAX,YMAX with XMIN < XMAX and YMIN < YMAX, "
                                                     "or COL,ROW,WIDTH,HEIGHT with a positive size") from err
+    _check_raster(args, window)
+
+    from tqdm import tqdm
+
+    from backend.engine import Engine, SegmentJob
+    from backend.loading import describe, load_predictor
+
     predictor = load_predictor(checkpoint=args.checkpoint, config=args.config, clip_weights=args.clip_weights,
                                sam_weights=args.sam_weights, device=args.device, mode=args.mode)
     job = SegmentJob(raster=args.raster, phrases=phrases, output_dir=str(output.parent or "."),
@@ -129,13 +184,14 @@ def run(args: argparse.Namespace) -> int:
                      mode="find-all" if args.find_all else "view", refine=args.refine, tile_size=args.tile_size,
                      overlap=args.overlap,
                      threshold=args.threshold, min_area_px=args.min_area, simplify_tolerance=args.simplify,
-                     overwrite=args.overwrite, model_name=describe(predictor),
+                     overwrite=args.overwrite, all_matches=args.all_matches, model_name=describe(predictor),
                      checkpoint_name=Path(args.checkpoint).name if args.checkpoint else f"none ({args.config})")
     with tqdm(total=100, file=sys.stderr, unit="%", bar_format="{desc:<12}{bar}| {n_fmt}% [{elapsed}]") as bar:
         def progress(fraction: float, stage: str, _message: str) -> None:
             bar.set_description_str(stage)
             bar.update(max(0, round(fraction * 100) - bar.n))
         result = Engine(predictor).run(job, progress=progress)
+    print(f"resolution: {result.resolution_note}")
     for summary in result.phrases:
         score = "-" if summary.score is None else f"{summary.score:.3f}"
         print(f"{summary.query!r}: {summary.count} polygon(s), best score {score}, {summary.area_m2:.1f} m²")

@@ -3,8 +3,6 @@ other, and unwritable targets are refused with one clear error, before anything 
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -14,6 +12,7 @@ import pyogrio
 import pytest
 from affine import Affine
 from rasterio.crs import CRS
+from readonly import immutable, read_only
 
 from backend.errors import BackendError
 from backend.outputs import SCRATCH_PREFIX, PhraseDetections, output_paths, replace_together, write_outputs
@@ -38,45 +37,19 @@ def scratch_files(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.startswith(SCRATCH_PREFIX)]
 
 
-def _chattr(flag: str, path: Path) -> bool:
-    chattr = shutil.which("chattr")
-    return bool(chattr) and subprocess.run([chattr, flag, str(path)], capture_output=True).returncode == 0
-
-
 @pytest.fixture
-def immutable():
-    """Make a file or folder unchangeable even for root (``chattr +i``), or skip where that is impossible."""
-    made: list[Path] = []
-
-    def make(path: Path) -> Path:
-        if not _chattr("+i", path):
-            pytest.skip("chattr +i is not available here (needs root on ext4/xfs/btrfs)")
-        made.append(path)
-        return path
-    yield make
-    for path in made:
-        _chattr("-i", path)
-
-
-@pytest.fixture
-def read_only_folder(tmp_path, immutable):
-    """A folder nobody may create files in: chmod 555 for a normal user, immutable for root."""
+def read_only_folder(tmp_path):
     folder = tmp_path / "read-only"
     folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
+    with read_only(folder):
         yield folder
-        folder.chmod(0o755)
-    else:
-        yield immutable(folder)
 
 
-def test_overwrite_keeps_the_old_pair_when_the_second_file_cannot_be_replaced(tmp_path, immutable):
+def test_overwrite_keeps_the_old_pair_when_the_second_file_cannot_be_replaced(tmp_path):
     paths = output_paths(str(tmp_path), "result")  # the GeoJSON is replaced first, the GeoPackage second
     write_outputs(layers(), UTM, paths, model="old", checkpoint="c")
     before = {p: Path(p).read_bytes() for p in paths.values()}
-    immutable(Path(paths["gpkg"]))  # e.g. held by another program, or protected by an administrator
-    with pytest.raises(BackendError) as info:
+    with immutable(Path(paths["gpkg"])), pytest.raises(BackendError) as info:  # protected by an administrator
         write_outputs(layers(0.7), UTM, paths, model="new", checkpoint="c", overwrite=True)
     assert paths["gpkg"] in info.value.message and "left unchanged" in info.value.message
     assert {p: Path(p).read_bytes() for p in paths.values()} == before  # the pair still matches
