@@ -1,6 +1,12 @@
-"""The "Referring Segmentation" dock: widgets in, a frozen ``SegmentRequest`` out (a signal). No I/O, no backend."""
+"""The "Referring Segmentation" dock: widgets in, a frozen ``SegmentRequest`` out (a signal). No I/O, no backend.
+
+It also asks for the chosen model to be loaded in the background (``preload_requested``) when it opens or the
+model changes, and shows the loaded model by its title and purpose (``show_model``).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -11,6 +17,7 @@ from qgis.core import (
 from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDockWidget,
     QFormLayout,
@@ -22,9 +29,11 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .auto_resolution import ModelScale, automatic_resolution, canvas_resolution
 from .i18n import tr
+from .preload import LoadSpec, ModelInfo
 from .raster_source import RasterInputError, extent_in_layer_crs, local_file_path, native_resolution
-from .requests import SegmentRequest
+from .requests import RESOLUTION_AUTO, SegmentRequest
 from .settings import PluginSettings, model_choice
 
 EXTENT_LAYER, EXTENT_CANVAS, EXTENT_DRAWN = "layer", "canvas", "drawn"
@@ -43,9 +52,11 @@ class SegmentDock(QDockWidget):
         run_requested(SegmentRequest): the user pressed Run or Enter with a valid request.
         cancel_requested(): the user pressed Cancel.
         diagnostics_requested(): the user pressed Diagnostics.
+        preload_requested(LoadSpec): the dock is open with this model chosen: load it in the background.
     """
 
     run_requested = pyqtSignal(object)
+    preload_requested = pyqtSignal(object)
     cancel_requested = pyqtSignal()
     diagnostics_requested = pyqtSignal()
 
@@ -56,10 +67,12 @@ class SegmentDock(QDockWidget):
         self.settings = settings
         self._drawn: tuple[QgsRectangle, QgsCoordinateReferenceSystem] | None = None
         self._map_tool: QgsMapToolExtent | None = None
+        self._model_scale = ModelScale()  # of the last model loaded for this dock's choice
         self._build()
         self._restore(settings)
         self._on_layer_changed(self.layer_combo.currentLayer())
         iface.currentLayerChanged.connect(self._follow_active_layer)
+        self.visibilityChanged.connect(self._request_preload)
 
     # ----------------------------------------------------------------------------------------------- widgets
     def _build(self) -> None:
@@ -92,18 +105,17 @@ class SegmentDock(QDockWidget):
         self.resolution_spin = QgsDoubleSpinBox(body)
         self.resolution_spin.setRange(0.0, 100000.0)
         self.resolution_spin.setDecimals(3)
-        self.resolution_spin.setSpecialValueText(tr("native"))
-        self.resolution_spin.setToolTip(tr("Ground resolution in map units per pixel (required for web maps)"))
+        self.resolution_spin.setSpecialValueText(tr("automatic (model's scale)"))
         form.addRow(tr("Resolution"), self.resolution_spin)
 
         self.mode_combo = QComboBox(body)
         self.mode_combo.addItem(tr("Trained checkpoint"), "trained")
         self.mode_combo.addItem(tr("Zero-shot (base CLIP + SAM)"), "zero-shot")
-        self.mode_combo.currentIndexChanged.connect(self._update_model_label)
+        self.mode_combo.currentIndexChanged.connect(self._on_model_changed)
         form.addRow(tr("Mode"), self.mode_combo)
         self.checkpoint_widget = QgsFileWidget(body)
         self.checkpoint_widget.setFilter(tr("Checkpoints (*.safetensors)"))
-        self.checkpoint_widget.fileChanged.connect(self._update_model_label)
+        self.checkpoint_widget.fileChanged.connect(self._on_model_changed)
         form.addRow(tr("Checkpoint"), self.checkpoint_widget)
         self.model_label = QLabel(body)
         self.model_label.setWordWrap(True)
@@ -113,9 +125,14 @@ class SegmentDock(QDockWidget):
         self.search_combo.addItem(tr("The object in the view"), "view")
         self.search_combo.addItem(tr("Every match (tiled)"), "find-all")
         form.addRow(tr("Find"), self.search_combo)
+        self.all_matches_check = QCheckBox(tr("All matches"), body)
+        self.all_matches_check.setToolTip(tr("Keep every object the phrase matches in the view, not only the best "
+                                             "one (a referring phrase names one object)"))
+        form.addRow("", self.all_matches_check)
         self.device_combo = QComboBox(body)
         self.device_combo.setEditable(True)
         self.device_combo.addItems(DEVICES)
+        self.device_combo.currentTextChanged.connect(self._on_model_changed)
         form.addRow(tr("Device"), self.device_combo)
         self.output_widget = QgsFileWidget(body)
         self.output_widget.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
@@ -166,28 +183,58 @@ class SegmentDock(QDockWidget):
         if not isinstance(layer, QgsRasterLayer):
             return
         native = native_resolution(layer)
-        if native is None:  # a web map: it has no grid of its own, start from what the canvas shows
-            canvas = self.iface.mapCanvas()
-            self.resolution_spin.setMinimum(0.001)
-            self.resolution_spin.setValue(canvas.mapUnitsPerPixel() if canvas.mapSettings().destinationCrs()
-                                          == layer.crs() else 0.5)
+        if native is None:  # a web map covers the world: start from what the canvas shows
             self.extent_combo.setCurrentIndex(self.extent_combo.findData(EXTENT_CANVAS))
-        else:
-            self.resolution_spin.setMinimum(0.0)
-            self.resolution_spin.setValue(0.0)
-        self.resolution_spin.setClearValue(self.resolution_spin.value())
+        self.resolution_spin.setValue(0.0)
+        self.resolution_spin.setClearValue(0.0)
+        self.resolution_spin.setToolTip(tr(
+            "Map units per pixel the layer is read at. Automatic: the scale the model was trained at when its "
+            "checkpoint records it, else {native}.").format(
+                native=tr("the layer's native {res:g}").format(res=native) if native else tr("the canvas's")))
         kind = tr("file") if local_file_path(layer) else tr("read through its provider")
         self.status_label.setText(tr("{name}: {kind}").format(name=layer.name(), kind=kind))
 
     def _update_model_label(self) -> None:
         choice = model_choice(self.checkpoint_widget.filePath(), self.mode_combo.currentData())
+        self.model_label.setToolTip(choice.checkpoint or "")
         if choice.untrained:
             self.model_label.setText(tr("⚠ No checkpoint: the tiny model runs with random weights (untrained); "
                                         "its shapes mean nothing."))
         elif self.mode_combo.currentData() == "zero-shot":
             self.model_label.setText(tr("Zero-shot: base CLIP and SAM weights, no trained prompter."))
         else:
-            self.model_label.setText(tr("Model: {path}").format(path=choice.checkpoint))
+            self.model_label.setText(tr("Model: {name}").format(name=Path(choice.checkpoint).stem))
+
+    def _on_model_changed(self) -> None:
+        self._model_scale = ModelScale()
+        self._update_model_label()
+        self._request_preload(self.isVisible())
+
+    def load_spec(self) -> LoadSpec:
+        """The model the widgets choose, as the worker loads it."""
+        model = model_choice(self.checkpoint_widget.filePath(), self.mode_combo.currentData())
+        return LoadSpec(checkpoint=model.checkpoint, config=model.config,
+                        device=self.device_combo.currentText().strip() or "auto", mode=self.mode_combo.currentData(),
+                        clip_weights=self.settings.clip_weights or None, sam_weights=self.settings.sam_weights or None)
+
+    def _request_preload(self, visible: bool) -> None:
+        if visible:
+            self.preload_requested.emit(self.load_spec())
+
+    def show_model(self, spec: LoadSpec, info: ModelInfo) -> None:
+        """The worker loaded ``spec``: name the model by its title and purpose (its file in the tooltip)."""
+        if spec != self.load_spec():
+            return  # loaded for an earlier choice
+        self._model_scale = info.scale
+        if spec.checkpoint is not None:
+            self.model_label.setText(tr("Model: {label}").format(label=info.label(spec.checkpoint)))
+        self.model_label.setToolTip("\n".join(part for part in (spec.checkpoint, info.model, tr("on {device}").format(
+            device=info.device)) if part))
+
+    def show_model_error(self, spec: LoadSpec, text: str) -> None:
+        """The worker could not load ``spec``: say so under the model (queries will say it again)."""
+        if spec == self.load_spec():
+            self.status_label.setText(text)
 
     def _start_drawing(self) -> None:
         canvas = self.iface.mapCanvas()
@@ -236,20 +283,23 @@ class SegmentDock(QDockWidget):
             if self._drawn is None:
                 raise RasterInputError(tr("No rectangle has been drawn."), tr("Press Draw and drag on the map."))
             extent = extent_in_layer_crs(layer, *self._drawn)
-        mode = self.mode_combo.currentData()
-        model = model_choice(self.checkpoint_widget.filePath(), mode)
+        spec = self.load_spec()
         tile_size, overlap = self.settings.tile_grid()
+        resolution = self.resolution_spin.value() or RESOLUTION_AUTO
+        if resolution == RESOLUTION_AUTO and local_file_path(layer) is None:  # the plugin reads it: pick a number
+            resolution = automatic_resolution(
+                crs=layer.crs(), extent=extent or layer.extent(), scale=self._model_scale,
+                search=self.search_combo.currentData(),
+                fallback=native_resolution(layer) or canvas_resolution(self.iface.mapCanvas(), layer.crs()))
         return SegmentRequest(
             layer_id=layer.id(), phrases=(phrase,),
             extent=None if extent is None else (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
                                                 extent.yMaximum()),
-            resolution=self.resolution_spin.value() or None, load_mode=mode, checkpoint=model.checkpoint,
-            config=model.config, device=self.device_combo.currentText().strip() or "auto",
-            search=self.search_combo.currentData(), refine=self.settings.refine,
-            tile_size=tile_size, overlap=overlap,
-            threshold=self.settings.threshold,
-            clip_weights=self.settings.clip_weights or None, sam_weights=self.settings.sam_weights or None,
-            output_gpkg=self.output_widget.filePath() or None)
+            resolution=resolution, load_mode=spec.mode, checkpoint=spec.checkpoint, config=spec.config,
+            device=spec.device, search=self.search_combo.currentData(), refine=self.settings.refine,
+            tile_size=tile_size, overlap=overlap, threshold=self.settings.threshold,
+            clip_weights=spec.clip_weights, sam_weights=spec.sam_weights,
+            output_gpkg=self.output_widget.filePath() or None, all_matches=self.all_matches_check.isChecked())
 
     def request_run(self) -> None:
         """Build the request and emit ``run_requested``; a problem is shown in the status line instead."""

@@ -15,6 +15,7 @@ from . import paths
 from .client import BackendClient
 from .dock import SegmentDock
 from .i18n import tr
+from .preload import ModelPreloader
 from .process_dialog import ProcessDialog, diagnostics_step
 from .processing.provider import RSRefSeg2Provider
 from .requests import SegmentRequest
@@ -39,6 +40,7 @@ class RSRefSeg2Plugin:
         self.provider: RSRefSeg2Provider | None = None
         self.dock: SegmentDock | None = None
         self.runner: SegmentRunner | None = None
+        self.preloader: ModelPreloader | None = None
         self.actions: list[QAction] = []
         self.dialogs: list[ProcessDialog] = []
         self._client: BackendClient | None = None
@@ -89,6 +91,10 @@ class RSRefSeg2Plugin:
         self.runner.busy_changed.connect(self.dock.set_busy)
         self.runner.progress_changed.connect(self.dock.progress_bar.setValue)
         self.runner.status_changed.connect(self.dock.status_label.setText)
+        self.preloader = ModelPreloader(client=self.client)
+        self.dock.preload_requested.connect(self.preloader.preload)
+        self.preloader.loaded.connect(self.dock.show_model)
+        self.preloader.failed.connect(self.dock.show_model_error)
 
         toggle = QAction(QIcon(paths.icon_path()), tr("Referring Segmentation"), main_window)
         toggle.setCheckable(True)
@@ -110,6 +116,8 @@ class RSRefSeg2Plugin:
             QgsApplication.instance().aboutToQuit.disconnect(self.shutdown_worker)
         if self.runner is not None:
             self.runner.cancel_all()
+        if self.preloader is not None:
+            self.preloader.cancel()
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)
             self.iface.removeToolBarIcon(action)

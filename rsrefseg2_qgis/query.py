@@ -76,6 +76,6 @@ def run_query(*, client: BackendClient, request: SegmentRequest, plan: RasterPla
     result = client.segment(
         raster=raster.raster, phrases=request.phrases, output_dir=str(output_dir), window=window,
         resolution=raster.resolution, bands=raster.bands, mode=request.search, refine=request.refine,
-        tile_size=request.tile_size, overlap=request.overlap, threshold=request.threshold, on_progress=forward,
-        is_cancelled=is_cancelled)
+        tile_size=request.tile_size, overlap=request.overlap, threshold=request.threshold,
+        all_matches=request.all_matches, on_progress=forward, is_cancelled=is_cancelled)
     return QueryResult(loaded=loaded, result=result)

@@ -31,6 +31,7 @@ from qgis.core import (
 )
 
 from .i18n import tr
+from .requests import RESOLUTION_AUTO
 
 Extent = tuple[float, float, float, float]
 _ARGB_TYPES = (Qgis.DataType.ARGB32, Qgis.DataType.ARGB32_Premultiplied)
@@ -56,7 +57,8 @@ class RasterPlan:
         file_path: the local GDAL file of the layer, or None when pixels must be read through ``provider``.
         extent: (xmin, ymin, xmax, ymax) in the layer CRS, clipped to the layer.
         full_extent: True when ``extent`` is the whole layer.
-        resolution: map units per pixel; None = the layer's native resolution (file layers only).
+        resolution: map units per pixel; None = the layer's native resolution, ``RESOLUTION_AUTO`` = the worker
+            chooses (file layers only; other layers are read at a number).
         size: (width, height) in pixels at the effective resolution.
         crs_wkt: the layer CRS as WKT.
         bands: 1-based bands the layer's renderer shows (R, G, B or one grey band), or None for the default.
@@ -66,7 +68,7 @@ class RasterPlan:
     file_path: str | None
     extent: Extent
     full_extent: bool
-    resolution: float | None
+    resolution: float | str | None
     size: tuple[int, int]
     crs_wkt: str
     bands: tuple[int, ...] | None
@@ -79,7 +81,7 @@ class RasterInput:
 
     raster: str
     window: Extent | None
-    resolution: float | None
+    resolution: float | str | None
     bands: tuple[int, ...] | None
 
 
@@ -142,14 +144,16 @@ def check_size(width: int, height: int, resolution: float, max_pixels: int) -> N
         tr("Use a resolution of {res:g} or coarser, or a smaller extent.").format(res=suggested))
 
 
-def plan_raster(layer: QgsRasterLayer, extent: QgsRectangle | None, resolution: float | None,
+def plan_raster(layer: QgsRasterLayer, extent: QgsRectangle | None, resolution: float | str | None,
                 max_pixels: int) -> RasterPlan:
     """Decide how the worker gets the pixels of ``extent`` (layer CRS; None = whole layer) of ``layer``.
 
     Args:
         layer: a valid raster layer.
         extent: the area in the layer CRS (already clipped), or None for the whole layer.
-        resolution: map units per pixel, or None for the native resolution (required for WMS/XYZ).
+        resolution: map units per pixel, None for the native resolution or ``RESOLUTION_AUTO`` (file layers: the
+            worker picks the model's scale; the size limit is checked at native resolution). WMS/XYZ layers
+            need a number.
         max_pixels: the largest allowed width × height.
 
     Returns:
@@ -166,6 +170,9 @@ def plan_raster(layer: QgsRasterLayer, extent: QgsRectangle | None, resolution: 
     full = extent is None
     rect = layer.extent() if full else extent
     native = native_resolution(layer)
+    automatic = resolution == RESOLUTION_AUTO
+    if automatic:
+        resolution = None
     effective = resolution or native
     if effective is None:
         raise RasterInputError(tr("The layer '{name}' has no native resolution (a web map).").format(
@@ -180,7 +187,7 @@ def plan_raster(layer: QgsRasterLayer, extent: QgsRectangle | None, resolution: 
         file_path=file_path,
         extent=(rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
         full_extent=full,
-        resolution=resolution if file_path else effective,
+        resolution=(RESOLUTION_AUTO if automatic else resolution) if file_path else effective,
         size=(width, height),
         crs_wkt=layer.crs().toWkt(),
         bands=renderer_bands(layer),

@@ -9,6 +9,8 @@ REFINEMENTS = (("prompts", "Phrase prompts on each tile"), ("phrase", "Re-run th
                ("box", "SAM box around the coarse mask"), ("none", "None: coarse mask only (fastest)"))
 
 Extent = tuple[float, float, float, float]
+# A request's resolution that lets the engine choose: the model's training scale (``backend.protocol``'s value).
+RESOLUTION_AUTO = "auto"
 
 
 def request_tile_grid(tile_size: int, overlap: int) -> tuple[int | None, int | None]:
@@ -24,7 +26,8 @@ class SegmentRequest:
         layer_id: the raster layer's id in the current project.
         phrases: the referring expressions (one result layer holds all, told apart by ``query``).
         extent: (xmin, ymin, xmax, ymax) in the layer CRS, or None for the whole layer.
-        resolution: ground resolution in layer map units per pixel; None = native.
+        resolution: ground resolution in layer map units per pixel; None = native; ``RESOLUTION_AUTO`` = the
+            model's scale (the checkpoint's training range; native when it records none).
         load_mode: "trained" (a checkpoint) or "zero-shot".
         checkpoint: checkpoint path, or None for a random-init model of ``config``.
         config: model config name used without a checkpoint ("tiny": untrained, for tests and a first look).
@@ -35,12 +38,13 @@ class SegmentRequest:
         threshold: mask probability threshold in (0, 1).
         clip_weights, sam_weights: local base weights, or None.
         output_gpkg: a GeoPackage to save the result layer into, or None for a memory layer.
+        all_matches: view mode keeps every object the phrase matches, not only the best one.
     """
 
     layer_id: str
     phrases: tuple[str, ...]
     extent: Extent | None = None
-    resolution: float | None = None
+    resolution: float | str | None = RESOLUTION_AUTO
     load_mode: str = "trained"
     checkpoint: str | None = None
     config: str | None = "tiny"
@@ -53,6 +57,7 @@ class SegmentRequest:
     clip_weights: str | None = None
     sam_weights: str | None = None
     output_gpkg: str | None = None
+    all_matches: bool = False
 
     def __post_init__(self) -> None:
         if not self.phrases or not all(phrase.strip() for phrase in self.phrases):

@@ -20,7 +20,7 @@ class RSRefSeg2Provider(QgsProcessingProvider):
         client: returns the worker client (created on first use).
     """
 
-    def __init__(self, *, client: Callable[[], BackendClient]) -> None:
+    def __init__(self, *, client: Callable[..., BackendClient]) -> None:
         super().__init__()
         self._client = client
 

@@ -20,6 +20,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
@@ -28,17 +29,20 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsRectangle,
     QgsVectorLayer,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QMetaType, QVariant
 
+from ..auto_resolution import automatic_resolution
 from ..client import BackendClient, WorkerError
 from ..i18n import tr
+from ..preload import LoadSpec, ModelInfo
 from ..query import run_query
-from ..raster_source import RasterInputError, extent_in_layer_crs, plan_raster
-from ..requests import SegmentRequest, request_tile_grid
-from ..settings import REFINEMENTS, PluginSettings, model_choice
+from ..raster_source import RasterInputError, extent_in_layer_crs, local_file_path, native_resolution, plan_raster
+from ..requests import RESOLUTION_AUTO, SegmentRequest, request_tile_grid
+from ..settings import PYTHON_ENV, REFINEMENTS, PluginSettings, model_choice
 
 LOAD_MODES = ("trained", "zero-shot")
 SEARCH_MODES = ("view", "find-all")
@@ -61,7 +65,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     """Segment the objects that phrases describe; one polygon layer with a ``query`` attribute per polygon.
 
     Args:
-        client: returns the shared worker client.
+        client: returns the shared worker client; called with a Python path when the ``PYTHON`` parameter is set.
     """
 
     INPUT = "INPUT"
@@ -77,9 +81,11 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     THRESHOLD = "THRESHOLD"
+    ALL_MATCHES = "ALL_MATCHES"
+    PYTHON = "PYTHON"
     OUTPUT = "OUTPUT"
 
-    def __init__(self, *, client: Callable[[], BackendClient]) -> None:
+    def __init__(self, *, client: Callable[..., BackendClient]) -> None:
         super().__init__()
         self._client = client
 
@@ -109,9 +115,11 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             tr("A UTF-8 text file with one phrase per line; used in addition to Phrase."))
         add(QgsProcessingParameterExtent(self.EXTENT, tr("Extent"), optional=True),
             tr("The area to segment; empty means the whole layer."))
-        add(QgsProcessingParameterNumber(self.RESOLUTION, tr("Resolution (map units per pixel, 0 = native)"),
+        add(QgsProcessingParameterNumber(self.RESOLUTION, tr("Resolution (map units per pixel, 0 = automatic)"),
                                          QgsProcessingParameterNumber.Type.Double, 0.0, minValue=0.0),
-            tr("Ground resolution the raster is read at; required for web maps."))
+            tr("Map units per pixel the raster is read at. 0 = automatic: the scale the model was trained at "
+               "when its checkpoint records it (within its range), else the raster's native resolution; the "
+               "log says which was used. Web maps need a number unless the model records its scale."))
         add(QgsProcessingParameterEnum(self.MODE, tr("Mode"), [tr("Trained checkpoint"), tr("Zero-shot")],
                                        defaultValue=LOAD_MODES.index(defaults.mode)),
             tr("Trained: a checkpoint (the bundled demo model if none is given). Zero-shot: base weights only."))
@@ -142,6 +150,12 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         add(QgsProcessingParameterNumber(self.THRESHOLD, tr("Threshold"), QgsProcessingParameterNumber.Type.Double,
                                          defaults.threshold, minValue=0.01, maxValue=0.99),
             tr("Mask probability above which a pixel belongs to the object."))
+        add(QgsProcessingParameterBoolean(self.ALL_MATCHES, tr("All matches"), defaultValue=False),
+            tr("View mode: keep every object the phrase matches, not only the best one (a referring phrase names "
+               "one object; others are kept only when they score almost as high)."))
+        add(QgsProcessingParameterFile(self.PYTHON, tr("Worker Python"), optional=True),
+            tr("A Python with PyTorch that runs the model; empty = the {env} environment variable, else the "
+               "plugin setting, else the plugin's own environment.").format(env=PYTHON_ENV), advanced=True)
         add(QgsProcessingParameterFeatureSink(self.OUTPUT, tr("Segmented objects"),
                                               QgsProcessing.SourceType.TypeVectorPolygon),
             tr("Polygons with query, score, area_m2, model and checkpoint (GeoPackage or temporary layer)."))
@@ -171,6 +185,11 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         model = model_choice(self.parameterAsFile(parameters, self.CHECKPOINT, context), mode)
         if model.untrained:
             feedback.pushWarning(tr("No checkpoint: the tiny model runs with random weights (untrained)."))
+        python = self.parameterAsFile(parameters, self.PYTHON, context)
+        client = self._client(Path(python)) if python else self._client()
+        search = SEARCH_MODES[self.parameterAsEnum(parameters, self.SEARCH, context)]
+        spec = LoadSpec(checkpoint=model.checkpoint, config=model.config, mode=mode,
+                        device=self.parameterAsString(parameters, self.DEVICE, context) or "auto")
         try:
             extent = None
             if parameters.get(self.EXTENT):
@@ -178,19 +197,23 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
                 extent = extent_in_layer_crs(layer, rect, layer.crs(), context.project())
             tile_size, overlap = request_tile_grid(self.parameterAsInt(parameters, self.TILE_SIZE, context),
                                                    self.parameterAsInt(parameters, self.OVERLAP, context))
+            resolution = self.parameterAsDouble(parameters, self.RESOLUTION, context) or RESOLUTION_AUTO
+            if resolution == RESOLUTION_AUTO and local_file_path(layer) is None:
+                resolution = self._automatic_resolution(layer, extent, spec, client, search, feedback)
             request = SegmentRequest(
                 layer_id=layer.id(), phrases=phrases,
                 extent=None if extent is None else (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
                                                     extent.yMaximum()),
-                resolution=self.parameterAsDouble(parameters, self.RESOLUTION, context) or None,
-                load_mode=mode, checkpoint=model.checkpoint, config=model.config,
-                device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
-                search=SEARCH_MODES[self.parameterAsEnum(parameters, self.SEARCH, context)],
+                resolution=resolution, load_mode=mode, checkpoint=spec.checkpoint, config=spec.config,
+                device=spec.device, search=search,
                 refine=REFINEMENTS[self.parameterAsEnum(parameters, self.REFINE, context)][0],
                 tile_size=tile_size, overlap=overlap,
-                threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context))
+                threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
+                all_matches=self.parameterAsBoolean(parameters, self.ALL_MATCHES, context))
             plan = plan_raster(layer, extent, request.resolution, PluginSettings.load().max_pixels)
         except RasterInputError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        except WorkerError as exc:
             raise QgsProcessingException(str(exc)) from exc
         work_dir = Path(tempfile.mkdtemp(prefix="rsrefseg2-"))
         try:
@@ -198,7 +221,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgress(100.0 * fraction)
                 feedback.setProgressText(text)
 
-            reply = run_query(client=self._client(), request=request, plan=plan, work_dir=work_dir,
+            reply = run_query(client=client, request=request, plan=plan, work_dir=work_dir,
                               on_progress=progress, is_cancelled=feedback.isCanceled)
             # The sink (the output file) is created only now, so a cancelled or failed run leaves no file.
             sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, result_fields(),
@@ -206,6 +229,9 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             if sink is None:
                 raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
             self._copy(reply.result.outputs.geojson, sink)
+            note = getattr(reply.result, "resolution_note", "")
+            if note:
+                feedback.pushInfo(tr("Read at {note}").format(note=note))
             for summary in reply.result.phrases:
                 feedback.pushInfo(tr("'{query}': {count} object(s)").format(query=summary.query,
                                                                            count=summary.count))
@@ -218,6 +244,15 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
         return {self.OUTPUT: dest_id}
+
+    @staticmethod
+    def _automatic_resolution(layer, extent: QgsRectangle | None, spec: LoadSpec, client: BackendClient,
+                              search: str, feedback) -> float | None:
+        """The model's scale for a layer the plugin reads itself (the model is loaded first to learn it)."""
+        feedback.setProgressText(tr("Loading the model…"))
+        info = ModelInfo.from_reply(spec.load(client, is_cancelled=feedback.isCanceled))
+        return automatic_resolution(crs=layer.crs(), extent=extent or layer.extent(), scale=info.scale,
+                                    search=search, fallback=native_resolution(layer))
 
     @staticmethod
     def _copy(geojson: str, sink: QgsFeatureSink) -> None:

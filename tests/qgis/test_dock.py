@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
+from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer, QgsRectangle
 from qgis_helpers import wait_until
 
 from rsrefseg2_qgis import paths
+from rsrefseg2_qgis.auto_resolution import ModelScale, metres_per_map_unit
 from rsrefseg2_qgis.dock import EXTENT_DRAWN, SegmentDock
+from rsrefseg2_qgis.preload import LoadSpec, ModelInfo
 from rsrefseg2_qgis.raster_source import RasterInputError
+from rsrefseg2_qgis.requests import RESOLUTION_AUTO
 from rsrefseg2_qgis.result_style import COLOUR_PROPERTY
 from rsrefseg2_qgis.runner import SegmentRunner
 from rsrefseg2_qgis.settings import PluginSettings
@@ -31,7 +34,8 @@ def test_dock_builds_a_frozen_request(dock, raster_layer) -> None:
     dock.phrase_box.setEditText("  the white tank ")
     request = dock.build_request()
     assert request.layer_id == raster_layer.id() and request.phrases == ("the white tank",)
-    assert request.extent is None and request.resolution is None and request.device == "cpu"
+    assert request.extent is None and request.resolution == RESOLUTION_AUTO and request.device == "cpu"
+    assert request.all_matches is False
     # With no checkpoint chosen, the dock defaults to the bundled demo model (a trained checkpoint).
     demo = paths.demo_checkpoint()
     assert demo is not None and demo.is_file()
@@ -90,3 +94,51 @@ def test_an_idle_progress_bar_shows_no_percentage(dock) -> None:
     assert dock.progress_bar.text() == "40%"
     dock.set_busy(False)
     assert dock.progress_bar.text() == "" and dock.progress_bar.value() == 0
+
+
+def test_resolution_defaults_to_the_models_scale_and_all_matches_is_an_option(dock) -> None:
+    assert dock.resolution_spin.value() == 0 and dock.resolution_spin.text() == "automatic (model's scale)"
+    dock.phrase_box.setEditText("the pond")
+    dock.all_matches_check.setChecked(True)
+    dock.resolution_spin.setValue(1.5)
+    request = dock.build_request()
+    assert request.all_matches and request.resolution == 1.5
+
+
+def test_the_model_is_named_by_its_title_never_by_a_path(dock) -> None:
+    demo = str(paths.demo_checkpoint())
+    assert "/" not in dock.model_label.text() and "demo-tiny" in dock.model_label.text()
+    assert dock.model_label.toolTip() == demo
+    info = ModelInfo(title="Demo model", description="synthetic scenes only", model="rsrefseg2 (tiny)",
+                     device="cpu", scale=ModelScale())
+    dock.show_model(dock.load_spec(), info)
+    assert dock.model_label.text() == "Model: Demo model — synthetic scenes only"
+    assert demo in dock.model_label.toolTip()
+    stale = LoadSpec(checkpoint="/elsewhere/old.safetensors", config=None)
+    dock.show_model(stale, ModelInfo(title="Old", description="", model="", device="cpu", scale=ModelScale()))
+    assert "Demo model" in dock.model_label.text()  # a late reply for an earlier choice changes nothing
+
+
+def test_opening_the_dock_or_changing_the_model_asks_for_a_preload(dock, tmp_path) -> None:
+    asked = []
+    dock.preload_requested.connect(asked.append)
+    dock.show()
+    assert asked == [dock.load_spec()] and asked[0].checkpoint == str(paths.demo_checkpoint())
+    dock.checkpoint_widget.setFilePath(str(tmp_path / "other.safetensors"))
+    assert asked[-1].checkpoint == str(tmp_path / "other.safetensors")
+    dock.hide()
+
+
+def test_a_web_map_is_read_at_the_models_scale(dock, tmp_path) -> None:
+    web = QgsRasterLayer(f"type=xyz&url=file://{tmp_path}/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmax=19&zmin=0", "xyz", "wms")
+    QgsProject.instance().addMapLayer(web)
+    dock.layer_combo.setLayer(web)
+    dock.phrase_box.setEditText("the pond")
+    square = QgsRectangle(1_825_000, 6_140_000, 1_825_400, 6_140_400)  # 400 map units ≈ 267 m at 48° N
+    dock.set_drawn_extent(square, web.crs())
+    info = ModelInfo(title="", description="", model="m", device="cpu",
+                     scale=ModelScale(gsd_range_m=(0.3, 2.0), input_size=256))
+    dock.show_model(dock.load_spec(), info)
+    resolution = dock.build_request().resolution
+    metres = resolution * metres_per_map_unit(web.crs(), square.center())
+    assert metres == pytest.approx(400 * metres_per_map_unit(web.crs(), square.center()) / 256, rel=0.01)

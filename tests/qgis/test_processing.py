@@ -39,6 +39,10 @@ def test_every_parameter_has_help(provider) -> None:
     assert int(algorithm.flags() & algorithm.Flag.FlagNoThreading) == 0
     for parameter in algorithm.parameterDefinitions():
         assert parameter.help(), parameter.name()
+    resolution = algorithm.parameterDefinition("RESOLUTION")
+    assert resolution.defaultValue() == 0 and "0 = automatic" in resolution.description()
+    assert algorithm.parameterDefinition("ALL_MATCHES").defaultValue() is False
+    assert algorithm.parameterDefinition("PYTHON") is not None
 
 
 def test_processing_run_writes_a_geopackage(provider, sample_tif: Path, tmp_path: Path) -> None:

@@ -1,0 +1,34 @@
+"""Opening the dock loads the model in the background, so the first query does not wait for it."""
+
+from __future__ import annotations
+
+import time
+
+from qgis_helpers import wait_until
+
+import rsrefseg2_qgis
+from rsrefseg2_qgis import paths
+
+
+def test_opening_the_dock_preloads_the_model_without_blocking(qgis_iface) -> None:
+    plugin = rsrefseg2_qgis.classFactory(qgis_iface)
+    plugin.initGui()
+    qgis_iface.mainWindow().show()  # as in QGIS: a dock is shown (and told so) only in a visible window
+    try:
+        loaded = []
+        plugin.preloader.loaded.connect(lambda spec, info: loaded.append((spec, info)))
+        started = time.monotonic()
+        plugin.actions[0].setChecked(True)  # the toolbar button opens the dock
+        assert time.monotonic() - started < 1.0, "the GUI thread must not wait for the worker"
+        assert plugin.preloader.busy
+        assert wait_until(lambda: bool(loaded), 180), plugin.dock.status_label.text()
+        spec, info = loaded[0]
+        assert spec.checkpoint == str(paths.demo_checkpoint()) and info.device == "cpu"
+        label = plugin.dock.model_label.text()
+        assert label == f"Model: {info.label(spec.checkpoint)}" and "/" not in label
+        started = time.monotonic()
+        spec.load(plugin.client())  # what the first query does: the worker already holds this model
+        assert time.monotonic() - started < 0.1
+    finally:
+        plugin.unload()
+        qgis_iface.mainWindow().hide()
