@@ -130,3 +130,12 @@ def test_apply_lora_packs_only_the_named_linears() -> None:
     adapted = block.attn.qkv(x)
     assert merge_lora(block) == 2 and isinstance(block.attn.qkv, nn.Linear)
     torch.testing.assert_close(block.attn.qkv(x), adapted, atol=1e-6, rtol=1e-5)
+
+
+def test_v2_on_sam1_adapts_every_block_and_the_neck() -> None:
+    """RSRefSeg 2 adapts all attention qkv/proj and the neck convs of SAM's encoder (METHOD.md §1); on SAM 1 the
+    neck is conv 0 (1×1) and conv 2 (3×3), as v1 adapts it."""
+    with torch.device("meta"):
+        model = build_model(load_config("rsrefseg2-b16"))
+    expected = {f"blocks.{i}.attn.{p}" for i in range(12) for p in ("qkv", "proj")} | {"neck.0", "neck.2"}
+    assert set(model.sam_head.lora_names) == expected
