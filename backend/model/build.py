@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .base_weights import load_sam_weights, weight_record
+from .base_weights import check_base_file, load_sam_weights, weight_record
 from .clip_encoder import ClipDualEncoder, create_open_clip
 from .config import ModelConfig, Sam2Config
 from .prompter_v1 import TextFilterPrompter
@@ -70,6 +70,8 @@ def build_model(config: ModelConfig, clip_weights: str | Path | None = None,
     Returns:
         The model (train mode, CPU), with ``base_weights`` recording the files' names and SHA-256.
     """
+    if clip_weights is not None:  # open_clip reads it: refuse a damaged file or a general pickle first
+        check_base_file("clip", clip_weights)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         clip_encoder = ClipDualEncoder(model=create_open_clip(config.clip, clip_weights), cfg=config.clip)
