@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from backend.errors import BackendError
+from backend.loading import load_predictor
 from backend.model import build_model, load_config, load_model, save_checkpoint
 from backend.model.base_weights import check_base_file, file_sha256
 from backend.model.sam_head import build_sam_parts
@@ -77,6 +78,15 @@ def test_pickle_as_clip_weights_of_a_checkpoint_is_refused_before_open_clip(tmp_
             load_model(ckpt, clip_weights=evil)
         _assert_clear(info.value, evil, "Python objects besides tensors")
     assert not (tmp_path / "PAYLOAD_RAN").exists()
+
+
+def test_pickle_as_clip_weights_in_zero_shot_is_a_weights_error(tmp_path: Path) -> None:
+    evil = _hostile_files(tmp_path)[0]
+    sam = tmp_path / "sam_tiny.pth"
+    torch.save(_sam_state(), sam)
+    with pytest.raises(BackendError) as info:
+        load_predictor(config="tiny", clip_weights=str(evil), sam_weights=str(sam), mode="zero-shot", device="cpu")
+    _assert_clear(info.value, evil, "Python objects besides tensors")
 
 
 def test_truncated_sam_weights(tmp_path: Path) -> None:
