@@ -37,8 +37,9 @@ EXIT_CODES: dict[str, int] = {
 
 # Library texts that advise loading a file with code execution enabled (torch.load's weights_only / Unpickler
 # messages, pickle allow-lists). Everything from the sentence that starts such advice onwards is replaced.
-_UNSAFE_ADVICE = re.compile(r"weights[ _]only|unpickl|safe_globals|arbitrary code|trust(?:ed)? (?:the )?source",
-                            re.IGNORECASE)
+# Whole words only, so a file or folder name such as "no_unpickling_here/" does not trigger it.
+_UNSAFE_ADVICE = re.compile(r"\b(?:weights[ _]only|unpickler|unpickling|safe_globals|arbitrary code"
+                            r"|trust(?:ed)? (?:the )?source)\b", re.IGNORECASE)
 # Where a quoted library text begins: after ": ", "; ", a sentence end or a line break.
 _SENTENCE_START = re.compile(r"(?::|;|\.|\n)\s+")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")

@@ -90,6 +90,43 @@ class ReferringPredictor:
         """Side S of the square model input."""
         return self.model.config.input_size
 
+    def _token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens (special tokens included) the text encoder reads of each text, capped at its context."""
+        _, pad = self.model.clip_encoder.tokenize(texts)
+        return (~pad).sum(dim=1).tolist()
+
+    def phrase_warnings(self, phrases: Sequence[str]) -> list[str]:
+        """One warning per phrase longer than the text encoder's context, naming the words it keeps.
+
+        The tokenizer silently cuts a long phrase; the words after the cut then change nothing. A word's tokens
+        do not depend on its neighbours (CLIP's BPE and SentencePiece both split at spaces first), so each
+        word's cost is counted alone and the kept words are those whose costs still fit.
+
+        Returns:
+            Messages such as 'phrase 2 is longer than the model reads (32 tokens): it uses "the large …" and
+            ignores "next to …"'; empty when every phrase fits.
+        """
+        phrases = list(phrases)
+        limit = self._token_counts(["a " * 4096])[0]  # a text far beyond any context: the cap itself
+        warnings = []
+        for index, (phrase, count) in enumerate(zip(phrases, self._token_counts(phrases), strict=True)):
+            words = phrase.split()
+            if count < limit or not words:
+                continue
+            specials, *costs = self._token_counts(["", *words])
+            costs = [c - specials for c in costs]
+            used, kept = specials, 0
+            while kept < len(words) and used + costs[kept] <= limit:
+                used += costs[kept]
+                kept += 1
+            if kept == len(words):
+                continue  # fills the context exactly
+            dropped = words[kept:]
+            ignored = " ".join(dropped[:6]) + (" …" if len(dropped) > 6 else "")
+            warnings.append(f"phrase {index + 1} is longer than the model reads ({limit} tokens): it uses "
+                            f"\"{' '.join(words[:kept])}\" and ignores \"{ignored}\"")
+        return warnings
+
     @property
     def is_image_set(self) -> bool:
         return self._state is not None

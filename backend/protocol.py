@@ -30,6 +30,8 @@ REFINE_STRATEGIES = ("prompts", "phrase", "box", "none")
 DEFAULT_REFINE = "prompts"
 # ``Segment.resolution`` value asking the engine to choose the resolution from the checkpoint's training range.
 RESOLUTION_AUTO = "auto"
+# ``Progress.stage`` of a warning for the user, e.g. a phrase cut to the text encoder's context.
+WARNING_STAGE = "warning"
 
 
 class ProtocolError(ValueError):
@@ -197,17 +199,29 @@ class Pong:
 
 @dataclass(frozen=True)
 class Loaded:
-    """The model is loaded: ``model`` describes it, ``device`` is where it runs (e.g. "cpu", "cuda:0")."""
+    """The model is loaded: ``model`` describes it, ``device`` is where it runs (e.g. "cpu", "cuda:0").
+
+    ``title``, ``description`` and ``gsd_range_m`` come from the checkpoint's own metadata (empty / None when it
+    has none): a short name to show, what the model is for, and the ground metres per pixel at the model input it
+    was trained at, so a client can choose an automatic resolution for layers without a file.
+    """
 
     TYPE: ClassVar[str] = "loaded"
     id: str
     model: str
     device: str
+    title: str = ""
+    description: str = ""
+    gsd_range_m: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Progress of a segment request: ``fraction`` in [0, 1], a short ``stage`` and a human ``message``."""
+    """Progress of a segment request: ``fraction`` in [0, 1], a short ``stage`` and a human ``message``.
+
+    A progress with stage ``WARNING_STAGE`` carries a warning the user should see (e.g. a phrase longer than the
+    text encoder reads); the request goes on.
+    """
 
     TYPE: ClassVar[str] = "progress"
     id: str
@@ -331,8 +345,19 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is str:
         _require(isinstance(value, str), f"{where}: expected a string")
+        _require(_is_unicode(value), f"{where}: not valid Unicode text (a lone surrogate such as a \\ud800 escape, "
+                                     "e.g. from undecodable bytes in a file name or shell argument)")
         return value
     raise ProtocolError(f"{where}: unsupported field type {hint!r}")
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (JSON's \\ud800-style escapes can produce lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @functools.cache
@@ -390,4 +415,4 @@ def request_id(line: str) -> str:
     except json.JSONDecodeError:
         return ""
     value = data.get("id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else ""
+    return value if isinstance(value, str) and _is_unicode(value) else ""

@@ -29,6 +29,7 @@ from backend.errors import BackendError, safe_text
 from backend.protocol import (
     PROTOCOL_VERSION,
     REQUEST_TYPES,
+    WARNING_STAGE,
     Bye,
     Cancel,
     Error,
@@ -221,7 +222,9 @@ class Worker:
         self._model_name = describe(predictor)
         self._checkpoint_name = Path(req.checkpoint).name if req.checkpoint else f"none (config {req.config})"
         log.info("loaded %s on %s", self._model_name, predictor.device)
-        return Loaded(id=req.id, model=self._model_name, device=str(predictor.device))
+        meta = predictor.meta
+        return Loaded(id=req.id, model=self._model_name, device=str(predictor.device), title=meta.title or "",
+                      description=meta.description or "", gsd_range_m=meta.gsd_range_m)
 
     def _set_threads(self) -> None:
         """Give torch the chosen thread count, once, before the first model is built."""
@@ -248,6 +251,9 @@ class Worker:
             self.send(Progress(id=req.id, fraction=min(max(float(fraction), 0.0), 1.0), stage=stage,
                                message=message))
 
+        for warning in self._engine.predictor.phrase_warnings(req.phrases):
+            log.warning("request %s: %s", req.id, warning)
+            progress(0.0, WARNING_STAGE, warning)
         output_dir = Path(req.output_dir)
         before = set(output_dir.iterdir()) if output_dir.is_dir() else set()
         try:
@@ -259,7 +265,8 @@ class Worker:
             raise
         self.send(Result(id=req.id, outputs=Outputs(geojson=result.outputs["geojson"],
                                                     gpkg=result.outputs.get("gpkg")),
-                         phrases=tuple(result.phrases), crs=result.crs, timings=dict(result.timings)))
+                         phrases=tuple(result.phrases), crs=result.crs, timings=dict(result.timings),
+                         resolution_used=result.resolution_used, resolution_note=result.resolution_note))
 
 
 def output_name(req_id: str) -> str:

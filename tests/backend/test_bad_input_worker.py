@@ -20,7 +20,7 @@ from rasters import write_geotiff
 
 from backend.errors import BackendError
 from backend.loading import load_predictor
-from backend.protocol import Cancel, Load, Ping, Segment, Shutdown, decode, encode
+from backend.protocol import WARNING_STAGE, Cancel, Load, Ping, Segment, Shutdown, decode, encode
 from backend.worker import MAX_LINE_BYTES, Worker, error_reply
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,20 +141,62 @@ class Pickled:
 TORCH_UNSAFE_ADVICE = ("weights_only", "Unpickler", "safe_globals", "trust the source")
 
 
-def test_torch_advice_to_unpickle_never_reaches_the_user(tmp_path: Path) -> None:
+def _torch_refusal(path: Path) -> Exception:
+    """The exception torch raises for a general pickle under ``weights_only=True`` (nothing in it runs)."""
+    try:
+        torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (whatever torch raises is what a user would otherwise read)
+        return exc
+    raise AssertionError("torch loaded a general pickle")
+
+
+def test_torch_advice_to_load_unsafely_never_reaches_the_user(tmp_path: Path) -> None:
     evil = tmp_path / "sam_vit_b.pth"
     torch.save({"image_encoder.x": torch.zeros(1), "payload": Pickled()}, evil)
-    with pytest.raises(BackendError) as info:
+    refusal = _torch_refusal(evil)
+    assert "weights_only" in str(refusal)  # what torch itself would tell the user
+
+    quoted = BackendError("weights", f"cannot read SAM weights {evil.name}: {refusal}", "pass the official file")
+    assert quoted.message.startswith("cannot read SAM weights sam_vit_b.pth: the file holds Python objects")
+    assert ".safetensors" in quoted.message  # what to do instead
+    internal = error_reply("r", refusal)  # an unforeseen error on the worker path
+    for text in (quoted.message, quoted.hint, internal.message):
+        assert not any(word in text for word in TORCH_UNSAFE_ADVICE), text
+        assert "\x1b[" not in text  # torch's terminal colour codes are gone too
+    assert internal.code == "internal"
+
+    with pytest.raises(BackendError) as info:  # the whole loading path
         load_predictor(config="tiny", sam_weights=str(evil), device="cpu")
     err = info.value
-    assert err.code == "weights" and "sam_vit_b.pth" in err.message and "pickle" in err.message
+    assert err.code == "weights" and "sam_vit_b.pth" in err.message
     assert not any(word in err.message + err.hint for word in TORCH_UNSAFE_ADVICE), err.message
-    assert ".safetensors" in err.message  # what to do instead
 
-    try:
-        torch.load(evil, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 (the raw torch error, as an unforeseen one would arrive)
-        internal = error_reply("r", exc)
-    assert internal.code == "internal"
-    assert not any(word in internal.message for word in TORCH_UNSAFE_ADVICE), internal.message
-    assert "\x1b[" not in internal.message
+
+def test_unsafe_advice_is_cut_only_where_it_starts() -> None:
+    kept = BackendError("weights", "cannot read /data/weights_only_here/unpickled/sam.pth: file is damaged")
+    assert kept.message == "cannot read /data/weights_only_here/unpickled/sam.pth: file is damaged"
+
+
+def test_a_phrase_cut_to_the_token_limit_is_warned_about_with_the_kept_words(tmp_path: Path) -> None:
+    scene = write_geotiff(tmp_path / "scene.tif", np.full((3, 64, 64), 90, np.uint8))
+    words = ["the", "large", "red", "roof", "by", "a", "pond", "and", "tank"] * 4 + ["last"]  # a token each
+    # The tiny text encoder reads 32 tokens: start, 30 words, end.
+    out = Replies()
+    requests = [Load(id="load", config="tiny", device="cpu"),
+                Segment(id="long", raster=str(scene), phrases=("the roof", " ".join(words)), output_dir=str(tmp_path))]
+    Worker(out).serve([encode(r) for r in requests])
+    replies = out.decoded()["long"]
+    warnings = [m for m in replies if m.TYPE == "progress" and m.stage == WARNING_STAGE]
+    assert replies[-1].TYPE == "result" and len(warnings) == 1, replies
+    message = warnings[0].message
+    assert message.startswith("phrase 2 is longer than the model reads (32 tokens)")
+    assert f'uses "{" ".join(words[:30])}" and ignores "{" ".join(words[30:36])} …"' in message
+
+
+def test_a_lone_surrogate_in_a_request_is_refused_before_it_is_queued() -> None:
+    out = Replies()
+    line = ('{"type": "segment", "id": "s", "v": 1, "raster": "r.tif", "phrases": ["caf\\udce9"], '
+            '"output_dir": "o"}')
+    Worker(out).serve([line])
+    (error,) = out.decoded()["s"]
+    assert error.code == "bad_request" and "not valid Unicode" in error.message

@@ -52,6 +52,8 @@ EXAMPLES = [
            crs='PROJCS["WGS 84 / UTM zone 33N"]', timings={"read": 0.1, "vectorize": 0.02}),
     Error(id="4", code="cancelled", message="cancelled by the user", hint=""),
     Bye(id="8"),
+    Loaded(id="3", model="rsrefseg2 · CLIP tiny-clip 64px", device="cuda:0", title="Demo model — synthetic scenes only",
+           description="Knows coloured roofs, tanks and ponds.", gsd_range_m=(0.3, 2.0)),
 ]
 
 
@@ -119,6 +121,10 @@ def test_integers_are_accepted_where_numbers_are_expected() -> None:
      '"refine": "sharpen"}', "segment.refine"),
     ('{"type": "segment", "id": "1", "v": 1, "raster": "r", "phrases": ["a"], "output_dir": "o", '
      '"overlap": -1}', "overlap"),
+    ('{"type": "segment", "id": "1", "v": 1, "raster": "r", "phrases": ["caf\\udce9"], "output_dir": "o"}',
+     "segment.phrases[0]: not valid Unicode"),
+    ('{"type": "segment", "id": "1", "v": 1, "raster": "\\ud800.tif", "phrases": ["a"], "output_dir": "o"}',
+     "segment.raster: not valid Unicode"),
     ('{"type": "load", "id": "1", "v": 1}', "checkpoint"),
     ('{"type": "load", "id": "1", "v": 1, "config": "tiny", "mode": "fast"}', "load.mode"),
     ('{"type": "progress", "id": "1", "v": 1, "fraction": 1.5, "stage": "x"}', "progress.fraction"),
@@ -142,6 +148,7 @@ def test_request_id_survives_undecodable_lines() -> None:
     assert request_id('{"type": "teleport", "id": "r9", "v": 1}') == "r9"
     assert request_id("garbage") == ""
     assert request_id('{"id": 3}') == ""
+    assert request_id('{"type": "ping", "id": "\\ud800", "v": 1}') == ""  # an id no reply could carry
 
 
 def test_protocol_imports_no_heavy_library() -> None:

@@ -357,3 +357,23 @@ def test_worker_sets_the_chosen_thread_count_before_loading(spawn, monkeypatch) 
     worker = spawn("-m", "backend.worker", "--threads", "2")
     _load(worker)
     assert "torch threads: 2 (--threads)" in worker.stderr()
+
+
+def test_load_reply_carries_the_checkpoint_meta_and_the_result_its_resolution(scene: Path, tmp_path: Path) -> None:
+    from backend.model.checkpoint import CheckpointMeta
+
+    checkpoint = tmp_path / "described.safetensors"
+    meta = CheckpointMeta(title="Demo model — synthetic scenes only", description="Roofs, tanks and ponds.",
+                          gsd_range_m=(0.25, 2.0))
+    save_checkpoint(build_model(load_config("tiny")), checkpoint, meta=meta)
+    out = io.StringIO()
+    requests = [Load(id="l", checkpoint=str(checkpoint), device="cpu"), Load(id="r", config="tiny", device="cpu"),
+                Segment(id="s", raster=str(scene), phrases=("x",), output_dir=str(tmp_path))]
+    Worker(out).serve([encode(r) for r in requests])
+    replies = {m.id: m for m in map(decode, out.getvalue().splitlines()) if m.TYPE != "progress"}
+    assert (replies["l"].title, replies["l"].description) == (meta.title, meta.description)
+    assert replies["l"].gsd_range_m == (0.25, 2.0)
+    assert (replies["r"].title, replies["r"].gsd_range_m) == ("", None)  # random init: no meta
+    result = replies["s"]
+    assert result.TYPE == "result", result
+    assert result.resolution_used == 0.5 and result.resolution_note  # the scene's native 0.5 m, said why
