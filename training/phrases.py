@@ -8,7 +8,8 @@ trained on an ambiguous target. Three families, recorded as ``phrase_type``:
   is used only when the scene also holds an object of the same kind in the other size class, so "large" can be
   read from the picture by comparison whatever the ground resolution.
 - ``position``: where the object is in the image ("the building at the top left", "the tank closest to the
-  right edge").
+  right edge"), also with a colour ("the red building at the top left": the one of the red buildings in that
+  quarter of the image).
 - ``relation``: relative to other objects ("the small tank next to the large tank", "the second largest
   building", "the building nearest to the pond").
 """
@@ -82,9 +83,39 @@ def _region_word(centre: tuple[float, float], size: int) -> str | None:
     return text or "centre"
 
 
+def _half_sides(centre: tuple[float, float], size: int) -> tuple[str | None, str | None]:
+    """("top" / "bottom" / None, "left" / "right" / None) by image halves; None near the half-line."""
+    sides: list[str | None] = []
+    for value, names in ((centre[1], ("top", "bottom")), (centre[0], ("left", "right"))):
+        frac = value / size
+        sides.append(None if abs(frac - 0.5) < REGION_MARGIN else names[int(frac > 0.5)])
+    return sides[0], sides[1]
+
+
+def coloured_position_phrases(objects: Sequence[SceneObject], size: int) -> list[Phrase]:
+    """"the red building at the top left": an object named by colour and kind plus the quarter (or half) of the
+    image it lies in, kept when every other object of that colour and kind lies clearly on another side."""
+    out: list[Phrase] = []
+    for i, o in enumerate(objects):
+        if o.kind == "pond":
+            continue
+        vertical, horizontal = _half_sides(o.centre, size)
+        group = [j for j in _matching(objects, lambda x, o=o: x.kind == o.kind and x.colour == o.colour) if j != i]
+        for use_v, use_h in ((True, True), (True, False), (False, True)):
+            words = [w for w, use in ((vertical, use_v), (horizontal, use_h)) if use]
+            if not words or None in words:
+                continue
+            others = [_half_sides(objects[j].centre, size) for j in group]
+            clear = all((use_v and v is not None and v != vertical) or (use_h and h is not None and h != horizontal)
+                        for v, h in others)
+            if clear:
+                out.append(Phrase(f"the {o.colour} {o.kind} at the {' '.join(words)}", i, "position"))
+    return out
+
+
 def position_phrases(objects: Sequence[SceneObject], size: int) -> list[Phrase]:
     """Phrases naming an object by its image region or by being clearly closest to an image edge."""
-    out: list[Phrase] = []
+    out: list[Phrase] = coloured_position_phrases(objects, size)
     regions = [_region_word(o.centre, size) for o in objects]
     for i, o in enumerate(objects):
         same_kind = _matching(objects, lambda x, o=o: x.kind == o.kind)

@@ -67,3 +67,14 @@ def test_written_split_reads_back_and_is_deterministic(tmp_path) -> None:
         assert record["category"] in record["sentence"]
         same_a = np.asarray(Image.open(tmp_path / "b" / record["mask"]))
         assert np.array_equal(mask, same_a)
+
+
+def test_coloured_position_phrase_names_the_red_building_in_the_top_left_quarter() -> None:
+    size = 512
+    red_top_left = _box("building", "red", "large", 180, 70, 60, size)
+    red_bottom_left = _box("building", "red", "large", 100, 290, 50, size)
+    blue_top_left = _box("building", "blue", "small", 40, 40, 20, size)
+    texts = {(p.text, p.target) for p in position_phrases([red_top_left, red_bottom_left, blue_top_left], size)}
+    assert ("the red building at the top left", 0) in texts
+    assert ("the red building at the bottom left", 1) in texts
+    assert not any(text == "the red building at the left" for text, _ in texts)  # both red ones are on the left
