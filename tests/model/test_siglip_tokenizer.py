@@ -85,3 +85,13 @@ def test_an_explicit_folder_is_used_as_is(folder) -> None:
 def test_ids_are_long_tensors(folder) -> None:
     ids, lengths = GemmaTokenizer(folder=folder)(["a", "b c"])
     assert ids.dtype == lengths.dtype == torch.long
+
+
+def test_a_registry_name_is_looked_up_in_the_weights_folder(tmp_path, monkeypatch, raw) -> None:
+    monkeypatch.setenv("RSREFSEG2_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(BackendError) as info:
+        tokenizer_folder("siglip2-tokenizer")
+    assert "tokenizer.json" in info.value.message and "weights download siglip2-tokenizer" in info.value.hint
+    folder = write_gemma_like_tokenizer(tmp_path / "siglip2-tokenizer")
+    assert tokenizer_folder("siglip2-tokenizer") == folder
+    assert GemmaTokenizer(folder=tokenizer_folder("siglip2-tokenizer")).encode(TEXT)[-1] == raw.token_to_id("<eos>")
