@@ -28,6 +28,8 @@ SAM_SIZES = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}  # SAM image-encoder wi
 
 
 def _sam_size(config: Any) -> str:
+    if config.sam.family != "sam1":  # SAM 2.1 configs name their size, e.g. "sam2.1_hiera_large"
+        return config.sam.name
     return SAM_SIZES.get(config.sam.encoder_embed_dim, f"custom-{config.sam.encoder_embed_dim}d")
 
 
