@@ -179,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
 
     predictor = load_predictor(checkpoint=args.checkpoint, config=args.config, clip_weights=args.clip_weights,
                                sam_weights=args.sam_weights, device=args.device, mode=args.mode)
+    for warning in predictor.phrase_warnings(phrases):
+        print(f"warning: {warning}", file=sys.stderr)
     job = SegmentJob(raster=args.raster, phrases=phrases, output_dir=str(output.parent or "."),
                      output_name=output.stem, window=window, resolution=args.resolution, bands=args.bands,
                      mode="find-all" if args.find_all else "view", refine=args.refine, tile_size=args.tile_size,
