@@ -309,7 +309,8 @@ def download(entry: Entry | str, directory: Path | None = None, *, sha256: str |
     folder = directory or weights_dir()
     for wanted in entry.files:
         expected = sha256 or wanted.sha256
-        if expected is None and not trust_unverified and isinstance(entry, WeightsEntry):
+        present = (folder / wanted.relpath).is_file() and not force  # re-hashed below, nothing is fetched
+        if expected is None and not trust_unverified and isinstance(entry, WeightsEntry) and not present:
             raise BackendError("weights", f"no published SHA-256 for {entry.name}, so the download cannot be "
                                           "verified", "pass --sha256 HEX if you know the hash, or "
                                                       "--trust-unverified to accept the file as is")

@@ -22,7 +22,7 @@ from torch import nn
 
 from backend.errors import BackendError
 
-from .base_weights import check_base_file, file_sha256
+from .base_weights import file_sha256
 from .build import build_model
 from .checkpoint_sidecar import FORMAT, FORMAT_VERSION, read_sidecar
 from .config import config_from_dict
@@ -152,9 +152,7 @@ def _verified_base(kind: str, expected: dict[str, str] | None, given: str | Path
         raise BackendError("weights", f"{kind} weights {Path(given).name} have sha256 {actual}, but the checkpoint "
                            f"expects {expected['sha256']} ({expected['file']})",
                            f"pass the {kind} weights the model was trained on")
-    if kind == "clip":  # open_clip reads it: refuse a damaged file or a general pickle first
-        check_base_file(kind, given)
-    return given
+    return given  # build_model checks the file's content before anything reads it
 
 
 def _build(sidecar: dict[str, Any], path: Path, clip_file: str | Path | None,

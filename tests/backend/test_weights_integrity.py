@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -155,3 +156,15 @@ def test_unreadable_record_means_unchecked_and_is_rewritten(served, tmp_path: Pa
     assert weights.verify(NAME, tmp_path)[NAME].status == "verified"
     assert json.loads((tmp_path / RECORD_NAME).read_text())["files"][FILE]["status"] == "verified"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([RECORD_NAME, FILE])  # atomic writes leave no temp file
+
+
+def test_download_of_a_present_file_without_published_hash_rechecks_without_fetching(served, tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    monkeypatch.setitem(REGISTRY, NAME, replace(REGISTRY[NAME], sha256=None))
+    (tmp_path / FILE).write_bytes(OTHER)
+    assert weights.download(NAME, tmp_path, progress=False) == tmp_path / FILE  # no --trust-unverified needed
+    presence = weights.inventory(tmp_path)[NAME]
+    assert served == [] and presence.status == "unverified"
+    assert presence.files[0].sha256 == hashlib.sha256(OTHER).hexdigest()
+    with pytest.raises(BackendError, match="no published SHA-256"):  # fetching it again still needs trust
+        weights.download(NAME, tmp_path, force=True, progress=False)
