@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backend import weights
+from backend.threads import choose_threads
 
 
 def _probe(fn: Callable[[], Any]) -> Any:
@@ -73,6 +74,7 @@ def collect() -> dict[str, Any]:
         "executable": sys.executable,
         "platform": platform.platform(),
         "torch": _probe(_torch),
+        "worker_threads": _probe(lambda: str(choose_threads())),
         "open_clip": _version("open_clip_torch"),
         "segment_anything": _version("segment-anything"),
         "numpy": _version("numpy"),
