@@ -176,10 +176,9 @@ def _import_one(source: Path, target: Path, folder: Path, *, name: str | None, e
     digest = copy_hashing(source, part)
     _install(part, target, replace=force)
     status = record.remember(folder, rel, sha256=digest, expected=expected, name=name, source=f"import: {source}")
-    if status == "mismatch":
-        log.warning("%s is NOT the published %s: its SHA-256 %s differs from the published %s. It is stored as %s "
-                    "and recorded as a mismatch; it will not be used as %s.", source, name, digest, expected,
-                    target, name)
+    if status == "mismatch":  # the CLI says so loudly; the record keeps it from being used as the published file
+        log.info("%s is not the published %s (SHA-256 %s, published %s); stored as %s, recorded as a mismatch",
+                 source, name, digest, expected, target)
     return status
 
 
