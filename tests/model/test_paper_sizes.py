@@ -8,6 +8,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from backend.model import build_model, load_config
+from backend.model.clip_towers import text_tokens
 from backend.model.lora import LoRALinear, LoRAPackedLinear
 from backend.model.prompter_v2 import CascadedPrompter
 
@@ -105,3 +106,16 @@ def test_paper_sam_lora_sits_where_the_authors_put_it(paper_model) -> None:
     expected = {f"trunk.blocks.{i}.attn.{p}" for i in range(HIERA_BLOCKS) for p in ("qkv", "proj")}
     expected |= {f"neck.convs.{i}.conv" for i in range(4)}
     assert set(paper_model.sam_head.lora_names) == expected
+
+
+def test_paper_siglip2_shapes_and_activations(paper_model) -> None:
+    """METHOD.md §1: a 1024² input gives (B, 1152, 32, 32) post-LN patch tokens; text tokens (B, L, 1152) with no
+    attention mask and pooled = head(last token); tanh-GELU in both towers (AUTHORS_CHECKPOINTS.md trap 2)."""
+    clip = paper_model.clip_encoder
+    assert clip.encode_image_dense(torch.empty(2, 3, 1024, 1024, device="meta")).shape == (2, 1152, 32, 32)
+    tokens, pooled = text_tokens(clip.model, torch.zeros(2, 10, dtype=torch.long, device="meta"), project_tokens=False)
+    assert tokens.shape == (2, 10, 1152) and pooled.shape == (2, 1152)
+    text = clip.model.text
+    assert text.attn_mask is None and text.pool_type == "last" and text.positional_embedding.shape[0] == 64
+    assert type(clip.model.visual.trunk.blocks[0].mlp.act).__name__ == "GELUTanh"
+    assert text.transformer.resblocks[0].mlp.gelu.approximate == "tanh"
