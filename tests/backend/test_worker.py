@@ -338,6 +338,9 @@ def test_thread_count_comes_from_the_option_then_the_environment_then_the_machin
     assert threads.choose_threads(3) == threads.ThreadChoice(3, "--threads")
     monkeypatch.setenv(threads.ENV_VAR, "2")
     assert threads.choose_threads(0) == threads.ThreadChoice(2, threads.ENV_VAR)
+    from backend.cli.info import collect
+
+    assert collect()["worker_threads"] == "2 (RSREFSEG2_THREADS)"  # what `backend info` prints
     monkeypatch.setenv(threads.ENV_VAR, "many")
     with pytest.raises(ValueError, match="RSREFSEG2_THREADS must be a whole number"):
         threads.choose_threads()
