@@ -153,7 +153,8 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         add(QgsProcessingParameterBoolean(self.ALL_MATCHES, tr("All matches"), defaultValue=False),
             tr("View mode: keep every object the phrase matches, not only the best one (a referring phrase names "
                "one object; others are kept only when they score almost as high)."))
-        add(QgsProcessingParameterFile(self.PYTHON, tr("Worker Python"), optional=True),
+        add(QgsProcessingParameterFile(self.PYTHON, tr("Worker Python"), optional=True,
+                                       fileFilter="All files (*)"),  # the default, (*.*), wants a dot in the name
             tr("A Python with PyTorch that runs the model; empty = the {env} environment variable, else the "
                "plugin setting, else the plugin's own environment.").format(env=PYTHON_ENV), advanced=True)
         add(QgsProcessingParameterFeatureSink(self.OUTPUT, tr("Segmented objects"),

@@ -13,6 +13,7 @@ import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
 from qgis_helpers import PYTHON
 
+from rsrefseg2_qgis import paths
 from rsrefseg2_qgis.processing.provider import RSRefSeg2Provider
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,42 +104,42 @@ def test_processing_refuses_without_a_phrase(provider, sample_tif: Path, tmp_pat
     assert not (tmp_path / "x.gpkg").exists()
 
 
-def _qgis_process() -> str | None:
-    """The qgis_process binary; Debian's wrapper passes an option qgis_process 3.22 rejects, so prefer the .bin."""
-    wrapper = shutil.which("qgis_process")
-    if wrapper is None:
-        return None
-    binary = Path(wrapper).with_name("qgis_process.bin")
-    return str(binary) if binary.is_file() else wrapper
+WRAPPER = ROOT / "scripts" / "qgis_process.sh"
 
 
-@pytest.mark.skipif(_qgis_process() is None, reason="qgis_process is not installed here")
-def test_qgis_process_runs_the_algorithm_headless(sample_tif: Path, tmp_path: Path) -> None:
-    # The installable layout (metadata.txt inside the plugin folder), as a user gets it from the ZIP.
+def _headless(*arguments: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``scripts/qgis_process.sh ARGUMENTS`` as the README prints it (no display, no QT_QPA_PLATFORM set)."""
+    done = subprocess.run([str(WRAPPER), *arguments], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.skipif(shutil.which("qgis_process") is None, reason="qgis_process is not installed here")
+def test_qgis_process_runs_the_readme_command_headless(sample_tif: Path, tmp_path: Path) -> None:
+    """The README's headless commands, really run: the plugin from its ZIP, the bundled demo checkpoint."""
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_plugin_zip.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True)
     plugins = tmp_path / "plugins"
     zipfile.ZipFile(next(tmp_path.glob("rsrefseg2_qgis-*.zip"))).extractall(plugins)
-    # The worker interpreter, set in the (fresh) profile the way the settings dialog stores it.
-    profile = tmp_path / ".local" / "share" / "QGIS" / "QGIS3" / "profiles" / "default" / "QGIS"
-    profile.mkdir(parents=True)
-    (profile / "QGIS3.ini").write_text(f"[rsrefseg2]\npython={PYTHON}\n", encoding="utf-8")
-    out = tmp_path / "headless.gpkg"
-    # A fresh HOME is a fresh QGIS profile: enabling the plugin there touches no real profile.
-    env = {"QGIS_PLUGINPATH": str(plugins), "QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin",
-           "HOME": str(tmp_path)}
-    enabled = subprocess.run([_qgis_process(), "plugins", "enable", "rsrefseg2_qgis"], env=env,
-                             capture_output=True, text=True, timeout=120)
-    assert enabled.returncode == 0, enabled.stdout[-2000:] + enabled.stderr[-2000:]
-    done = subprocess.run([_qgis_process(), "run", ALGORITHM, "--", f"INPUT={sample_tif}",
-                           "PHRASE=the white tank", "DEVICE=cpu", "TILE_SIZE=256", "OVERLAP=32",
-                           "EXTENT=603000,603128,5339872,5340000 [EPSG:32633]", f"OUTPUT={out}"],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # A fresh HOME is a fresh QGIS profile (enabling the plugin there touches no real profile); the worker's
+    # Python comes from the environment, not from the profile's settings.
+    env = {"QGIS_PLUGINPATH": str(plugins), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "RSREFSEG2_PYTHON": str(PYTHON)}
+    _headless("plugins", "enable", "rsrefseg2_qgis", env=env, timeout=120)
+    out = tmp_path / "out.gpkg"
+    done = _headless("run", ALGORITHM, "--", f"INPUT={sample_tif}", "PHRASE=the red building at the top left",
+                     f"OUTPUT={out}", env=env)
     layer = QgsVectorLayer(str(out), "headless", "ogr")
-    assert layer.isValid() and layer.crs().authid() == "EPSG:32633"
-    assert "query" in layer.fields().names()
+    assert layer.isValid() and layer.crs().authid() == "EPSG:32633" and layer.featureCount() >= 1
+    assert {f["checkpoint"] for f in layer.getFeatures()} == {paths.demo_checkpoint().name}
+    assert "rsrefseg2-" not in done.stdout + done.stderr, "a temporary path reached the log"
     del layer
+    # The PYTHON parameter beats the environment variable.
+    chosen = tmp_path / "chosen.gpkg"
+    _headless("run", ALGORITHM, "--", f"INPUT={sample_tif}", "PHRASE=the large pond", f"PYTHON={PYTHON}",
+              "EXTENT=603000,603128,5339872,5340000 [EPSG:32633]", f"OUTPUT={chosen}",
+              env={**env, "RSREFSEG2_PYTHON": str(tmp_path / "no-such-python")})
+    assert QgsVectorLayer(str(chosen), "chosen", "ogr").isValid()
 
 
 def test_cancelled_processing_run_writes_no_file(provider, sample_tif: Path, tmp_path: Path) -> None:
