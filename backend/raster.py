@@ -262,6 +262,9 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
 # A view whose longer side is shorter than this cannot show the model anything it could find.
 MIN_VIEW_SIDE = 16
 METRES_PER_DEGREE = 111_320.0  # along a meridian, and along the equator: close enough to suggest a value
+# Smallest resolution taken for metres typed on a raster in degrees (1 cm); a value in degrees for imagery is far
+# smaller (0.5 m ≈ 4.5e-6°), so a tiny raster read coarser in degrees is not mistaken for this.
+METRE_LIKE = 0.01
 
 
 def _refuse_metres_as_degrees(resolution: float, src_res: tuple[float, float], size: tuple[int, int],
@@ -274,10 +277,10 @@ def _refuse_metres_as_degrees(resolution: float, src_res: tuple[float, float], s
     in degrees to use instead. Automatic resolution (the default) converts metres itself.
 
     Raises:
-        BackendError: ``bad_request`` when the resolution coarsens the raster to fewer than ``MIN_VIEW_SIDE``
-            pixels on the view's longer side.
+        BackendError: ``bad_request`` when a metre-like resolution (>= ``METRE_LIKE``) coarsens the raster to
+            fewer than ``MIN_VIEW_SIDE`` pixels on the view's longer side.
     """
-    if max(size) >= MIN_VIEW_SIDE or resolution <= max(src_res):
+    if max(size) >= MIN_VIEW_SIDE or resolution <= max(src_res) or resolution < METRE_LIKE:
         return
     degrees = resolution / METRES_PER_DEGREE
     raise BackendError("bad_request", f"resolution {resolution:g} is in degrees for this raster ({crs.to_string()}),"

@@ -131,6 +131,7 @@ def test_metres_on_a_geographic_raster_are_refused_with_the_value_in_degrees(tmp
     # Degrees (what the automatic resolution sends) and modest coarsening stay allowed.
     assert make_view(str(path), resolution=4.5e-6).shape == (444, 667)
     assert make_view(str(path), resolution=1e-4).shape == (20, 30)
+    assert make_view(str(path), resolution=1e-3).shape == (2, 3)  # coarse, but a value in degrees, not metres
 
 
 def test_a_healthy_sample_still_reads_whole(sample_tif):
