@@ -2,7 +2,8 @@
 
 ``QT_QPA_PLATFORM=offscreen .venv/bin/python tests/qgis/make_screenshot.py [--out docs/screenshot.png]
 [--phrase "..."]`` runs one real query through the dock, the runner, the task manager and the worker, then
-grabs the window. Uses the bundled demo checkpoint when present, else the untrained tiny model.
+grabs the window. Uses the bundled demo checkpoint when present, else the untrained tiny model; the dock names
+the model by its title, as after its background load.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
     parser.add_argument("--phrase", default="the red building at the top left")
-    parser.add_argument("--resolution", type=float, default=1.0,
-                        help="ground resolution in map units; 1.0 reads the sample at the demo model's input scale")
+    parser.add_argument("--resolution", type=float, default=0.0,
+                        help="ground resolution in map units; 0 = automatic (the model's training scale)")
     args = parser.parse_args()
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     app = QgsApplication([], True)
@@ -44,6 +45,7 @@ def main() -> None:
     from rsrefseg2_qgis import paths
     from rsrefseg2_qgis.client import BackendClient
     from rsrefseg2_qgis.dock import SegmentDock
+    from rsrefseg2_qgis.preload import ModelInfo
     from rsrefseg2_qgis.runner import SegmentRunner
     from rsrefseg2_qgis.settings import PluginSettings
 
@@ -62,6 +64,7 @@ def main() -> None:
     outcomes = []
     dock.run_requested.connect(runner.submit)
     runner.outcome_ready.connect(outcomes.append)
+    runner.busy_changed.connect(dock.set_busy)
     runner.progress_changed.connect(dock.progress_bar.setValue)
     runner.status_changed.connect(dock.status_label.setText)
     dock.layer_combo.setLayer(layer)
@@ -71,6 +74,8 @@ def main() -> None:
     _wait(lambda: bool(outcomes), 300)
     if not outcomes or outcomes[0].status != "done":
         sys.exit(f"the query failed: {outcomes[0].text if outcomes else 'timeout'}")
+    spec = dock.load_spec()
+    dock.show_model(spec, ModelInfo.from_reply(spec.load(client)))  # already loaded: answers at once
     canvas.setLayers([outcomes[0].layer, layer])
     canvas.setExtent(layer.extent())
     window.resize(QSize(1200, 720))
