@@ -307,9 +307,9 @@ def _decode_line(raw: bytes) -> str | _Invalid:
             f"the request is not valid UTF-8 (byte {exc.start} is {raw[exc.start:exc.start + 1]!r})"))
 
 
-def _too_long(head: bytes) -> _Invalid:
+def _too_long(head: bytes, limit: int) -> _Invalid:
     return _Invalid(_leading_id(head), ProtocolError(
-        f"the request line is longer than {MAX_LINE_BYTES >> 20} MiB; requests carry paths and phrases, never data"))
+        f"the request line is longer than {limit:,} bytes; requests carry paths and phrases, never data"))
 
 
 def read_lines(fd: int, max_bytes: int = MAX_LINE_BYTES) -> Iterator[str | _Invalid]:
@@ -335,12 +335,12 @@ def read_lines(fd: int, max_bytes: int = MAX_LINE_BYTES) -> Iterator[str | _Inva
                     line.clear()
             if end < 0:
                 break
-            yield _too_long(overlong) if overlong is not None else _decode_line(bytes(line))
+            yield _too_long(overlong, max_bytes) if overlong is not None else _decode_line(bytes(line))
             line.clear()
             overlong = None
             start = end + 1
     if overlong is not None:
-        yield _too_long(overlong)
+        yield _too_long(overlong, max_bytes)
     elif line:
         yield _decode_line(bytes(line))
 

@@ -200,3 +200,22 @@ def test_a_lone_surrogate_in_a_request_is_refused_before_it_is_queued() -> None:
     Worker(out).serve([line])
     (error,) = out.decoded()["s"]
     assert error.code == "bad_request" and "not valid Unicode" in error.message
+
+
+def test_the_line_reader_bounds_lines_across_chunks_and_keeps_the_rest(monkeypatch) -> None:
+    import os
+
+    from backend import worker
+
+    monkeypatch.setattr(worker, "READ_CHUNK_BYTES", 7)  # lines and limits straddle many reads
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b'{"id": "a"}\n' + b"x" * 40 + b"\n" + b'{"id": "big", "pad": "' + b"y" * 60 + b'"}\n'
+             + b'caf\xe9\n' + b"tail without newline")
+    os.close(write_fd)
+    lines = list(worker.read_lines(read_fd, max_bytes=40))
+    os.close(read_fd)
+    assert lines[0] == '{"id": "a"}' and lines[1] == "x" * 40  # exactly the limit is accepted
+    assert isinstance(lines[2], worker._Invalid) and lines[2].req_id == "big"
+    assert "longer than 40 bytes" in str(lines[2].problem)
+    assert isinstance(lines[3], worker._Invalid) and "UTF-8" in str(lines[3].problem)
+    assert lines[4] == "tail without newline" and len(lines) == 5
