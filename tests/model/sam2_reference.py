@@ -52,10 +52,10 @@ def _memory_modules(ref: SimpleNamespace, d: int) -> tuple[torch.nn.Module, torc
     return attention, encoder
 
 
-def build_reference_sam2(cfg: Sam2Config, input_size: int) -> torch.nn.Module:
+def build_reference_sam2(cfg: Sam2Config, input_size: int, *, perturb: bool = True) -> torch.nn.Module:
     """Meta's ``SAM2Base`` with SAM 2.1's yaml flags at ``cfg``'s trunk size (decoder sizes are fixed there:
     d = neck width, 8 heads, MLP 2048, IoU hidden 256, mask_in_chans 16), plus ``build_sam2``'s postprocessing
-    (stability fallback). Eval mode, fp32, every parameter randomly perturbed so no weight keeps its init."""
+    (stability fallback). Eval mode; with ``perturb`` every parameter is randomly moved off its init."""
     ref = reference_modules()
     d = cfg.prompt_embed_dim
     trunk = ref.hieradet.Hiera(embed_dim=cfg.embed_dim, num_heads=cfg.num_heads, stages=cfg.stages,
@@ -79,8 +79,9 @@ def build_reference_sam2(cfg: Sam2Config, input_size: int) -> torch.nn.Module:
         sam_mask_decoder_extra_args={"dynamic_multimask_via_stability": True,
                                      "dynamic_multimask_stability_delta": 0.05,
                                      "dynamic_multimask_stability_thresh": 0.98})
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    if perturb:
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=generator))
     return model.eval()

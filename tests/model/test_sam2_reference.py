@@ -8,14 +8,17 @@ masks, IoU and object scores, and the single-mask output in eval (stability fall
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 import torch
 from sam2_reference import build_reference_sam2
+from torch import nn
 
 from backend.model import load_config
 from backend.model.build import build_sam_head
+from backend.model.sam2 import build_sam2_parts
 from backend.model.sam2.head import PIXEL_MEAN, PIXEL_STD, unpack_levels
 from backend.model.sam2.weights import is_memory_key
 
@@ -120,3 +123,20 @@ def test_single_mask_decode_matches_meta(pair, training: bool, shared_image: boo
     assert masks.shape == (prompts, 1, 64, 64)
     assert _max_diff(masks, ref_masks) <= TOL
     assert _max_diff(iou, ref_iou[:, 0]) <= TOL
+
+
+def test_paper_hiera_large_has_exactly_metas_sam21_image_path_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rsrefseg2-paper's SAM side has every key and shape of Meta's sam2.1_hiera_l SAM2Base except the memory
+    modules, so ``sam2.1_hiera_large.pt`` loads strictly (built on the meta device: names and shapes only)."""
+    config = load_config("rsrefseg2-paper")
+    # Meta's Hiera reads its drop-path schedule with .item(), which meta tensors refuse: compute it on the CPU.
+    monkeypatch.setattr(torch, "linspace", functools.partial(torch.linspace, device="cpu"))
+    with torch.device("meta"):
+        reference = build_reference_sam2(config.sam, config.input_size, perturb=False)
+        holder = nn.Module()
+        for name, part in build_sam2_parts(config.sam, config.input_size).items():
+            setattr(holder, name, part)
+    expected = {k: tuple(v.shape) for k, v in reference.state_dict().items() if not is_memory_key(k)}
+    assert {k: tuple(v.shape) for k, v in holder.state_dict().items()} == expected
+    # Hiera-L + FPN + prompt encoder + mask decoder + no_mem_embed
+    assert sum(p.numel() for p in holder.parameters()) == 216_924_865
