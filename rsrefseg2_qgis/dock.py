@@ -68,6 +68,7 @@ class SegmentDock(QDockWidget):
         self._drawn: tuple[QgsRectangle, QgsCoordinateReferenceSystem] | None = None
         self._map_tool: QgsMapToolExtent | None = None
         self._model_scale = ModelScale()  # of the last model loaded for this dock's choice
+        self._chosen: LoadSpec | None = None  # the model the widgets named last
         self._build()
         self._restore(settings)
         self._on_layer_changed(self.layer_combo.currentLayer())
@@ -132,7 +133,8 @@ class SegmentDock(QDockWidget):
         self.device_combo = QComboBox(body)
         self.device_combo.setEditable(True)
         self.device_combo.addItems(DEVICES)
-        self.device_combo.currentTextChanged.connect(self._on_model_changed)
+        self.device_combo.currentIndexChanged.connect(self._on_model_changed)  # picked from the list
+        self.device_combo.lineEdit().editingFinished.connect(self._on_model_changed)  # typed: once, at the end
         form.addRow(tr("Device"), self.device_combo)
         self.output_widget = QgsFileWidget(body)
         self.output_widget.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
@@ -206,6 +208,10 @@ class SegmentDock(QDockWidget):
             self.model_label.setText(tr("Model: {name}").format(name=Path(choice.checkpoint).stem))
 
     def _on_model_changed(self) -> None:
+        spec = self.load_spec()
+        if spec == self._chosen:
+            return  # e.g. the device box lost focus without a change
+        self._chosen = spec
         self._model_scale = ModelScale()
         self._update_model_label()
         self._request_preload(self.isVisible())

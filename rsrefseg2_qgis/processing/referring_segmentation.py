@@ -43,6 +43,7 @@ from ..query import run_query
 from ..raster_source import RasterInputError, extent_in_layer_crs, local_file_path, native_resolution, plan_raster
 from ..requests import RESOLUTION_AUTO, SegmentRequest, request_tile_grid
 from ..settings import PYTHON_ENV, REFINEMENTS, PluginSettings, model_choice
+from .styling import style_on_load
 
 LOAD_MODES = ("trained", "zero-shot")
 SEARCH_MODES = ("view", "find-all")
@@ -230,6 +231,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             if sink is None:
                 raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
             self._copy(reply.result.outputs.geojson, sink)
+            style_on_load(context, dest_id)
             note = getattr(reply.result, "resolution_note", "")
             if note:
                 feedback.pushInfo(tr("Read at {note}").format(note=note))

@@ -10,11 +10,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsVectorLayer
 from qgis_helpers import PYTHON
 
 from rsrefseg2_qgis import paths
 from rsrefseg2_qgis.processing.provider import RSRefSeg2Provider
+from rsrefseg2_qgis.result_style import COLOUR_PROPERTY, PALETTE
 
 ROOT = Path(__file__).resolve().parents[2]
 ALGORITHM = "rsrefseg2:referringsegmentation"
@@ -94,6 +95,18 @@ def test_the_log_never_shows_the_workers_temporary_files(provider, sample_tif: P
     leaked = [text for text in feedback.texts
               if "rsrefseg2-" in text or (tempfile.gettempdir() + "/" in text and str(tmp_path) not in text)]
     assert not leaked, leaked
+
+
+def test_a_loaded_output_is_styled_like_the_docks_results(provider, sample_tif: Path, tmp_path: Path,
+                                                         qgis_iface) -> None:
+    import processing
+
+    out = tmp_path / "styled.gpkg"
+    processing.runAndLoadResults(ALGORITHM, _parameters(
+        sample_tif, out, EXTENT="603000,603128,5339872,5340000 [EPSG:32633]"))
+    (layer,) = [layer for layer in QgsProject.instance().mapLayers().values() if layer.type() == layer.VectorLayer]
+    assert layer.customProperty(COLOUR_PROPERTY) == PALETTE[0] and layer.labelsEnabled()
+    QgsProject.instance().removeAllMapLayers()
 
 
 def test_processing_refuses_without_a_phrase(provider, sample_tif: Path, tmp_path: Path) -> None:
