@@ -100,12 +100,27 @@ def test_paper_clip_sizes_match_the_authors_checkpoint(paper_model) -> None:
 
 
 def test_paper_sam_lora_sits_where_the_authors_put_it(paper_model) -> None:
-    """Hiera qkv/proj in all 48 blocks and the four FPN lateral convs (SAM 2.1 configs only)."""
-    if getattr(paper_model.config.sam, "family", "sam1") != "sam2.1":
-        pytest.skip("rsrefseg2-paper is not on SAM 2.1 yet")
+    """SAM 2.1 Hiera-L: qkv/proj in all 48 blocks and the four FPN lateral convs; 2,610,432 + 50,944 LoRA
+    parameters (AUTHORS_CHECKPOINTS.md §2)."""
+    assert paper_model.config.sam.family == "sam2.1"
     expected = {f"trunk.blocks.{i}.attn.{p}" for i in range(HIERA_BLOCKS) for p in ("qkv", "proj")}
     expected |= {f"neck.convs.{i}.conv" for i in range(4)}
     assert set(paper_model.sam_head.lora_names) == expected
+    lora = {part: sum(p.numel() for n, p in getattr(paper_model.sam_head.image_encoder, part).named_parameters()
+                      if "lora_" in n) for part in ("trunk", "neck")}
+    assert lora == {"trunk": 2_610_432, "neck": 50_944}
+
+
+def test_paper_model_size_and_what_trains(paper_model) -> None:
+    """Within 0.5 % of the paper's 1447 M; trained: the prompter, SAM 2's prompt encoder, mask decoder and
+    no_mem_embed, every LoRA adapter and SigLIP's logit scale and bias (METHOD.md §1 "Trained vs frozen")."""
+    total = sum(p.numel() for p in paper_model.parameters())
+    assert total == pytest.approx(1447e6, rel=0.005)
+    roots = ("prompter.", "sam_head.sam_prompt_encoder.", "sam_head.sam_mask_decoder.", "sam_head.no_mem_embed")
+    scalars = {"clip_encoder.model.logit_scale", "clip_encoder.model.logit_bias"}
+    for name, param in paper_model.named_parameters():
+        expected = name.startswith(roots) or name in scalars or name.endswith(("lora_a", "lora_b"))
+        assert param.requires_grad == expected, name
 
 
 def test_paper_siglip2_shapes_and_activations(paper_model) -> None:
