@@ -32,3 +32,23 @@ def test_opening_the_dock_preloads_the_model_without_blocking(qgis_iface) -> Non
     finally:
         plugin.unload()
         qgis_iface.mainWindow().hide()
+
+
+def test_a_model_that_cannot_load_says_why_in_the_dock(qgis_iface, tmp_path) -> None:
+    from rsrefseg2_qgis.client import BackendClient
+    from rsrefseg2_qgis.dock import SegmentDock
+    from rsrefseg2_qgis.preload import ModelPreloader
+    from rsrefseg2_qgis.settings import PluginSettings
+
+    client = BackendClient(python=tmp_path / "no-python", backend_root=paths.backend_root())
+    preloader = ModelPreloader(client=lambda: client)
+    dock = SegmentDock(iface=qgis_iface, settings=PluginSettings())
+    failures = []
+    preloader.failed.connect(lambda spec, text: failures.append(text))
+    preloader.failed.connect(dock.show_model_error)
+    dock.preload_requested.connect(preloader.preload)
+    dock.show()
+    assert wait_until(lambda: bool(failures), 30)
+    assert "Worker Python" in failures[0] and dock.status_label.text() == failures[0]
+    dock.unload()
+    dock.deleteLater()
