@@ -143,3 +143,26 @@ def test_a_web_map_is_read_at_the_models_scale(dock, tmp_path) -> None:
     resolution = dock.build_request().resolution
     metres = resolution * metres_per_map_unit(web.crs(), square.center())
     assert metres == pytest.approx(400 * metres_per_map_unit(web.crs(), square.center()) / 256, rel=0.01)
+
+
+def test_two_phrases_give_different_objects_through_the_docks_default_path(qgis_iface, raster_layer,
+                                                                           worker_client) -> None:
+    """Issue 10: the defaults (demo model, automatic resolution, default refinement) answer the phrase asked."""
+    dock = SegmentDock(iface=qgis_iface, settings=PluginSettings(device="cpu"))
+    dock.layer_combo.setLayer(raster_layer)
+    runner = SegmentRunner(client=lambda: worker_client, project=QgsProject.instance(), max_pixels=lambda: 10**7)
+    outcomes = []
+    dock.run_requested.connect(runner.submit)
+    runner.outcome_ready.connect(outcomes.append)
+    for phrase in ("the red building at the top left", "the large pond"):
+        dock.phrase_box.setEditText(phrase)
+        dock.request_run()
+    assert wait_until(lambda: len(outcomes) == 2, 300), [o.text for o in outcomes]
+    assert [o.status for o in outcomes] == ["done", "done"], [o.text for o in outcomes]
+    building, pond = ([f.geometry() for f in o.layer.getFeatures()] for o in outcomes)
+    assert len(building) == 1 and len(pond) == 1, "a referring phrase names one object"
+    overlap = building[0].intersection(pond[0]).area() / building[0].combine(pond[0]).area()
+    assert overlap < 0.2, f"the two phrases found the same place (IoU {overlap:.2f})"
+    dock.unload()
+    dock.deleteLater()
+    QgsProject.instance().removeAllMapLayers()
