@@ -99,3 +99,15 @@ def test_checkpoint_round_trip(model, images, texts, tmp_path: Path) -> None:
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(images, texts).mask_logits, model(images, texts).mask_logits)
+
+
+@torch.no_grad()
+def test_runs_under_bf16_autocast(model, images, texts) -> None:
+    """The CUDA path runs under bf16 autocast; the CPU backend of autocast exercises the same dtype mixes."""
+    model.eval()
+    reference = model(images, texts).mask_logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        embeddings = model.encode_images(images)
+        logits = model.decode(embeddings, texts).mask_logits
+    assert embeddings.sam.dtype == torch.bfloat16  # the cache holds half the bytes
+    torch.testing.assert_close(logits.float(), reference, atol=0.05, rtol=0.05)
