@@ -132,8 +132,9 @@ def _write_scratch(fmt: str, final: str, geometry: np.ndarray, fields: list[np.n
         _remove_quietly(temp)
         if "No space left" in str(err) or shutil.disk_usage(Path(final).parent).free < MIN_FREE_BYTES:
             raise os_error(OSError(errno.ENOSPC, "No space left on device"), final) from err
-        raise BackendError("bad_request", f"cannot write {final!r}: {err}",
-                           "choose another output folder or name") from err
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise BackendError("bad_request", f"cannot write {final!r}: {reason}",
+                           "check the output folder's free space and permissions, or choose another folder") from err
     return temp
 
 
