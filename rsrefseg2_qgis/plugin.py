@@ -128,8 +128,9 @@ class RSRefSeg2Plugin:
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None
-        for dialog in self.dialogs:
-            dialog.cancel()
+        for dialog in list(self.dialogs):
+            dialog.cancel()  # stops a running step
+            dialog.reject()  # and closes the window
             dialog.deleteLater()
         self.dialogs = []
         if self.provider is not None:

@@ -121,3 +121,13 @@ def test_settings_dialog_ok_and_cancel(plugin, slot_errors, button) -> None:
     expected = replace_python if button == QDialogButtonBox.StandardButton.Ok else before
     assert PluginSettings.load().python == expected
     assert QApplication.activeModalWidget() is None
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_unloading_the_plugin_closes_its_dialogs(plugin, slot_errors, finished) -> None:
+    """Plugin unload and QGIS exit close what is still open, running or finished."""
+    dialog = plugin.show_diagnostics()
+    if finished:
+        assert wait_until(lambda: dialog.succeeded is not None, 120)
+    plugin.unload()
+    assert not dialog.isVisible() and plugin.dialogs == []
