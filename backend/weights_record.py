@@ -6,12 +6,13 @@ was downloaded, imported or verified, with the size and modification time it had
 * ``verified``: its recorded hash equals the published SHA-256;
 * ``unverified``: no SHA-256 is published for it (its own hash is recorded, so it can be compared by hand);
 * ``mismatch``: its recorded hash differs from the published one: it is *not* the published file;
-* ``unchecked``: no record, or the file changed since it was hashed (put there by hand): ``weights verify``
-  hashes it.
+* ``unchecked``: no record, or the file changed since it was hashed (put there by hand), and a SHA-256 is
+  published: ``weights verify`` hashes it.
 
 Hashing a 2.5 GB file takes seconds, so listing never hashes; it trusts the record while size and modification
 time are unchanged. The record is rewritten atomically (temporary file + rename); an unreadable record is
-treated as empty (every file becomes ``unchecked``) and replaced at the next write.
+treated as empty (files become ``unchecked``) and replaced at the next write; a folder that cannot be written
+(read-only, shared) only loses the record, never the answer.
 """
 
 from __future__ import annotations
@@ -102,7 +103,10 @@ def remember(folder: Path, relpath: str, *, sha256: str, expected: str | None, n
     files[relpath] = {"name": name, "sha256": sha256, "expected": expected, "status": status,
                       "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "source": source,
                       "checked": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    _write(folder, files)
+    try:
+        _write(folder, files)
+    except OSError as exc:  # a read-only shared folder: the answer stands, it is just not remembered
+        log.warning("cannot update the weights record in %s (%s); the file's status is %s", folder, exc, status)
     return status
 
 
@@ -115,5 +119,6 @@ def check(folder: Path, relpath: str, expected: str | None, files: dict[str, dic
     stat = path.stat()
     sha256 = entry.get("sha256")
     if not isinstance(sha256, str) or entry.get("size") != stat.st_size or entry.get("mtime_ns") != stat.st_mtime_ns:
-        return FileCheck(relpath, "unchecked", None, expected)
+        # Without a published hash there is nothing to verify against: hashing would not change the answer.
+        return FileCheck(relpath, "unverified" if expected is None else "unchecked", None, expected)
     return FileCheck(relpath, status_for(sha256, expected), sha256, expected)

@@ -168,3 +168,20 @@ def test_download_of_a_present_file_without_published_hash_rechecks_without_fetc
     assert presence.files[0].sha256 == hashlib.sha256(OTHER).hexdigest()
     with pytest.raises(BackendError, match="no published SHA-256"):  # fetching it again still needs trust
         weights.download(NAME, tmp_path, force=True, progress=False)
+
+
+def test_a_file_with_no_published_hash_needs_no_verify(tmp_path: Path) -> None:
+    (tmp_path / REGISTRY["clip-vit-b-16"].filename).write_bytes(OTHER)  # copied by hand, never hashed
+    assert weights.inventory(tmp_path)["clip-vit-b-16"].status == "unverified"  # hashing could not change that
+
+
+def test_a_folder_where_the_record_cannot_be_written_still_answers(served, tmp_path: Path, monkeypatch,
+                                                                   caplog) -> None:
+    (tmp_path / FILE).write_bytes(PUBLISHED)
+
+    def read_only(*args: object) -> None:  # as root here, a real read-only folder cannot be made
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr("backend.weights_record._write", read_only)
+    assert weights.download(NAME, tmp_path, progress=False) == tmp_path / FILE
+    assert "cannot update the weights record" in caplog.text and "status is verified" in caplog.text
