@@ -216,6 +216,12 @@ class SegmentDock(QDockWidget):
         self._update_model_label()
         self._request_preload(self.isVisible())
 
+    def apply_settings(self, settings: PluginSettings) -> None:
+        """Use edited settings (base weights, worker Python, threads): the model is loaded again for them."""
+        self.settings = settings
+        self._chosen = None  # a new worker Python or thread count means a new worker, even for the same model
+        self._on_model_changed()
+
     def load_spec(self) -> LoadSpec:
         """The model the widgets choose, as the worker loads it."""
         model = model_choice(self.checkpoint_widget.filePath(), self.mode_combo.currentData())

@@ -172,7 +172,7 @@ class RSRefSeg2Plugin:
             edited = dialog.edited()
             edited.save()
             if self.dock is not None:
-                self.dock.settings = edited
+                self.dock.apply_settings(edited)
         dialog.deleteLater()
 
     def set_up_backend(self) -> ProcessDialog:

@@ -166,3 +166,12 @@ def test_two_phrases_give_different_objects_through_the_docks_default_path(qgis_
     dock.unload()
     dock.deleteLater()
     QgsProject.instance().removeAllMapLayers()
+
+
+def test_edited_settings_load_the_model_again(dock) -> None:
+    asked = []
+    dock.preload_requested.connect(asked.append)
+    dock.show()
+    dock.apply_settings(PluginSettings(device="cpu", sam_weights="/weights/sam.pth"))
+    assert len(asked) == 2 and asked[-1].sam_weights == "/weights/sam.pth"
+    dock.hide()
