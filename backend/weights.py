@@ -11,6 +11,7 @@ a weight file; ``backend.model.checkpoint`` does that.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -163,7 +164,6 @@ def _relpath(folder: Path, target: Path) -> str:
 def _import_one(source: Path, target: Path, folder: Path, *, name: str | None, expected: str | None,
                 force: bool) -> str:
     """Copy one file into the weights folder and record it; returns its status."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     rel = _relpath(folder, target)
     if target.exists() and not force:
         digest = sha256_file(source)
@@ -173,7 +173,14 @@ def _import_one(source: Path, target: Path, folder: Path, *, name: str | None, e
                                "keep the new file under its own name")
         return record.remember(folder, rel, sha256=digest, expected=expected, name=name, source=f"import: {source}")
     part = target.with_name(target.name + ".part")
-    digest = copy_hashing(source, part)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = copy_hashing(source, part)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
+        raise BackendError("weights", f"cannot copy {source} to {target}: {exc.strerror or exc}",
+                           "check that the weights folder is writable and has room for the file") from exc
     _install(part, target, replace=force)
     status = record.remember(folder, rel, sha256=digest, expected=expected, name=name, source=f"import: {source}")
     if status == "mismatch":  # the CLI says so loudly; the record keeps it from being used as the published file

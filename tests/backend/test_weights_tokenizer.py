@@ -145,3 +145,14 @@ def test_list_and_info_show_whether_the_tokenizer_is_present(hub, tmp_path: Path
     assert "unverified" in line and str(tmp_path / NAME) in line
     assert collect()["weights"][NAME] == {"kind": "tokenizer", "path": str(tmp_path / NAME), "status": "unverified"}
     assert f"  {NAME}: {tmp_path / NAME} (unverified)" in format_text(collect())
+
+
+def test_import_into_a_blocked_folder_is_a_weights_error(tmp_path: Path) -> None:
+    source = tmp_path / "tokenizer.json"
+    source.write_bytes(FILES["tokenizer.json"])
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / NAME).write_text("a file where the tokenizer folder belongs")
+    with pytest.raises(BackendError, match="cannot copy") as info:
+        weights.import_file(source, NAME, folder)
+    assert info.value.code == "weights" and "writable" in info.value.hint
