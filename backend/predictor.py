@@ -84,6 +84,7 @@ class ReferringPredictor:
         self.cache_size = cache_size
         self._cache: OrderedDict[Hashable, _ImageState] = OrderedDict()
         self._state: _ImageState | None = None
+        self._token_limit: int | None = None  # tokens the text encoder reads (``phrase_warnings``)
 
     @property
     def input_size(self) -> int:
@@ -107,16 +108,18 @@ class ReferringPredictor:
             ignores "next to …"'; empty when every phrase fits.
         """
         phrases = list(phrases)
-        limit = self._token_counts(["a " * 4096])[0]  # a text far beyond any context: the cap itself
+        if self._token_limit is None:  # a text far beyond any context: its count is the cap itself
+            self._token_limit = self._token_counts(["a " * 4096])[0]
+        limit = self._token_limit
         warnings = []
         for index, (phrase, count) in enumerate(zip(phrases, self._token_counts(phrases), strict=True)):
             words = phrase.split()
             if count < limit or not words:
                 continue
-            specials, *costs = self._token_counts(["", *words])
+            specials, *costs = self._token_counts(["", *words[:limit]])  # a word costs >= 1 token
             costs = [c - specials for c in costs]
             used, kept = specials, 0
-            while kept < len(words) and used + costs[kept] <= limit:
+            while kept < len(costs) and used + costs[kept] <= limit:
                 used += costs[kept]
                 kept += 1
             if kept == len(words):
