@@ -19,7 +19,10 @@ from qgis.core import (
     QgsPointXY,
     QgsProject,
     QgsRectangle,
+    QgsUnitTypes,
 )
+
+from .i18n import tr
 
 
 @dataclass(frozen=True)
@@ -85,3 +88,14 @@ def canvas_resolution(canvas, crs: QgsCoordinateReferenceSystem) -> float | None
         return transform.transformBoundingBox(canvas.extent()).width() / width
     except QgsCsException:
         return None
+
+
+def automatic_note(*, crs: QgsCoordinateReferenceSystem, resolution: float, scale: ModelScale) -> str:
+    """What the result says about a resolution the plugin chose, e.g. "1.2 m/px (automatic: the model was …)"."""
+    units = QgsUnitTypes.toAbbreviatedString(crs.mapUnits())
+    if scale.gsd_range_m is not None:
+        lo, hi = scale.gsd_range_m
+        why = tr("automatic: the model was trained at {lo:g}–{hi:g} m/px").format(lo=lo, hi=hi)
+    else:
+        why = tr("automatic: the model records no training resolution")
+    return f"{resolution:.3g} {units}/px ({why})"

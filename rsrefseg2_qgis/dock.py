@@ -29,7 +29,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .auto_resolution import ModelScale, automatic_resolution, canvas_resolution
+from .auto_resolution import ModelScale, automatic_note, automatic_resolution, canvas_resolution
 from .i18n import tr
 from .preload import LoadSpec, ModelInfo
 from .raster_source import RasterInputError, extent_in_layer_crs, local_file_path, native_resolution
@@ -297,12 +297,14 @@ class SegmentDock(QDockWidget):
             extent = extent_in_layer_crs(layer, *self._drawn)
         spec = self.load_spec()
         tile_size, overlap = self.settings.tile_grid()
-        resolution = self.resolution_spin.value() or RESOLUTION_AUTO
+        resolution, note = self.resolution_spin.value() or RESOLUTION_AUTO, ""
         if resolution == RESOLUTION_AUTO and local_file_path(layer) is None:  # the plugin reads it: pick a number
             resolution = automatic_resolution(
                 crs=layer.crs(), extent=extent or layer.extent(), scale=self._model_scale,
                 search=self.search_combo.currentData(),
                 fallback=native_resolution(layer) or canvas_resolution(self.iface.mapCanvas(), layer.crs()))
+            if resolution is not None:
+                note = automatic_note(crs=layer.crs(), resolution=resolution, scale=self._model_scale)
         return SegmentRequest(
             layer_id=layer.id(), phrases=(phrase,),
             extent=None if extent is None else (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
@@ -311,7 +313,8 @@ class SegmentDock(QDockWidget):
             device=spec.device, search=self.search_combo.currentData(), refine=self.settings.refine,
             tile_size=tile_size, overlap=overlap, threshold=self.settings.threshold,
             clip_weights=spec.clip_weights, sam_weights=spec.sam_weights,
-            output_gpkg=self.output_widget.filePath() or None, all_matches=self.all_matches_check.isChecked())
+            output_gpkg=self.output_widget.filePath() or None, all_matches=self.all_matches_check.isChecked(),
+            resolution_note=note)
 
     def request_run(self) -> None:
         """Build the request and emit ``run_requested``; a problem is shown in the status line instead."""

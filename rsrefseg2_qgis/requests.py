@@ -39,6 +39,8 @@ class SegmentRequest:
         clip_weights, sam_weights: local base weights, or None.
         output_gpkg: a GeoPackage to save the result layer into, or None for a memory layer.
         all_matches: view mode keeps every object the phrase matches, not only the best one.
+        resolution_note: why ``resolution`` is what it is, when the plugin chose it (layers it reads itself);
+            "" leaves the explanation to the worker.
     """
 
     layer_id: str
@@ -58,6 +60,7 @@ class SegmentRequest:
     sam_weights: str | None = None
     output_gpkg: str | None = None
     all_matches: bool = False
+    resolution_note: str = ""
 
     def __post_init__(self) -> None:
         if not self.phrases or not all(phrase.strip() for phrase in self.phrases):

@@ -35,7 +35,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QMetaType, QVariant
 
-from ..auto_resolution import automatic_resolution
+from ..auto_resolution import automatic_note, automatic_resolution
 from ..client import BackendClient, WorkerError
 from ..i18n import tr
 from ..preload import LoadSpec, ModelInfo
@@ -199,9 +199,9 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
                 extent = extent_in_layer_crs(layer, rect, layer.crs(), context.project())
             tile_size, overlap = request_tile_grid(self.parameterAsInt(parameters, self.TILE_SIZE, context),
                                                    self.parameterAsInt(parameters, self.OVERLAP, context))
-            resolution = self.parameterAsDouble(parameters, self.RESOLUTION, context) or RESOLUTION_AUTO
+            resolution, note = self.parameterAsDouble(parameters, self.RESOLUTION, context) or RESOLUTION_AUTO, ""
             if resolution == RESOLUTION_AUTO and local_file_path(layer) is None:
-                resolution = self._automatic_resolution(layer, extent, spec, client, search, feedback)
+                resolution, note = self._automatic_resolution(layer, extent, spec, client, search, feedback)
             request = SegmentRequest(
                 layer_id=layer.id(), phrases=phrases,
                 extent=None if extent is None else (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
@@ -211,7 +211,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
                 refine=REFINEMENTS[self.parameterAsEnum(parameters, self.REFINE, context)][0],
                 tile_size=tile_size, overlap=overlap,
                 threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
-                all_matches=self.parameterAsBoolean(parameters, self.ALL_MATCHES, context))
+                all_matches=self.parameterAsBoolean(parameters, self.ALL_MATCHES, context), resolution_note=note)
             plan = plan_raster(layer, extent, request.resolution, PluginSettings.load().max_pixels)
         except RasterInputError as exc:
             raise QgsProcessingException(str(exc)) from exc
@@ -232,7 +232,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
                 raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
             self._copy(reply.result.outputs.geojson, sink)
             style_on_load(context, dest_id)
-            note = getattr(reply.result, "resolution_note", "")
+            note = request.resolution_note or reply.result.resolution_note
             if note:
                 feedback.pushInfo(tr("Read at {note}").format(note=note))
             for summary in reply.result.phrases:
@@ -250,12 +250,15 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
 
     @staticmethod
     def _automatic_resolution(layer, extent: QgsRectangle | None, spec: LoadSpec, client: BackendClient,
-                              search: str, feedback) -> float | None:
-        """The model's scale for a layer the plugin reads itself (the model is loaded first to learn it)."""
+                              search: str, feedback) -> tuple[float | None, str]:
+        """The model's scale for a layer the plugin reads itself (the model is loaded first to learn it), and why."""
         feedback.setProgressText(tr("Loading the model…"))
         info = ModelInfo.from_reply(spec.load(client, is_cancelled=feedback.isCanceled))
-        return automatic_resolution(crs=layer.crs(), extent=extent or layer.extent(), scale=info.scale,
-                                    search=search, fallback=native_resolution(layer))
+        resolution = automatic_resolution(crs=layer.crs(), extent=extent or layer.extent(), scale=info.scale,
+                                          search=search, fallback=native_resolution(layer))
+        if resolution is None:
+            return None, ""
+        return resolution, automatic_note(crs=layer.crs(), resolution=resolution, scale=info.scale)
 
     @staticmethod
     def _copy(geojson: str, sink: QgsFeatureSink) -> None:

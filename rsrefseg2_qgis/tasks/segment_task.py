@@ -137,7 +137,7 @@ class SegmentTask(QgsTask):
         untrained = tr(" (untrained model: shapes are random)") if self.request.untrained else ""
         text = tr("{count} object(s) for '{phrase}' in {seconds:.1f} s{untrained}").format(
             count=reply.count, phrase=self.request.phrases[0], seconds=self._seconds, untrained=untrained)
-        note = getattr(reply.result, "resolution_note", "")
+        note = self.request.resolution_note or reply.result.resolution_note
         if note:
             text += "\n" + tr("Read at {note}").format(note=note)
         return TaskOutcome("done", text, layer)

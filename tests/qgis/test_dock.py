@@ -140,7 +140,9 @@ def test_a_web_map_is_read_at_the_models_scale(dock, tmp_path) -> None:
     info = ModelInfo(title="", description="", model="m", device="cpu",
                      scale=ModelScale(gsd_range_m=(0.3, 2.0), input_size=256))
     dock.show_model(dock.load_spec(), info)
-    resolution = dock.build_request().resolution
+    request = dock.build_request()
+    resolution = request.resolution
+    assert request.resolution_note == f"{resolution:.3g} m/px (automatic: the model was trained at 0.3–2 m/px)"
     metres = resolution * metres_per_map_unit(web.crs(), square.center())
     assert metres == pytest.approx(400 * metres_per_map_unit(web.crs(), square.center()) / 256, rel=0.01)
 
