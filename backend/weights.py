@@ -137,6 +137,14 @@ def tokenizer_dir(name: str, directory: Path | None = None) -> Path:
     return _usable(name, directory or weights_dir())
 
 
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackendError("weights", f"cannot create the weights folder {folder}: {exc.strerror or exc}",
+                           f"set {ENV_VAR} to a writable folder") from exc
+
+
 def _install(part: Path, target: Path, *, replace: bool) -> None:
     """Move a complete ``.part`` into place; without ``replace``, only if ``target`` does not exist (atomic)."""
     if replace:
@@ -216,7 +224,7 @@ def import_file(source: Path, name: str | None = None, directory: Path | None = 
         return _import_folder(source, entry, folder, force=force)
     if not source.is_file():
         raise BackendError("weights", f"cannot import {source}: no such file", "check the path")
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_folder(folder)
     if isinstance(entry, FolderEntry):
         wanted = next((f for f in entry.files if PurePosixPath(f.relpath).name == source.name), None)
         if wanted is None:
@@ -267,7 +275,7 @@ def _download_one(entry: Entry, wanted: WeightsFile, folder: Path, *, expected: 
                                f"pass --force to replace it with a fresh download of {entry.name}")
         log.info("%s is already present (%s): %s", entry.name, status, target)
         return status
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(target.parent)
     part = target.with_name(target.name + ".part")
     try:
         fetch(wanted.url, part, wanted.size, progress, timeout)
@@ -320,7 +328,7 @@ def download(entry: Entry | str, directory: Path | None = None, *, sha256: str |
             raise BackendError("weights", f"no published SHA-256 for {entry.name}, so the download cannot be "
                                           "verified", "pass --sha256 HEX if you know the hash, or "
                                                       "--trust-unverified to accept the file as is")
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_folder(folder)
         _download_one(entry, wanted, folder, expected=expected, force=force, progress=progress, timeout=timeout)
     return folder / entry.location
 

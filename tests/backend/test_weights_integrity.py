@@ -185,3 +185,13 @@ def test_a_folder_where_the_record_cannot_be_written_still_answers(served, tmp_p
     monkeypatch.setattr("backend.weights_record._write", read_only)
     assert weights.download(NAME, tmp_path, progress=False) == tmp_path / FILE
     assert "cannot update the weights record" in caplog.text and "status is verified" in caplog.text
+
+
+def test_a_weights_folder_that_cannot_be_created_is_a_weights_error(served, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the weights folder belongs")
+    for attempt in (lambda: weights.download(NAME, blocked / "w", progress=False),
+                    lambda: weights.import_file(_file(tmp_path, PUBLISHED), NAME, blocked / "w")):
+        with pytest.raises(BackendError, match="cannot create the weights folder") as info:
+            attempt()
+        assert "RSREFSEG2_WEIGHTS_DIR" in info.value.hint
