@@ -120,7 +120,8 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
         check_utf8(phrase, f"phrase {number}")
     resolution = job.resolution
     if not (resolution is None or resolution == RESOLUTION_AUTO
-            or (isinstance(resolution, (int, float)) and math.isfinite(resolution) and resolution > 0)):
+            or (isinstance(resolution, (int, float)) and not isinstance(resolution, bool)
+                and math.isfinite(resolution) and resolution > 0)):
         raise BackendError("bad_request", f"resolution {resolution!r} is not usable",
                            f"give a positive number of map units per pixel, {RESOLUTION_AUTO!r} or none (native)")
     if job.mode not in MODES:

@@ -165,7 +165,9 @@ class ProbabilityCanvas:
         if self._on_disk and hasattr(self, "array"):
             del self.array
         if self._path is not None:
-            os.remove(self._path)
+            # Windows refuses while another reference still maps the file: the next process's sweep removes it.
+            with contextlib.suppress(PermissionError):
+                os.remove(self._path)
             self._path = None
 
     def __enter__(self) -> ProbabilityCanvas:

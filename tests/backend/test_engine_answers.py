@@ -73,7 +73,7 @@ def test_auto_is_native_without_a_recorded_range_and_explicit_values_are_kept(mo
     assert result.resolution_used == 0.625 and result.resolution_note == "0.625 m/px (requested)"
 
 
-@pytest.mark.parametrize("resolution", [0.0, -1.0, float("nan"), "fine"])
+@pytest.mark.parametrize("resolution", [0.0, -1.0, float("nan"), "fine", True])
 def test_unusable_resolutions_are_refused_before_any_model_work(model, tmp_path, resolution):
     with pytest.raises(BackendError) as info:
         run(predictor_with(model, TRAINED_AT), scene(tmp_path, 64), tmp_path, "bad", resolution=resolution)
