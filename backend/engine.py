@@ -118,6 +118,7 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
                            'describe the object in words, e.g. "the large white storage tank"')
     for number, phrase in enumerate(phrases, 1):
         check_utf8(phrase, f"phrase {number}")
+    check_utf8(job.raster, "the raster path")
     resolution = job.resolution
     if not (resolution is None or resolution == RESOLUTION_AUTO
             or (isinstance(resolution, (int, float)) and not isinstance(resolution, bool)

@@ -90,7 +90,8 @@ def choose_resolution(requested: float | str | None, *, crs: CRS, native: tuple[
         centre: (x, y) of the window's centre in map units.
         mode: "view" or "find-all".
         input_size: the model's input side in pixels.
-        gsd_range_m: (lo, hi) metres per pixel at the model input the checkpoint was trained at, or None.
+        gsd_range_m: (lo, hi) metres per pixel at the model input the checkpoint was trained at, or None (a
+            range that is not positive and finite counts as none).
 
     Returns:
         The resolution for ``make_view`` (None = native) and a one-line note.
@@ -102,7 +103,7 @@ def choose_resolution(requested: float | str | None, *, crs: CRS, native: tuple[
         return ResolutionChoice(None, f"{_format(native_units, unit_m, crs)} (the raster's native resolution)")
     if requested != RESOLUTION_AUTO:
         return ResolutionChoice(float(requested), f"{_format(float(requested), unit_m, crs)} (requested)")
-    if gsd_range_m is None:
+    if gsd_range_m is None or not all(math.isfinite(v) and v > 0 for v in gsd_range_m):
         return ResolutionChoice(None, f"{_format(native_units, unit_m, crs)} (automatic: native, the model records no "
                                       f"training resolution)")
     lo, hi = sorted(gsd_range_m)

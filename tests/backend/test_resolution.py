@@ -64,3 +64,9 @@ def test_a_crs_without_earth_falls_back_to_its_units():
     local = CRS.from_wkt('LOCAL_CS["site grid",UNIT["metre",1]]')
     assert ground_metres_per_unit(local, 0.0, 0.0, 1.0) == (1.0, 1.0)
     assert choose(crs=local, centre=(0.0, 0.0)).resolution == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("broken", [(0.0, 1.0), (-1.0, 2.0), (float("nan"), 1.0)])
+def test_a_broken_recorded_range_counts_as_none(broken):
+    choice = choose(gsd=broken)
+    assert choice.resolution is None and "no training resolution" in choice.note

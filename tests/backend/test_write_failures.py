@@ -101,3 +101,9 @@ def test_unwritable_output_is_refused_before_reading_the_raster(tmp_path):
                                          output_dir=str(tmp_path)))
     assert "segmentation.gpkg" in info.value.message and "folder" in info.value.message
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(SCRATCH_PREFIX)]
+
+
+def test_a_raster_path_that_is_not_utf8_is_refused_by_name(tmp_path):
+    with pytest.raises(BackendError, match="the raster path is not valid UTF-8"):
+        Engine(NoModel()).run(SegmentJob(raster=str(tmp_path / "sc\udce8ne.tif"), phrases=("tank",),
+                                         output_dir=str(tmp_path)))
