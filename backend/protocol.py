@@ -378,6 +378,16 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def _parse(line: str) -> Any:
+    """``json.loads``, with every way a line can fail to parse as a ``ProtocolError``."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    except RecursionError as exc:  # the parser recurses per level: a hostile line can exhaust the stack
+        raise ProtocolError("not a usable message: JSON nested too deeply") from exc
+
+
 def decode(line: str) -> Message:
     """Parse one line into a message dataclass.
 
@@ -391,10 +401,7 @@ def decode(line: str) -> Message:
     Raises:
         ProtocolError: not JSON, not an object, wrong version, unknown type, or a missing/mistyped field.
     """
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    data = _parse(line)
     _require(isinstance(data, dict), "a message must be a JSON object")
     kind = data.get("type")
     _require(isinstance(kind, str), "missing field 'type'")
@@ -411,8 +418,8 @@ def decode(line: str) -> Message:
 def request_id(line: str) -> str:
     """The ``id`` of a line that may not decode, so an error reply can still name its request ("" if none)."""
     try:
-        data = json.loads(line)
-    except json.JSONDecodeError:
+        data = _parse(line)
+    except ProtocolError:
         return ""
     value = data.get("id") if isinstance(data, dict) else None
     return value if isinstance(value, str) and _is_unicode(value) else ""

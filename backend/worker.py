@@ -156,30 +156,43 @@ class Worker:
 
     def _read(self, lines: Iterable[str | _Invalid], inbox: queue.Queue[Request | None]) -> None:
         """Reader thread: answer ``ping`` and invalid lines, record ``cancel``, queue the rest; ``None`` marks
-        end of input. Nothing here waits for a running request, so these answers come at once."""
-        for line in lines:
-            if isinstance(line, _Invalid):
-                self.send(error_reply(line.req_id, line.problem))
-                continue
-            if not line.strip():
-                continue
-            try:
-                message = decode(line)
-                if type(message) not in REQUEST_TYPES.values():
-                    raise ProtocolError(f"{message.TYPE!r} is a reply, not a request")
-            except ProtocolError as exc:
-                self.send(error_reply(request_id(line), exc))
-                continue
-            if isinstance(message, Ping):
-                self.send(Pong(id=message.id, protocol=PROTOCOL_VERSION, backend_version=backend_version()))
-            elif isinstance(message, Cancel):
-                self._cancel(message.target)
-            else:
-                if isinstance(message, Segment):
-                    with self._cancel_lock:
-                        self._active.add(message.id)
-                inbox.put(message)
-        inbox.put(None)
+        end of input. Nothing here waits for a running request, so these answers come at once.
+
+        No line can end the thread: an unforeseen failure on one line is answered as an error for it, and when
+        the thread does end (end of input, or the client stopped reading our replies) the main loop is told.
+        """
+        try:
+            for line in lines:
+                try:
+                    self._take(line, inbox)
+                except Exception as exc:  # noqa: BLE001 (the reader must outlive any one line)
+                    self.send(error_reply(line.req_id if isinstance(line, _Invalid) else _id_of(line), exc))
+        finally:
+            inbox.put(None)
+
+    def _take(self, line: str | _Invalid, inbox: queue.Queue[Request | None]) -> None:
+        """Handle one input line on the reader thread."""
+        if isinstance(line, _Invalid):
+            self.send(error_reply(line.req_id, line.problem))
+            return
+        if not line.strip():
+            return
+        try:
+            message = decode(line)
+            if type(message) not in REQUEST_TYPES.values():
+                raise ProtocolError(f"{message.TYPE!r} is a reply, not a request")
+        except ProtocolError as exc:
+            self.send(error_reply(_id_of(line), exc))
+            return
+        if isinstance(message, Ping):
+            self.send(Pong(id=message.id, protocol=PROTOCOL_VERSION, backend_version=backend_version()))
+        elif isinstance(message, Cancel):
+            self._cancel(message.target)
+        else:
+            if isinstance(message, Segment):
+                with self._cancel_lock:
+                    self._active.add(message.id)
+            inbox.put(message)
 
     def serve(self, lines: Iterable[str | _Invalid]) -> int:
         """Handle requests from ``lines`` until ``shutdown`` or end of input; returns the exit status (0)."""
@@ -296,6 +309,11 @@ def _leading_id(head: bytes) -> str:
     """The ``id`` of a request from the start of its line (messages put it first), "" when not found there."""
     found = re.search(rb'"id"\s*:\s*"([^"\\]{0,200})"', head)
     return found.group(1).decode("utf-8", "replace") if found else ""
+
+
+def _id_of(line: str) -> str:
+    """The ``id`` of a line that did not decode: from its JSON, else from its start."""
+    return request_id(line) or _leading_id(line[:4096].encode("utf-8", "replace"))
 
 
 def _decode_line(raw: bytes) -> str | _Invalid:

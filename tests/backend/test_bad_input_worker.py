@@ -90,6 +90,15 @@ def test_bytes_that_are_not_utf8_get_a_coded_error_at_once(raw_worker: RawWorker
     assert raw_worker.reply("still")[1].TYPE == "pong"
 
 
+def test_deeply_nested_json_is_refused_and_the_worker_keeps_answering(raw_worker: RawWorker) -> None:
+    # Python's json parser recurses per nesting level: 100 000 brackets exceed the interpreter's stack limit.
+    raw_worker.write(b'{"type": "ping", "id": "deep", "v": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n")
+    _, refused = raw_worker.reply("deep")
+    assert refused.TYPE == "error" and refused.code == "bad_request" and "nested" in refused.message
+    raw_worker.write((encode(Ping(id="alive")) + "\n").encode())
+    assert raw_worker.reply("alive")[1].TYPE == "pong"
+
+
 class Replies(io.StringIO):
     """The protocol stream of an in-process worker, decoded."""
 

@@ -156,3 +156,10 @@ def test_protocol_imports_no_heavy_library() -> None:
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_deeply_nested_json_is_a_protocol_error_not_a_crash() -> None:
+    deep = '{"type": "ping", "id": "d", "v": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        decode(deep)
+    assert request_id(deep) == ""
