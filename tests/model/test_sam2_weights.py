@@ -72,8 +72,12 @@ def test_any_other_difference_is_an_error_naming_the_key(tmp_path: Path, change,
     assert named in str(info.value)
 
 
-def test_a_file_without_a_model_state_dict_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", [
+    lambda state: state,  # a bare state dict, not {"model": ...}
+    lambda state: {"model": {**state, "step": 3}},  # something besides tensors in it
+], ids=["bare-state-dict", "non-tensor-entry"])
+def test_a_file_without_a_model_state_dict_of_tensors_is_refused(tmp_path: Path, content) -> None:
     path = tmp_path / "not_sam2.pt"
-    torch.save(_checkpoint_state(), path)  # a bare state dict, not {"model": ...}
+    torch.save(content(_checkpoint_state()), path)
     with pytest.raises(BackendError, match="no 'model' state dict"):
         build_sam_head(load_config("tiny-sam2"), path)

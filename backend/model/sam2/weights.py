@@ -1,9 +1,9 @@
 """Meta's SAM 2.1 checkpoints (``sam2.1_hiera_*.pt``) into the image-path parts, strictly.
 
-A ``.pt`` is read with ``torch.load(weights_only=True)`` (no unpickling of code) and holds ``{"model": state}``
-with SAM2Base's keys. The video-memory modules are not built here, so their keys are skipped BY NAME; any other
-key the parts do not have, any key they miss and any shape that differs is an error that names it. A flat
-``.safetensors`` of the same keys is accepted too.
+A ``.pt`` is read with ``torch.load(weights_only=True)`` through ``weight_files`` (nothing in a pickle runs) and
+holds ``{"model": state}`` with SAM2Base's keys. The video-memory modules are not built here, so their keys are
+skipped BY NAME; any other key the parts do not have, any key they miss and any shape that differs is an error
+that names it. A flat ``.safetensors`` of the same keys is accepted too.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from backend.errors import BackendError
+
+from ..weight_files import kind_of, read_safetensors, read_torch_pickle
 
 # SAM2Base's video-memory parameters (memory attention/encoder, object pointers, temporal encodings).
 MEMORY_PREFIXES = ("memory_attention.", "memory_encoder.", "obj_ptr_proj.", "obj_ptr_tpos_proj.", "mask_downsample.")
@@ -31,18 +32,22 @@ def read_sam2_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a SAM 2.1 ``.pt`` (its ``"model"`` entry) or ``.safetensors`` file.
 
     Raises:
-        BackendError("weights"): unreadable file, or a ``.pt`` without a ``"model"`` state dict.
+        BackendError("weights"): a missing, damaged or general-pickle file (refused without running any of it),
+            or a ``.pt`` without a ``"model"`` state dict of tensors.
     """
     path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        data = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise BackendError("weights", f"cannot read SAM 2.1 weights {path.name}: {exc}", HINT) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise BackendError("weights", f"{path.name} has no 'model' state dict (not a SAM 2.1 checkpoint)", HINT)
-    return data["model"]
+    if not path.is_file():
+        raise BackendError("weights", f"SAM 2.1 weights file not found: {path}", HINT)
+    kind = kind_of(path)
+    if kind == "safetensors":
+        return read_safetensors(path, "weights")
+    if kind == "unknown":
+        raise BackendError("weights", f"{path} is neither a PyTorch file nor a safetensors file", HINT)
+    data = read_torch_pickle(path, "weights", HINT)
+    state = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackendError("weights", f"{path} has no 'model' state dict (not a SAM 2.1 checkpoint)", HINT)
+    return state
 
 
 def load_sam2_weights(parts: dict[str, nn.Module | nn.Parameter], path: str | Path) -> None:
