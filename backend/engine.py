@@ -32,7 +32,7 @@ from backend.preflight import check_output_targets, check_utf8
 from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, PhraseSummary, Window
 from backend.raster import MAX_VIEW_PIXELS, RasterView, make_view
 from backend.resolution import ResolutionChoice, choose_resolution
-from backend.stale import sweep
+from backend.stale import owned_prefix, sweep
 from backend.tiling import CANVAS_FOLDER_PREFIX, IN_MEMORY_BYTES, ProbabilityCanvas
 from backend.vectorize import best_components, vectorize
 
@@ -160,7 +160,7 @@ class Engine:
         self.predictor = predictor
         self.max_view_pixels = max_view_pixels
         self.canvas_bytes = canvas_bytes
-        sweep(tempfile.gettempdir(), CANVAS_FOLDER_PREFIX)  # probability maps of runs that were killed
+        sweep(tempfile.gettempdir(), owned_prefix(CANVAS_FOLDER_PREFIX))  # maps of runs that were killed
 
     def run(self, job: SegmentJob, progress: ProgressFn | None = None,
             should_cancel: Callable[[], bool] | None = None) -> SegmentResult:

@@ -9,7 +9,8 @@ the target folder; only then are the files put in place, all or none:
 * with ``overwrite`` the old files are kept under scratch names until every new file has replaced its old one;
   if any replace fails, the ones already replaced are restored, so the GeoPackage and GeoJSON always match.
 
-Scratch names carry the writer's PID, so those of a killed run are swept by the next write to the folder.
+Scratch names carry the writer's machine and PID, so those of a killed run are swept by the next write to the
+folder from the same machine.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from rasterio.crs import CRS
 
 from backend.errors import BackendError
 from backend.preflight import MIN_FREE_BYTES, check_output_targets, os_error
-from backend.stale import sweep
+from backend.stale import owned_prefix, sweep
 from backend.vectorize import Detection
 
 log = logging.getLogger(__name__)
 
-# Scratch files (new outputs being written, old outputs kept until the swap is done): .rsrefseg-tmp-<pid>-…
+# Scratch files (new outputs being written, old outputs kept until the swap is done): .rsrefseg-tmp-<host>-<pid>-…
 SCRATCH_PREFIX = ".rsrefseg-tmp-"
 # errno values of file systems that cannot hard-link (FAT, some network shares).
 NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS, getattr(errno, "ENOTSUP", -1),
@@ -96,7 +97,7 @@ def write_outputs(layers: Sequence[PhraseDetections], crs: CRS, paths: dict[str,
     """
     check_output_targets(paths.values(), overwrite)
     for folder in {Path(p).parent for p in paths.values()}:
-        sweep(folder, SCRATCH_PREFIX)
+        sweep(folder, owned_prefix(SCRATCH_PREFIX))
     geometry, fields = _columns(layers, model, checkpoint)
     temps: dict[str, str] = {}  # scratch file → final path
     try:
@@ -113,9 +114,10 @@ def write_outputs(layers: Sequence[PhraseDetections], crs: CRS, paths: dict[str,
 
 
 def _scratch_name(final: str, suffix: str) -> str:
-    """A unique hidden name beside ``final`` that ends with ``suffix`` and carries this process's PID."""
+    """A unique hidden name beside ``final`` that ends with ``suffix`` and names this machine and process."""
     path = Path(final)
-    return str(path.with_name(f"{SCRATCH_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.stem}{suffix}"))
+    owner = f"{owned_prefix(SCRATCH_PREFIX)}{os.getpid()}"
+    return str(path.with_name(f"{owner}-{secrets.token_hex(4)}-{path.stem}{suffix}"))
 
 
 def _write_scratch(fmt: str, final: str, geometry: np.ndarray, fields: list[np.ndarray], crs: CRS) -> str:

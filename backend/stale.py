@@ -1,8 +1,10 @@
 """Files a killed process leaves behind: name them after their owner's PID and sweep those of dead owners.
 
 A run killed by SIGKILL, the out-of-memory killer or the plugin's cancel timeout gets no chance to clean up, so
-every scratch file or folder the backend creates carries its owner's process id in its name
-(``<prefix><pid>…``); the next run removes the ones whose owner no longer exists.
+every scratch file or folder the backend creates carries its owner's machine and process id in its name
+(``<base><host>-<pid>…``, see ``owned_prefix``); the next run on the same machine removes the ones whose owner no
+longer exists. Entries of other machines sharing the folder (a network share) are never touched: their PIDs
+mean nothing here.
 """
 
 from __future__ import annotations
@@ -10,8 +12,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import sys
 from pathlib import Path
+
+
+def owned_prefix(base: str) -> str:
+    """``base`` followed by this machine's name (letters and digits only, at most 24) and a dash."""
+    return f"{base}{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:24] or 'host'}-"
 
 
 def pid_alive(pid: int) -> bool:
@@ -54,6 +62,8 @@ def owner_pid(name: str, prefix: str) -> int | None:
 
 def sweep(folder: str | Path, prefix: str) -> list[Path]:
     """Delete the entries of ``folder`` named ``<prefix><pid>…`` whose owner process is gone.
+
+    ``prefix`` should come from ``owned_prefix``, so that only this machine's entries are considered.
 
     Entries of live processes, and entries that cannot be removed (another user's), are left alone.
 

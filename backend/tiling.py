@@ -4,8 +4,8 @@ Every view pixel belongs to exactly one tile's *core*: the tile minus half of ea
 neighbour (view edges are kept). Stitching writes only cores, so a per-pixel result does not depend on the
 grid, and a model's border effects land in the trimmed overlap.
 
-Large canvases are memory-mapped from a file in a folder named after the owning process
-(``<temp>/rsrefseg-canvas-<pid>``). On POSIX the file is unlinked as soon as it is mapped, so not even a
+Large canvases are memory-mapped from a file in a folder named after the owning machine and process
+(``<temp>/rsrefseg-canvas-<host>-<pid>``). On POSIX the file is unlinked as soon as it is mapped, so not even a
 SIGKILL can leave it behind; where an open file cannot be unlinked (Windows) it is deleted on close, and the
 folders of processes that died without closing are swept when the next canvas is created.
 """
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.stale import sweep
+from backend.stale import owned_prefix, sweep
 
 # Canvases above this many bytes live in a memory-mapped temp file instead of RAM.
 IN_MEMORY_BYTES = 64 * 2**20
-# Disk-backed canvases live in ``<temp folder>/<CANVAS_FOLDER_PREFIX><pid>``.
+# Disk-backed canvases live in ``<temp folder>/<CANVAS_FOLDER_PREFIX><host>-<pid>``.
 CANVAS_FOLDER_PREFIX = "rsrefseg-canvas-"
 
 
@@ -98,8 +98,9 @@ def canvas_folder(directory: str | None = None) -> Path:
         directory: the parent folder (the system temp folder when None).
     """
     parent = Path(directory or tempfile.gettempdir())
-    sweep(parent, CANVAS_FOLDER_PREFIX)
-    folder = parent / f"{CANVAS_FOLDER_PREFIX}{os.getpid()}"
+    prefix = owned_prefix(CANVAS_FOLDER_PREFIX)
+    sweep(parent, prefix)
+    folder = parent / f"{prefix}{os.getpid()}"
     try:
         folder.mkdir()
     except FileExistsError:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.stale import owner_pid, pid_alive, sweep
+from backend.stale import owned_prefix, owner_pid, pid_alive, sweep
 from backend.tiling import CANVAS_FOLDER_PREFIX, ProbabilityCanvas
+
+OURS = owned_prefix(CANVAS_FOLDER_PREFIX)  # rsrefseg-canvas-<this machine>-
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,20 +52,23 @@ def test_a_killed_run_leaves_no_probability_map_and_its_folder_is_swept(tmp_path
     assert not files_under(tmp_path), "a killed run left its probability map on disk"
     with ProbabilityCanvas(shape=(64, 64), in_memory_bytes=0, directory=str(tmp_path)):  # the next run
         names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == [f"{CANVAS_FOLDER_PREFIX}{os.getpid()}"], "the dead run's folder was not swept"
+    assert names == [f"{OURS}{os.getpid()}"], "the dead run's folder was not swept"
 
 
 def test_sweep_removes_what_dead_processes_left_and_keeps_live_ones(tmp_path):
     # What a killed run leaves where open files cannot be unlinked (Windows): its folder with the map in it.
-    dead = tmp_path / f"{CANVAS_FOLDER_PREFIX}{dead_pid()}"
+    pid = dead_pid()
+    dead = tmp_path / f"{OURS}{pid}"
     dead.mkdir()
     (dead / "map.f32").write_bytes(b"\0" * 4096)
-    live = tmp_path / f"{CANVAS_FOLDER_PREFIX}{os.getppid()}"
+    live = tmp_path / f"{OURS}{os.getppid()}"
     live.mkdir()
-    unrelated = tmp_path / "rsrefseg-canvas-notes.txt"
+    other_machine = tmp_path / f"{CANVAS_FOLDER_PREFIX}othermachine-{pid}"  # on a shared disk: its PID means nothing here
+    other_machine.mkdir()
+    unrelated = tmp_path / f"{OURS}notes.txt"
     unrelated.write_text("keep")
-    assert sweep(tmp_path, CANVAS_FOLDER_PREFIX) == [dead]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, unrelated.name])
+    assert sweep(tmp_path, OURS) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other_machine.name, unrelated.name])
 
 
 def test_owner_pids_and_liveness():

@@ -17,6 +17,7 @@ from readonly import immutable, read_only
 from backend.errors import BackendError
 from backend.outputs import SCRATCH_PREFIX, PhraseDetections, output_paths, replace_together, write_outputs
 from backend.preflight import check_output_targets
+from backend.stale import owned_prefix
 from backend.vectorize import vectorize
 
 UTM = CRS.from_epsg(32633)
@@ -108,10 +109,12 @@ def test_of_two_concurrent_runs_exactly_one_wins(tmp_path, round_):
 
 def test_scratch_files_of_a_killed_writer_are_swept(tmp_path):
     dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
-    leftover = tmp_path / f"{SCRATCH_PREFIX}{dead}-0000-result.gpkg"
+    leftover = tmp_path / f"{owned_prefix(SCRATCH_PREFIX)}{dead}-0000-result.gpkg"
     leftover.write_bytes(b"half a file")
+    elsewhere = tmp_path / f"{SCRATCH_PREFIX}othermachine-{dead}-0000-result.gpkg"  # being written from elsewhere
+    elsewhere.write_bytes(b"half a file")
     write_outputs(layers(), UTM, output_paths(str(tmp_path), "other"), model="m", checkpoint="c")
-    assert not leftover.exists()
+    assert not leftover.exists() and elsewhere.exists()
 
 
 def test_a_folder_or_device_in_the_way_is_refused_before_writing(tmp_path):
