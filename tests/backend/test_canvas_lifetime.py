@@ -63,7 +63,7 @@ def test_sweep_removes_what_dead_processes_left_and_keeps_live_ones(tmp_path):
     (dead / "map.f32").write_bytes(b"\0" * 4096)
     live = tmp_path / f"{OURS}{os.getppid()}"
     live.mkdir()
-    other_machine = tmp_path / f"{CANVAS_FOLDER_PREFIX}othermachine-{pid}"  # on a shared disk: its PID means nothing here
+    other_machine = tmp_path / f"{CANVAS_FOLDER_PREFIX}othermachine-{pid}"  # shared disk: its PID means nothing
     other_machine.mkdir()
     unrelated = tmp_path / f"{OURS}notes.txt"
     unrelated.write_text("keep")
