@@ -114,3 +114,33 @@ def test_resolution_and_all_matches_options(scene, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["segment", str(scene), "the tank", "-o", str(out), *TINY, "--resolution", "fine"])
     assert "expected 'auto', 'native' or a positive number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("case", "code", "words"), [
+    ("missing output folder", 2, "does not exist"),
+    ("output is a folder", 2, "is a folder or a device"),
+    ("missing phrases file", 2, "cannot read"),
+    ("empty phrases file", 2, "no phrase given"),
+    ("raster without a CRS", 3, "coordinate reference system"),
+    ("existing output", 7, "already exists"),
+])
+def test_bad_requests_are_refused_before_the_model_loads(scene, tmp_path, capsys, case, code, words):
+    out, extra, raster = tmp_path / "r.gpkg", ["the tank"], scene
+    if case == "missing output folder":
+        out = tmp_path / "nope" / "r.gpkg"
+    elif case == "output is a folder":
+        out.mkdir()
+    elif case == "missing phrases file":
+        extra = ["--phrases-file", str(tmp_path / "none.txt")]
+    elif case == "empty phrases file":
+        (tmp_path / "empty.txt").write_text("\n  \n")
+        extra = ["--phrases-file", str(tmp_path / "empty.txt")]
+    elif case == "raster without a CRS":
+        raster = write_geotiff(tmp_path / "plain.tif", np.zeros((3, 32, 32), np.uint8), crs=None)
+    else:
+        out.with_suffix(".geojson").write_text("{}")
+    # A checkpoint that does not exist: reaching the model would fail differently (exit 4).
+    argv = ["segment", str(raster), *extra, "-o", str(out), "--checkpoint", str(tmp_path / "missing.safetensors")]
+    assert main(argv) == code
+    error, _ = error_lines(capsys.readouterr().err)
+    assert words in error
