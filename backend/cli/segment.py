@@ -25,9 +25,9 @@ examples:
 
 The polygons are in the raster's CRS, with attributes query, score (mean probability, 0-1), area_m2,
 model and checkpoint. A GeoJSON with the same polygons is written beside the GeoPackage.
-By default a phrase gets one polygon, its best match (--all-matches keeps every match), and the raster is
-read at the ground resolution the model was trained at (--resolution auto); the line "resolution: …" says
-which resolution was used and why.
+Outside --find-all a phrase gets one polygon, its best match (--all-matches keeps every match), and the
+raster is read at the ground resolution the model was trained at (--resolution auto); the line
+"resolution: …" says which resolution was used and why.
 Coordinates that start with '-' need the '=' form: --extent=-73.99,40.70,-73.96,40.73
 """
 
@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "default the area is treated as one picture, as seen on screen")
     how.add_argument("--all-matches", action="store_true",
                      help="keep every object the phrase matches; by default a referring phrase gets its best "
-                          "match only (and any that score about as well)")
+                          "match only (and any that score about as well); --find-all always keeps all")
     how.add_argument("--refine", choices=REFINE_STRATEGIES, default=DEFAULT_REFINE,
                      help="when the area is larger than the model's input, how the result is refined at full "
                           "resolution on the tiles under it: 'prompts' reuses what the model made of the phrase "
