@@ -42,13 +42,16 @@ def pid_alive(pid: int) -> bool:
 def _windows_pid_alive(pid: int) -> bool:
     """``OpenProcess`` + ``GetExitCodeProcess`` (``os.kill`` would terminate the process on Windows)."""
     import ctypes
+    from ctypes import wintypes
 
-    kernel32 = ctypes.windll.kernel32
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
     handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
     if not handle:
-        return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED: it exists but belongs to someone else
+        return ctypes.get_last_error() == 5  # ERROR_ACCESS_DENIED: it exists but belongs to someone else
     try:
-        code = ctypes.c_ulong()
+        code = wintypes.DWORD()
         return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
     finally:
         kernel32.CloseHandle(handle)
