@@ -20,6 +20,7 @@ from types import ModuleType
 PLUGIN_DIR = Path(__file__).resolve().parent
 PROTOCOL_MODULE_NAME = "rsrefseg2_qgis._backend_protocol"
 PRIVATE_VENV_SUBDIR = "rsrefseg2/venv"
+DEMO_CHECKPOINT = "demo-tiny.safetensors"  # under resources/models/, with its .json sidecar
 
 
 class LayoutError(RuntimeError):
@@ -52,8 +53,8 @@ def icon_path(name: str = "icon.svg", plugin_dir: Path = PLUGIN_DIR) -> str:
 
 
 def demo_checkpoint(plugin_dir: Path = PLUGIN_DIR) -> Path | None:
-    """The bundled demo checkpoint ``resources/models/demo-tiny.safetensors``, or None when not shipped."""
-    path = resources_dir(plugin_dir) / "models" / "demo-tiny.safetensors"
+    """The bundled demo checkpoint ``resources/models/<DEMO_CHECKPOINT>``, or None when not shipped."""
+    path = resources_dir(plugin_dir) / "models" / DEMO_CHECKPOINT
     return path if path.is_file() else None
 
 

@@ -52,7 +52,7 @@ def test_rsrefseg2_python_overrides_the_configured_worker_python(monkeypatch) ->
 
 def test_model_choice_defaults_to_the_bundled_demo_checkpoint() -> None:
     demo = paths.demo_checkpoint()
-    assert demo is not None, "resources/models/demo-tiny.safetensors is shipped with the plugin"
+    assert demo is not None, f"resources/models/{paths.DEMO_CHECKPOINT} is shipped with the plugin"
     default = model_choice("", "trained")
     assert default.checkpoint == str(demo) and default.config is None and not default.untrained
     zero_shot = model_choice("", "zero-shot")  # no base weights configured: the tiny architecture, untrained
