@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import logging
 import os
 import queue
@@ -282,9 +283,20 @@ class Worker:
                          resolution_used=result.resolution_used, resolution_note=result.resolution_note))
 
 
+# Longest id kept whole in an output file name; file systems allow 255 bytes for a name with its suffix.
+MAX_NAME_ID = 64
+
+
 def output_name(req_id: str) -> str:
-    """The file stem of a request's outputs: ``rsrefseg_<id>`` with only safe characters kept."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", req_id).strip("._") or "request"
+    """The file stem of a request's outputs: ``rsrefseg_<id>`` with only safe characters kept.
+
+    An id that had to be changed (characters replaced, or cut to ``MAX_NAME_ID``) also gets a short hash of the
+    whole id, so the name fits any file system and two ids never share files ("é" and "ü", or two long ids
+    with the same beginning).
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", req_id).strip("._")[:MAX_NAME_ID] or "request"
+    if safe != req_id:
+        safe = f"{safe}_{hashlib.sha256(req_id.encode('utf-8', 'replace')).hexdigest()[:10]}"
     return f"rsrefseg_{safe}"
 
 

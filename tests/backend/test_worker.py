@@ -271,8 +271,11 @@ def test_error_mapping(caplog) -> None:
 
 def test_output_names_are_safe() -> None:
     assert output_name("req-12") == "rsrefseg_req-12"
-    assert output_name("../../etc/passwd") == "rsrefseg_etc_passwd"
-    assert output_name("") == "rsrefseg_request"
+    assert output_name("../../etc/passwd").startswith("rsrefseg_etc_passwd_")
+    assert output_name("").startswith("rsrefseg_request_")
+    assert output_name("é") != output_name("ü")  # changed ids keep a hash of the original: no shared files
+    long_a, long_b = output_name("x" * 1000 + "a"), output_name("x" * 1000 + "b")
+    assert long_a != long_b and len(long_a) < 100  # any id fits a file name, and long ids stay distinct
 
 
 def test_load_predictor_finds_recorded_base_weights_in_the_weights_folder(tmp_path: Path, monkeypatch,
