@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from pathlib import Path
 
 from qgis_helpers import wait_until
 
@@ -10,9 +13,21 @@ import rsrefseg2_qgis
 from rsrefseg2_qgis import paths
 
 
-def test_opening_the_dock_preloads_the_model_without_blocking(qgis_iface) -> None:
+def _checkpoint_with_meta(folder: Path) -> Path:
+    """The demo checkpoint, copied with a title, a purpose and a training scale in its sidecar's ``meta``."""
+    demo = paths.demo_checkpoint()
+    copy = Path(shutil.copy(demo, folder / "described.safetensors"))
+    sidecar = json.loads(demo.with_suffix(".json").read_text(encoding="utf-8"))
+    sidecar["meta"] = {"title": "Test model", "description": "for tests only", "gsd_range_m": [0.3, 2.0]}
+    copy.with_suffix(".json").write_text(json.dumps(sidecar), encoding="utf-8")
+    return copy
+
+
+def test_opening_the_dock_preloads_the_model_without_blocking(qgis_iface, tmp_path: Path) -> None:
     plugin = rsrefseg2_qgis.classFactory(qgis_iface)
     plugin.initGui()
+    checkpoint = _checkpoint_with_meta(tmp_path)
+    plugin.dock.checkpoint_widget.setFilePath(str(checkpoint))
     qgis_iface.mainWindow().show()  # as in QGIS: a dock is shown (and told so) only in a visible window
     try:
         loaded = []
@@ -23,9 +38,11 @@ def test_opening_the_dock_preloads_the_model_without_blocking(qgis_iface) -> Non
         assert plugin.preloader.busy
         assert wait_until(lambda: bool(loaded), 180), plugin.dock.status_label.text()
         spec, info = loaded[0]
-        assert spec.checkpoint == str(paths.demo_checkpoint()) and info.device == "cpu"
-        label = plugin.dock.model_label.text()
-        assert label == f"Model: {info.label(spec.checkpoint)}" and "/" not in label
+        assert spec.checkpoint == str(checkpoint) and info.device
+        # The worker's Load reply carries the checkpoint's meta: the dock shows what the model is, not its file.
+        assert plugin.dock.model_label.text() == "Model: Test model — for tests only"
+        assert str(checkpoint) in plugin.dock.model_label.toolTip()
+        assert info.scale.gsd_range_m == (0.3, 2.0)
         started = time.monotonic()
         spec.load(plugin.client())  # what the first query does: the worker already holds this model
         assert time.monotonic() - started < 0.1
