@@ -191,6 +191,14 @@ def select_bands(dataset: rasterio.DatasetReader, bands: Sequence[int] | None) -
     return bands
 
 
+def _finite(values: Sequence[float], what: str, hint: str) -> tuple[float, ...]:
+    """``values`` as floats; refuse NaN and infinities, which would otherwise turn into a 1-pixel or empty view."""
+    numbers = tuple(float(v) for v in values)
+    if not all(math.isfinite(v) for v in numbers):
+        raise BackendError("bad_request", f"the {what} {numbers} is not made of finite numbers", hint)
+    return numbers
+
+
 def _clip_window(window: Window, dataset: rasterio.DatasetReader, what: str) -> Window:
     """Intersect ``window`` with the raster; refuse one that does not overlap it."""
     col0, row0 = max(window.col_off, 0.0), max(window.row_off, 0.0)
@@ -227,19 +235,20 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
                                "warp it to a north-up grid first (gdalwarp)")
         chosen = select_bands(dataset, bands)
         if extent is not None:
-            xmin, ymin, xmax, ymax = (float(v) for v in extent)
+            xmin, ymin, xmax, ymax = _finite(extent, "extent", "give xmin,ymin,xmax,ymax as finite numbers in the "
+                                                               "raster's CRS")
             if not (xmax > xmin and ymax > ymin):
                 raise BackendError("bad_request", f"extent {tuple(extent)} is empty",
                                    "give xmin,ymin,xmax,ymax with xmax > xmin and ymax > ymin")
             window = _clip_window(from_bounds(xmin, ymin, xmax, ymax, dataset.transform), dataset, "extent")
         elif pixels is not None:
-            col, row, width, height = (float(v) for v in pixels)
+            col, row, width, height = _finite(pixels, "pixel window", "give col,row,width,height in pixels")
             window = _clip_window(Window(col, row, width, height), dataset, "pixel window")
         else:
             window = Window(0, 0, dataset.width, dataset.height)
         src_res = abs(dataset.transform.a), abs(dataset.transform.e)
-        if resolution is not None and not resolution > 0:
-            raise BackendError("bad_request", f"resolution {resolution} is not positive",
+        if resolution is not None and not (math.isfinite(resolution) and resolution > 0):
+            raise BackendError("bad_request", f"resolution {resolution} is not a positive number",
                                "give the ground size of a pixel in the raster's map units")
         factor_x = src_res[0] / resolution if resolution else 1.0
         factor_y = src_res[1] / resolution if resolution else 1.0

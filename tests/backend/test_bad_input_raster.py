@@ -139,3 +139,10 @@ def test_a_healthy_sample_still_reads_whole(sample_tif):
     data, valid = read_tile(view, 0, 0, *view.shape)
     assert valid.all() and np.isfinite(data).all()
     stretch_for_view(view)
+
+
+@pytest.mark.parametrize("area", [{"extent": (-np.inf, 0.0, np.inf, 1.0)}, {"extent": (np.nan, 0.0, 1.0, 1.0)},
+                                  {"pixels": (0.0, 0.0, np.inf, 5.0)}, {"resolution": np.inf}])
+def test_infinite_or_nan_numbers_are_refused_not_turned_into_a_tiny_view(sample_tif, area):
+    err = refused("bad_request", sample_tif, **area)
+    assert "finite" in err.message or "positive number" in err.message
