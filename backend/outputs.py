@@ -113,11 +113,17 @@ def write_outputs(layers: Sequence[PhraseDetections], crs: CRS, paths: dict[str,
     return paths
 
 
+def layer_name(final: str) -> str:
+    """The layer inside an output file: its file stem, unless GeoPackage reserves it ("gpkg…" names)."""
+    stem = Path(final).stem
+    return f"layer_{stem}" if stem.lower().startswith("gpkg") else stem
+
+
 def _scratch_name(final: str, suffix: str) -> str:
     """A unique hidden name beside ``final`` that ends with ``suffix`` and names this machine and process."""
     path = Path(final)
     owner = f"{owned_prefix(SCRATCH_PREFIX)}{os.getpid()}"
-    return str(path.with_name(f"{owner}-{secrets.token_hex(4)}-{path.stem}{suffix}"))
+    return str(path.with_name(f"{owner}-{secrets.token_hex(4)}-{path.stem[:64]}{suffix}"))  # fits where final fits
 
 
 def _write_scratch(fmt: str, final: str, geometry: np.ndarray, fields: list[np.ndarray], crs: CRS) -> str:
@@ -126,7 +132,7 @@ def _write_scratch(fmt: str, final: str, geometry: np.ndarray, fields: list[np.n
     temp = _scratch_name(final, ext)
     try:
         pyogrio.raw.write(temp, geometry, fields, ["query", "score", "area_m2", "model", "checkpoint"],
-                          layer=Path(final).stem, driver=driver, geometry_type="Polygon", crs=crs.to_wkt())
+                          layer=layer_name(final), driver=driver, geometry_type="Polygon", crs=crs.to_wkt())
     except OSError as err:
         _remove_quietly(temp)
         raise os_error(err, final) from err
@@ -136,7 +142,7 @@ def _write_scratch(fmt: str, final: str, geometry: np.ndarray, fields: list[np.n
             raise os_error(OSError(errno.ENOSPC, "No space left on device"), final) from err
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise BackendError("bad_request", f"cannot write {final!r}: {reason}",
-                           "check the output folder's free space and permissions, or choose another folder") from err
+                           "choose another output name or folder, and check its free space and permissions") from err
     return temp
 
 

@@ -149,3 +149,9 @@ def test_an_invalid_output_name_is_one_clear_error(tmp_path):
     with pytest.raises(BackendError) as info:
         check_output_targets([str(tmp_path / ("x" * 300 + ".gpkg"))], overwrite=False)
     assert info.value.code == "bad_request" and "File name too long" in info.value.message
+
+
+def test_a_long_output_name_that_fits_is_written(tmp_path):
+    stem = "x" * 240  # 246 characters with ".gpkg": a valid name, which a longer scratch name would not be
+    paths = write_outputs(layers(), UTM, output_paths(str(tmp_path), stem), model="m", checkpoint="c")
+    assert models_in(paths) == {"m"} and not scratch_files(tmp_path)
