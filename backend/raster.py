@@ -104,8 +104,9 @@ def check_complete(dataset: rasterio.DatasetReader, path: str) -> None:
                            "restore the missing files, or rebuild the VRT (gdalbuildvrt) from files that exist")
     if dataset.driver != "GTiff" or not _local_file(dataset.name):
         return
-    size = os.path.getsize(dataset.name)
-    end = _tiff_data_end(dataset)
+    stat = os.stat(dataset.name)
+    end = _tiff_data_end_cached(dataset, (os.path.realpath(dataset.name), stat.st_size, stat.st_mtime_ns))
+    size = stat.st_size
     if end > size:
         raise BackendError("bad_raster", f"{path!r} is truncated: its image data needs {end:,} bytes but the "
                            f"file has {size:,}",
@@ -115,6 +116,18 @@ def check_complete(dataset: rasterio.DatasetReader, path: str) -> None:
 
 # A GeoTIFF with more blocks than this per band has an evenly spaced sample of them checked (plus the last).
 MAX_CHECKED_BLOCKS = 65536
+
+
+# (real path, size, mtime) → data end: a run opens its raster several times, the file is scanned once.
+_DATA_ENDS: dict[tuple[str, int, int], int] = {}
+
+
+def _tiff_data_end_cached(dataset: rasterio.DatasetReader, key: tuple[str, int, int]) -> int:
+    if key not in _DATA_ENDS:
+        if len(_DATA_ENDS) >= 256:
+            _DATA_ENDS.clear()
+        _DATA_ENDS[key] = _tiff_data_end(dataset)
+    return _DATA_ENDS[key]
 
 
 def _tiff_data_end(dataset: rasterio.DatasetReader) -> int:
