@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 import subprocess
 import sys
@@ -10,8 +12,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsVectorLayer
-from qgis_helpers import PYTHON
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from qgis_helpers import PYTHON, write_xyz_tiles
 
 from rsrefseg2_qgis import paths
 from rsrefseg2_qgis.processing.provider import RSRefSeg2Provider
@@ -106,6 +115,33 @@ def test_a_loaded_output_is_styled_like_the_docks_results(provider, sample_tif: 
         sample_tif, out, EXTENT="603000,603128,5339872,5340000 [EPSG:32633]"))
     (layer,) = [layer for layer in QgsProject.instance().mapLayers().values() if layer.type() == layer.VectorLayer]
     assert layer.customProperty(COLOUR_PROPERTY) == PALETTE[0] and layer.labelsEnabled()
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_a_web_map_is_read_at_the_scale_the_checkpoint_records(provider, sample_tif: Path, tmp_path: Path) -> None:
+    """Resolution 0 on an XYZ layer: the plugin loads the model first to learn its scale, and says what it chose."""
+    import processing
+
+    x0, y0, x1, y1 = write_xyz_tiles(sample_tif, tmp_path / "tiles", zoom=18)
+    web = QgsRasterLayer(f"type=xyz&url=file://{tmp_path}/tiles/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmin=18&zmax=18",
+                         "web map", "wms")
+    assert web.isValid()
+    QgsProject.instance().addMapLayer(web)
+    checkpoint = tmp_path / "described.safetensors"
+    shutil.copy(paths.demo_checkpoint(), checkpoint)
+    sidecar = json.loads(paths.demo_checkpoint().with_suffix(".json").read_text(encoding="utf-8"))
+    sidecar["meta"] = {"gsd_range_m": [1.0, 2.0]}
+    checkpoint.with_suffix(".json").write_text(json.dumps(sidecar), encoding="utf-8")
+    feedback = RecordingFeedback()
+    out = tmp_path / "web.gpkg"
+    processing.run(ALGORITHM, {**_parameters(web.id(), out, CHECKPOINT=str(checkpoint), TILE_SIZE=0),
+                               "EXTENT": f"{x0 + 20},{x1 - 20},{y0 + 20},{y1 - 20} [EPSG:3857]"}, feedback=feedback)
+    assert out.is_file()
+    notes = [text for text in feedback.texts if text.startswith("Read at")]
+    assert len(notes) == 1 and "(automatic: the model was trained at 1–2 m/px)" in notes[0], feedback.texts
+    used = float(notes[0].split()[2])  # map units (Web Mercator metres) per pixel
+    ground = used * math.cos(math.radians(48.2))
+    assert 0.999 <= ground <= 2.001, ground
     QgsProject.instance().removeAllMapLayers()
 
 

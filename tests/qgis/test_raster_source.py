@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from osgeo import gdal
 from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer, QgsRectangle
+from qgis_helpers import write_xyz_tiles
 
 from rsrefseg2_qgis.raster_source import (
     RasterInputError,
@@ -102,31 +103,9 @@ def test_web_layer_without_native_resolution_needs_one(tmp_path: Path) -> None:
         plan_raster(layer, QgsRectangle(0, 0, 100, 100), None, max_pixels=10**6)
 
 
-HALF_WORLD = 20037508.342789244  # EPSG:3857
-
-
-def _write_xyz_tiles(source: Path, folder: Path, zoom: int) -> tuple[float, float, float, float]:
-    """Cut ``source`` into 256 px PNG web-map tiles (the XYZ scheme) with GDAL; returns its 3857 bounds."""
-    warped = gdal.Warp("/vsimem/rsrefseg2_3857.tif", str(source), dstSRS="EPSG:3857")
-    x0, step_x, _, y1, _, step_y = warped.GetGeoTransform()
-    x1, y0 = x0 + step_x * warped.RasterXSize, y1 + step_y * warped.RasterYSize
-    tile = 2 * HALF_WORLD / 2**zoom
-    for tx in range(int((x0 + HALF_WORLD) // tile), int((x1 + HALF_WORLD) // tile) + 1):
-        for ty in range(int((HALF_WORLD - y1) // tile), int((HALF_WORLD - y0) // tile) + 1):
-            bounds = (-HALF_WORLD + tx * tile, HALF_WORLD - (ty + 1) * tile, -HALF_WORLD + (tx + 1) * tile,
-                      HALF_WORLD - ty * tile)
-            cut = gdal.Warp("/vsimem/rsrefseg2_tile.tif", warped, outputBounds=bounds, width=256, height=256,
-                            dstAlpha=True)
-            (folder / str(zoom) / str(tx)).mkdir(parents=True, exist_ok=True)
-            gdal.Translate(str(folder / str(zoom) / str(tx) / f"{ty}.png"), cut, format="PNG")
-    for name in ("/vsimem/rsrefseg2_3857.tif", "/vsimem/rsrefseg2_tile.tif"):
-        gdal.Unlink(name)
-    return x0, y0, x1, y1
-
-
 def test_xyz_web_map_is_read_through_its_provider_at_the_chosen_resolution(sample_tif: Path,
                                                                            tmp_path: Path) -> None:
-    x0, y0, x1, y1 = _write_xyz_tiles(sample_tif, tmp_path / "tiles", zoom=18)
+    x0, y0, x1, y1 = write_xyz_tiles(sample_tif, tmp_path / "tiles", zoom=18)
     layer = QgsRasterLayer(f"type=xyz&url=file://{tmp_path}/tiles/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmin=18&zmax=18",
                            "web map", "wms")
     assert layer.isValid() and layer.crs().authid() == "EPSG:3857"
