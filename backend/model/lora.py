@@ -245,6 +245,10 @@ def merge_lora(module: nn.Module) -> int:
             setattr(parent, attr, child.merge())
             count += 1
         elif parametrize.is_parametrized(child):
+            # A deep copy shares torch's injected ``Parametrized*`` class with its original, and removing a
+            # parametrization deletes the property from that class: work on a private copy of the class.
+            cls = type(child)
+            child.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
             for tensor_name in list(child.parametrizations.keys()):
                 if any(isinstance(p, LoRADelta) for p in child.parametrizations[tensor_name]):
                     parametrize.remove_parametrizations(child, tensor_name, leave_parametrized=True)

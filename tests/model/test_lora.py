@@ -139,3 +139,18 @@ def test_v2_on_sam1_adapts_every_block_and_the_neck() -> None:
         model = build_model(load_config("rsrefseg2-b16"))
     expected = {f"blocks.{i}.attn.{p}" for i in range(12) for p in ("qkv", "proj")} | {"neck.0", "neck.2"}
     assert set(model.sam_head.lora_names) == expected
+
+
+def test_merging_a_deep_copy_leaves_the_original_adapted() -> None:
+    torch.manual_seed(0)
+    block = nn.Sequential()
+    block.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+    apply_lora(block, r"attn", CFG)
+    _nudge_b(block)
+    x = torch.randn(2, 7, 16)
+    adapted = block.attn(x, x, x)[0]
+    merged = copy.deepcopy(block)
+    assert merge_lora(merged) == 2
+    torch.testing.assert_close(merged.attn(x, x, x)[0], adapted, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(block.attn(x, x, x)[0], adapted)  # the original still has its adapters
+    assert len(lora_parameter_names(block)) == 4
