@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,9 +67,11 @@ def open_raster(path: str) -> rasterio.DatasetReader:
     before a model runs rather than half-way through a run.
 
     Raises:
-        BackendError: ``not_a_raster`` when GDAL cannot read it; ``bad_raster`` when it is truncated or a VRT
-            source is missing; ``no_crs`` when it has no CRS or no geotransform (GCP/RPC-only rasters say so).
+        BackendError: ``not_a_raster`` when GDAL cannot read it or it is a pipe or device; ``bad_raster`` when
+            it is truncated or a VRT source is missing; ``no_crs`` when it has no CRS or no geotransform
+            (GCP/RPC-only rasters say so).
     """
+    _refuse_special_file(path)
     try:
         dataset = rasterio.open(path)
     except RasterioIOError as err:
@@ -81,6 +84,20 @@ def open_raster(path: str) -> rasterio.DatasetReader:
         dataset.close()
         raise
     return dataset
+
+
+def _refuse_special_file(path: str) -> None:
+    """Refuse a named pipe, socket or device: GDAL would wait forever on a pipe nobody writes to.
+
+    Paths that do not exist pass (GDAL also opens virtual paths, URLs and subdatasets), as do folders (some
+    formats are folders)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise BackendError("not_a_raster", f"{path!r} is not a regular file (a pipe, socket or device)",
+                           "choose a raster file such as a GeoTIFF")
 
 
 def _local_file(name: str) -> bool:
@@ -104,9 +121,9 @@ def check_complete(dataset: rasterio.DatasetReader, path: str) -> None:
                            "restore the missing files, or rebuild the VRT (gdalbuildvrt) from files that exist")
     if dataset.driver != "GTiff" or not _local_file(dataset.name):
         return
-    stat = os.stat(dataset.name)
-    end = _tiff_data_end_cached(dataset, (os.path.realpath(dataset.name), stat.st_size, stat.st_mtime_ns))
-    size = stat.st_size
+    file_info = os.stat(dataset.name)
+    size = file_info.st_size
+    end = _tiff_data_end_cached(dataset, (os.path.realpath(dataset.name), size, file_info.st_mtime_ns))
     if end > size:
         raise BackendError("bad_raster", f"{path!r} is truncated: its image data needs {end:,} bytes but the "
                            f"file has {size:,}",

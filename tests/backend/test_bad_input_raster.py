@@ -6,6 +6,8 @@ failed copy or download leaves them. Nothing is mocked.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import rasterio
@@ -147,3 +149,10 @@ def test_a_healthy_sample_still_reads_whole(sample_tif):
 def test_infinite_or_nan_numbers_are_refused_not_turned_into_a_tiny_view(sample_tif, area):
     err = refused("bad_request", sample_tif, **area)
     assert "finite" in err.message or "positive number" in err.message
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_is_refused_instead_of_waiting_forever(tmp_path):
+    pipe = tmp_path / "stream.tif"
+    os.mkfifo(pipe)  # GDAL would block opening it until something writes to it
+    assert "not a regular file" in refused("not_a_raster", pipe).message
