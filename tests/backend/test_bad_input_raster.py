@@ -156,3 +156,18 @@ def test_a_named_pipe_is_refused_instead_of_waiting_forever(tmp_path):
     pipe = tmp_path / "stream.tif"
     os.mkfifo(pipe)  # GDAL would block opening it until something writes to it
     assert "not a regular file" in refused("not_a_raster", pipe).message
+
+
+def test_a_raster_placed_by_rpcs_says_so_and_how_to_warp_it(tmp_path):
+    from rasterio.rpc import RPC
+
+    coeffs = [1.0] + [0.0] * 19
+    rpcs = RPC(height_off=0.0, height_scale=100.0, lat_off=50.0, lat_scale=0.01, line_den_coeff=coeffs,
+               line_num_coeff=[0.0, 0.0, -1.0] + [0.0] * 17, line_off=16.0, line_scale=16.0, long_off=10.0,
+               long_scale=0.01, samp_den_coeff=coeffs, samp_num_coeff=[0.0, 1.0] + [0.0] * 18, samp_off=16.0,
+               samp_scale=16.0)
+    path = tmp_path / "satellite_l1.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=32, height=32, count=3, dtype="uint8", rpcs=rpcs) as dst:
+        dst.write(gradient_rgb(32, 32))
+    err = refused("no_crs", path)
+    assert "rational polynomial coefficients" in err.message and "gdalwarp -rpc" in err.hint
