@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return EXIT_CODES["cancelled"]
     except Exception as exc:  # noqa: BLE001 (unforeseen: one sanitised line; the traceback with -v)
-        log.debug("unexpected failure", exc_info=exc)
+        log.info("unexpected failure", exc_info=exc)  # shown with -v
         return _report(BackendError("internal", f"{type(exc).__name__}: {exc}",
                                     "this is a bug: run again with -v to see where it happened, and report it "
                                     "with the output of `python -m backend info`"))
