@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from rasters import write_geotiff
 
@@ -20,7 +22,7 @@ def test_a_phrase_cut_to_the_token_limit_prints_a_warning_with_the_kept_words(tm
     assert f'uses "{" ".join(words[:30])}" and ignores "{" ".join(words[30:])}"' in line
 
 
-def test_an_unforeseen_failure_is_one_sanitised_error_line_not_a_traceback(monkeypatch, capsys) -> None:
+def test_an_unforeseen_failure_is_one_sanitised_error_line_not_a_traceback(monkeypatch, capsys, caplog) -> None:
     import backend.cli.info
 
     # A bug cannot be produced on purpose: the subcommand is replaced by one that fails like torch.load does.
@@ -33,3 +35,6 @@ def test_an_unforeseen_failure_is_one_sanitised_error_line_not_a_traceback(monke
     err = capsys.readouterr().err
     assert err.startswith("error: RuntimeError: ") and "hint: this is a bug" in err
     assert "Traceback" not in err and "weights_only" not in err and "False" not in err
+    caplog.set_level(logging.INFO)  # what -v enables: the traceback, logged for the report
+    assert main(["-v", "info"]) == 1
+    assert any(r.exc_info and r.levelno == logging.INFO for r in caplog.records)
