@@ -1,0 +1,95 @@
+"""The authors' checkpoint importer refuses what it cannot map exactly, naming the keys, and never runs a pickle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from authors_layout import authors_state, tiny_config
+
+from backend.errors import BackendError
+from backend.model.authors import import_authors
+
+VISION = "clip_vision_encoder.base_model.model.model."
+
+
+@pytest.fixture(scope="module")
+def config():
+    return tiny_config()
+
+
+@pytest.fixture
+def state(config):
+    return authors_state(config)
+
+
+def _refused(tmp_path, config, data) -> BackendError:
+    torch.save(data, tmp_path / "bad.pth")
+    dest = tmp_path / "out.safetensors"
+    with pytest.raises(BackendError) as info:
+        import_authors(tmp_path / "bad.pth", dest, config=config)
+    assert info.value.code == "weights"
+    assert not dest.exists() and not dest.with_suffix(".json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.pth"]  # no temporary file left either
+    return info.value
+
+
+def test_a_missing_key_is_named(tmp_path, config, state) -> None:
+    del state["prompter.prompt_pe_embedding"]
+    error = _refused(tmp_path, config, {"state_dict": state})
+    assert "missing keys" in error.message and "prompter.prompt_pe" in error.message
+
+
+def test_a_missing_lora_matrix_is_named(tmp_path, config, state) -> None:
+    del state[f"{VISION}encoder.layers.1.self_attn.k_proj.lora_B.default.weight"]
+    error = _refused(tmp_path, config, {"state_dict": state})
+    assert "vision:encoder.layers.1.self_attn.k_proj" in error.message
+
+
+def test_an_extra_key_is_named(tmp_path, config, state) -> None:
+    state["prompter.text_query_embedding1"] = torch.zeros(3, 32, dtype=torch.bfloat16)
+    state["backbone.model.extra_head.weight"] = torch.zeros(2)
+    error = _refused(tmp_path, config, {"state_dict": state})
+    assert "prompter:text_query_embedding1" in error.message and "sam:extra_head.weight" in error.message
+
+
+def test_lora_where_the_authors_have_none_is_refused(tmp_path, config, state) -> None:
+    fc1 = f"{VISION}encoder.layers.0.mlp.fc1"
+    state[f"{fc1}.base_layer.weight"] = state.pop(f"{fc1}.weight")
+    state[f"{fc1}.lora_A.default.weight"] = torch.zeros(4, 32)
+    state[f"{fc1}.lora_B.default.weight"] = torch.zeros(64, 4)
+    error = _refused(tmp_path, config, {"state_dict": state})
+    assert "vision:encoder.layers.0.mlp.fc1" in error.message
+
+
+def test_a_wrong_shape_is_named(tmp_path, config, state) -> None:
+    state["prompter.img_pe"] = torch.zeros(1, 32, 5, 5, dtype=torch.bfloat16)
+    error = _refused(tmp_path, config, {"state_dict": state})
+    assert "wrong shapes" in error.message and "img_pe (1, 32, 5, 5) != (1, 32, 4, 4)" in error.message
+
+
+def test_no_state_dict_is_refused(tmp_path, config, state) -> None:
+    error = _refused(tmp_path, config, {"model": state})
+    assert "no 'state_dict'" in error.message
+
+
+class _Payload:
+    """Unpickling this would create a file: it must never happen."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_pickle_with_code_is_refused_and_never_runs(tmp_path, config, state) -> None:
+    marker = tmp_path.parent / f"{tmp_path.name}-payload-ran"
+    error = _refused(tmp_path, config, {"state_dict": state, "hook": _Payload(marker)})
+    assert "refused without running" in error.message and "weights_only" not in error.message + error.hint
+    assert not marker.exists()
+
+
+def test_a_file_that_is_not_pytorch_is_refused(tmp_path, config) -> None:
+    (tmp_path / "bad.pth").write_text("<html>proxy login</html>")
+    with pytest.raises(BackendError, match="not a PyTorch file"):
+        import_authors(tmp_path / "bad.pth", tmp_path / "out.safetensors", config=config)
