@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from backend import weights
+from backend.cli import import_authors
 from backend.errors import BackendError
 
 
@@ -38,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for action in (imp, down):
         action.add_argument("--force", "--overwrite", action="store_true", dest="force",
                             help="replace a file that is already in the weights folder")
+    authors = sub.add_parser("import-authors", help="convert the authors' RSRefSeg 2 checkpoint (rrsisd.pth or "
+                                                    "refsegrs.pth) into a checkpoint usable with --checkpoint NAME")
+    import_authors.add_arguments(authors)
     check = sub.add_parser("verify", help="re-hash the installed files and compare them with the published SHA-256")
     check.add_argument("name", nargs="?", choices=names, metavar="NAME", help="only this one (default: all)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
@@ -97,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
             raise BackendError("weights", f"{', '.join(bad)}: not the published file (SHA-256 mismatch)",
                                f"replace with `python -m backend weights download {bad[0]} --force`")
         return 0
+    if args.weights_command == "import-authors":
+        return import_authors.run(args)
     if args.weights_command == "import":
         path = weights.import_file(args.file, args.name, force=args.force)
         print(path)
