@@ -91,6 +91,7 @@ def load_predictor(checkpoint: str | None = None, config: str | None = None, cli
         BackendError: "checkpoint" (missing/unreadable checkpoint or config), "weights" (base weights missing
             or not matching), "device" (accelerator not available), "bad_request" (unknown mode).
     """
+    from backend.model.authors.location import resolve_checkpoint
     from backend.model.checkpoint import load_model
     from backend.model.device import select_device
     from backend.predictor import ReferringPredictor
@@ -100,10 +101,11 @@ def load_predictor(checkpoint: str | None = None, config: str | None = None, cli
     torch_device = select_device(device)
     clip_path, sam_path = _resolve(clip_weights), _resolve(sam_weights)
     if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
+        path = resolve_checkpoint(checkpoint)  # a path, or the name of an imported checkpoint
         if not path.is_file():
             raise BackendError("checkpoint", f"checkpoint not found: {path}",
-                               "give the path of a trained .safetensors checkpoint (with its .json beside it)")
+                               "give the path of a trained .safetensors checkpoint (with its .json beside it), or "
+                               "the name of an imported one (python -m backend weights import-authors)")
         clip_path = clip_path or _cached_for(path, "clip")
         sam_path = sam_path or _cached_for(path, "sam")
         model = load_model(path, clip_weights=clip_path, sam_weights=sam_path, device=torch_device)
