@@ -10,6 +10,7 @@ directly (its own interpreter of their semantics), so it checks our prompter aga
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import timm
 import torch
@@ -58,30 +59,46 @@ def tiny_config() -> ModelConfig:
     return config_from_dict(data)
 
 
-def _siglip_shapes(tower: str) -> dict[str, tuple[int, ...]]:
-    c = WIDTH
+@dataclass(frozen=True)
+class Dims:
+    """SigLIP tower sizes of an authors'-layout file (default: the tiny test towers)."""
+
+    width: int = WIDTH
+    mlp: int = MLP
+    layers: int = LAYERS
+    vocab: int = VOCAB
+    context: int = CONTEXT
+    grid: int = GRID
+
+
+# SigLIP 2 so400m-patch16-512, as in the released files.
+PAPER_DIMS = Dims(width=1152, mlp=4304, layers=27, vocab=256000, context=64, grid=32)
+
+
+def _siglip_shapes(tower: str, dims: Dims) -> dict[str, tuple[int, ...]]:
+    c, mlp, grid = dims.width, dims.mlp, dims.grid
     shapes: dict[str, tuple[int, ...]] = {}
     if tower == "vision":
         shapes |= {"embeddings.patch_embedding.weight": (c, 3, PATCH, PATCH), "embeddings.patch_embedding.bias": (c,),
-                   "embeddings.position_embedding.weight": (GRID * GRID, c)}
+                   "embeddings.position_embedding.weight": (grid * grid, c)}
     else:
-        shapes |= {"embeddings.token_embedding.weight": (VOCAB, c),
-                   "embeddings.position_embedding.weight": (CONTEXT, c)}
-    for i in range(LAYERS):
+        shapes |= {"embeddings.token_embedding.weight": (dims.vocab, c),
+                   "embeddings.position_embedding.weight": (dims.context, c)}
+    for i in range(dims.layers):
         layer = f"encoder.layers.{i}."
         for name in ("layer_norm1", "layer_norm2"):
             shapes |= {f"{layer}{name}.weight": (c,), f"{layer}{name}.bias": (c,)}
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
             shapes |= {f"{layer}self_attn.{proj}.weight": (c, c), f"{layer}self_attn.{proj}.bias": (c,)}
-        shapes |= {f"{layer}mlp.fc1.weight": (MLP, c), f"{layer}mlp.fc1.bias": (MLP,),
-                   f"{layer}mlp.fc2.weight": (c, MLP), f"{layer}mlp.fc2.bias": (c,)}
+        shapes |= {f"{layer}mlp.fc1.weight": (mlp, c), f"{layer}mlp.fc1.bias": (mlp,),
+                   f"{layer}mlp.fc2.weight": (c, mlp), f"{layer}mlp.fc2.bias": (c,)}
     if tower == "vision":
         shapes |= {"post_layernorm.weight": (c,), "post_layernorm.bias": (c,), "head.probe": (1, 1, c),
                    "head.attention.in_proj_weight": (3 * c, c), "head.attention.in_proj_bias": (3 * c,),
                    "head.attention.out_proj.weight": (c, c), "head.attention.out_proj.bias": (c,),
                    "head.layernorm.weight": (c,), "head.layernorm.bias": (c,),
-                   "head.mlp.fc1.weight": (MLP, c), "head.mlp.fc1.bias": (MLP,),
-                   "head.mlp.fc2.weight": (c, MLP), "head.mlp.fc2.bias": (c,)}
+                   "head.mlp.fc1.weight": (mlp, c), "head.mlp.fc1.bias": (mlp,),
+                   "head.mlp.fc2.weight": (c, mlp), "head.mlp.fc2.bias": (c,)}
     else:
         shapes |= {"final_layer_norm.weight": (c,), "final_layer_norm.bias": (c,), "head.weight": (c, c),
                    "head.bias": (c,)}
@@ -110,10 +127,10 @@ def _stream_width(op: str, c: int, p: int) -> tuple[int, int]:
     return (p, p) if "prompt" in op else (c, c)
 
 
-def _prompter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    c, p, a, m = WIDTH, cfg.sam.prompt_embed_dim, cfg.prompter.attn_dim, cfg.prompter.mlp_dim
+def _prompter_shapes(cfg: ModelConfig, dims: Dims) -> dict[str, tuple[int, ...]]:
+    c, grid, p, a, m = dims.width, dims.grid, cfg.sam.prompt_embed_dim, cfg.prompter.attn_dim, cfg.prompter.mlp_dim
     k, n = cfg.prompter.num_queries, cfg.prompter.num_prompts
-    shapes = {"text_query_pe_embedding1": (k, c), "text_query_pe_embedding2": (k, c), "img_pe": (1, c, GRID, GRID),
+    shapes = {"text_query_pe_embedding1": (k, c), "text_query_pe_embedding2": (k, c), "img_pe": (1, c, grid, grid),
               "prompt_pe_embedding": (n, p), "prompt_embedding": (n, p),
               "sparse_prompt_mlp.layers.0.weight": (m, p), "sparse_prompt_mlp.layers.0.bias": (m,),
               "sparse_prompt_mlp.layers.1.weight": (p, m), "sparse_prompt_mlp.layers.1.bias": (p,),
@@ -160,12 +177,11 @@ LORA_SITES = {
 }
 
 
-def authors_state(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random ``state_dict`` in the authors' layout (bf16 like the released files; nonzero LoRA B)."""
-    generator = torch.Generator().manual_seed(seed)
+def authors_shapes(cfg: ModelConfig, dims: Dims = Dims()) -> dict[str, tuple[int, ...]]:
+    """Every key of an authors'-layout file before PEFT wrapping, with its shape."""
     shapes: dict[str, tuple[int, ...]] = {}
-    shapes |= {f"clip_vision_encoder.base_model.model.model.{k}": v for k, v in _siglip_shapes("vision").items()}
-    shapes |= {f"clip_text_encoder.base_model.model.model.{k}": v for k, v in _siglip_shapes("text").items()}
+    shapes |= {f"clip_vision_encoder.base_model.model.model.{k}": v for k, v in _siglip_shapes("vision", dims).items()}
+    shapes |= {f"clip_text_encoder.base_model.model.model.{k}": v for k, v in _siglip_shapes("text", dims).items()}
     shapes |= {f"clip_text_encoder.base_model.model.{k}": (1,) for k in ("logit_scale", "logit_bias")}
     for part, module in build_sam2_parts(cfg.sam, cfg.input_size).items():
         if isinstance(module, torch.nn.Parameter):  # no_mem_embed
@@ -174,23 +190,33 @@ def authors_state(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
         prefix = ("backbone.model.image_encoder.base_model.model." if part == "image_encoder"
                   else f"backbone.model.{part}.")
         shapes |= {prefix + k: tuple(v.shape) for k, v in module.state_dict().items()}
-    shapes |= {f"prompter.{k}": v for k, v in _prompter_shapes(cfg).items()}
+    shapes |= {f"prompter.{k}": v for k, v in _prompter_shapes(cfg, dims).items()}
     shapes |= {f"decode_head.{k}": () for k in ("logit_scale1", "logit_scale2", "logit_bias1", "logit_bias2")}
-    state: dict[str, torch.Tensor] = {}
-    for name, shape in shapes.items():
+    return shapes
+
+
+def authors_layout(cfg: ModelConfig, dims: Dims = Dims(), rank: int = RANK) -> dict[str, tuple[int, ...]]:
+    """Every key of an authors' file, PEFT-wrapped at the LoRA sites, with its shape."""
+    layout: dict[str, tuple[int, ...]] = {}
+    for name, shape in authors_shapes(cfg, dims).items():
         prefix = next((p for p in LORA_SITES if name.startswith(p)), None)
         module, _, tensor = name[len(prefix or ""):].rpartition(".")
-        if prefix is not None and LORA_SITES[prefix].fullmatch(module):
-            base = f"{prefix}{module}.base_layer.{tensor}"
-            state[base] = _random(name, shape, generator)
-            if tensor == "weight":
-                tail = (1, 1) if len(shape) == 4 else ()
-                state[f"{prefix}{module}.lora_A.default.weight"] = 0.3 * torch.randn(RANK, shape[1], *tail,
-                                                                                    generator=generator)
-                state[f"{prefix}{module}.lora_B.default.weight"] = 0.3 * torch.randn(shape[0], RANK, *tail,
-                                                                                    generator=generator)
-        else:
-            state[name] = _random(name, shape, generator)
+        if prefix is None or not LORA_SITES[prefix].fullmatch(module):
+            layout[name] = shape
+            continue
+        layout[f"{prefix}{module}.base_layer.{tensor}"] = shape
+        if tensor == "weight":
+            tail = (1, 1) if len(shape) == 4 else ()
+            layout[f"{prefix}{module}.lora_A.default.weight"] = (rank, shape[1], *tail)
+            layout[f"{prefix}{module}.lora_B.default.weight"] = (shape[0], rank, *tail)
+    return layout
+
+
+def authors_state(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random tiny ``state_dict`` in the authors' layout (bf16 like the released files; nonzero LoRA B)."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {key: 0.3 * torch.randn(shape, generator=generator) if ".lora_" in key else
+             _random(key, shape, generator) for key, shape in authors_layout(cfg).items()}
     return {k: v if v.dtype == torch.int64 else v.to(torch.bfloat16) for k, v in state.items()}
 
 
