@@ -229,6 +229,17 @@ def _finite(values: Sequence[float], what: str, hint: str) -> tuple[float, ...]:
     return numbers
 
 
+def _extent_window(dataset: rasterio.DatasetReader, extent: tuple[float, ...]) -> Window:
+    """The source window of ``extent`` cut to the raster's bounds first, so that a huge extent (±1e308) cannot
+    overflow the pixel arithmetic; an extent beside the raster gives an empty window."""
+    left, bottom, right, top = dataset.bounds
+    x0, x1 = max(extent[0], min(left, right)), min(extent[2], max(left, right))
+    y0, y1 = max(extent[1], min(bottom, top)), min(extent[3], max(bottom, top))
+    if not (x1 > x0 and y1 > y0):
+        return Window(0, 0, 0, 0)
+    return from_bounds(x0, y0, x1, y1, dataset.transform)
+
+
 def _clip_window(window: Window, dataset: rasterio.DatasetReader, what: str) -> Window:
     """Intersect ``window`` with the raster; refuse one that does not overlap it."""
     col0, row0 = max(window.col_off, 0.0), max(window.row_off, 0.0)
@@ -270,7 +281,7 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
             if not (xmax > xmin and ymax > ymin):
                 raise BackendError("bad_request", f"extent {tuple(extent)} is empty",
                                    "give xmin,ymin,xmax,ymax with xmax > xmin and ymax > ymin")
-            window = _clip_window(from_bounds(xmin, ymin, xmax, ymax, dataset.transform), dataset, "extent")
+            window = _clip_window(_extent_window(dataset, (xmin, ymin, xmax, ymax)), dataset, "extent")
         elif pixels is not None:
             col, row, width, height = _finite(pixels, "pixel window", "give col,row,width,height in pixels")
             window = _clip_window(Window(col, row, width, height), dataset, "pixel window")

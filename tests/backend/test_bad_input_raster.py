@@ -171,3 +171,10 @@ def test_a_raster_placed_by_rpcs_says_so_and_how_to_warp_it(tmp_path):
         dst.write(gradient_rgb(32, 32))
     err = refused("no_crs", path)
     assert "rational polynomial coefficients" in err.message and "gdalwarp -rpc" in err.hint
+
+
+def test_an_extent_as_large_as_floats_go_reads_the_whole_raster(sample_tif):
+    whole = make_view(str(sample_tif))
+    huge = make_view(str(sample_tif), extent=(-1e308, -1e308, 1e308, 1e308))
+    assert (huge.shape, huge.window, huge.transform) == (whole.shape, whole.window, whole.transform)
+    refused("window_outside", sample_tif, extent=(1e300, 1e300, 1e308, 1e308))
