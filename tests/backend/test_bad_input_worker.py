@@ -228,3 +228,44 @@ def test_the_line_reader_bounds_lines_across_chunks_and_keeps_the_rest(monkeypat
     assert "longer than 40 bytes" in str(lines[2].problem)
     assert isinstance(lines[3], worker._Invalid) and "UTF-8" in str(lines[3].problem)
     assert lines[4] == "tail without newline" and len(lines) == 5
+
+
+def test_a_hostile_sweep_of_segment_requests_gets_results_or_coded_errors_never_internal(tmp_path: Path) -> None:
+    from affine import Affine
+    from rasters import gradient_rgb
+
+    from backend.protocol import Window
+
+    scene = write_geotiff(tmp_path / "scene.tif", gradient_rgb(64, 64))
+    rasters = {"one_px": write_geotiff(tmp_path / "one.tif", gradient_rgb(1, 1)),
+               "nodata": write_geotiff(tmp_path / "nodata.tif", np.zeros((3, 32, 32), np.uint8), nodata=0),
+               "pole": write_geotiff(tmp_path / "pole.tif", gradient_rgb(64, 64), crs="EPSG:4326",
+                                     transform=Affine(1e-3, 0, 10.0, 0, -1e-3, 90.0)),
+               "antimeridian": write_geotiff(tmp_path / "am.tif", gradient_rgb(64, 64), crs="EPSG:4326",
+                                             transform=Affine(1e-3, 0, 179.99, 0, -1e-3, 0.0))}
+    (tmp_path / "a_file").write_text("not a folder")
+    cases = {  # id → (request fields, expected error code or None for a result)
+        **{name: ({"raster": str(path)}, None) for name, path in rasters.items() if name != "nodata"},
+        "nodata": ({"raster": str(rasters["nodata"])}, "all_nodata"),
+        "raster_is_folder": ({"raster": str(tmp_path)}, "not_a_raster"),
+        "raster_empty_path": ({"raster": ""}, "not_a_raster"),
+        "output_is_a_file": ({"output_dir": str(tmp_path / "a_file")}, "bad_request"),
+        "tile_larger_than_view": ({"tile_size": 10**6, "mode": "find-all"}, None),
+        "resolution_1e-9": ({"resolution": 1e-9}, "too_large"),
+        "band_1e12": ({"bands": (10**12,)}, "bad_band"),
+        "pixels_far_away": ({"window": Window(pixels=(10**15, 0, 5, 5))}, "window_outside"),
+        "extent_of_all_floats": ({"window": Window(extent=(-1e308, -1e308, 1e308, 1e308))}, None),
+        "phrase_with_nul": ({"phrases": ("a\x00b",)}, None),
+        "phrase_with_escapes": ({"phrases": ("\x1b[31mred\x1b[0m",)}, None),
+        "phrase_emoji_rtl": ({"phrases": ("🛢️ tank", "خزان النفط")}, None),
+        "phrase_zero_width": ({"phrases": ("\u200b",)}, None),
+    }
+    requests = [Load(id="load", config="tiny", device="cpu")]
+    requests += [Segment(id=name, **{"raster": str(scene), "phrases": ("the roof",), "output_dir": str(tmp_path),
+                                     **fields}) for name, (fields, _) in cases.items()]
+    out = Replies()
+    Worker(out).serve([encode(r) for r in requests])
+    replies = out.decoded()
+    for name, (_, code) in cases.items():
+        final = replies[name][-1]
+        assert (final.TYPE, getattr(final, "code", None)) == ("result" if code is None else "error", code), final
