@@ -92,6 +92,29 @@ else
   echo "installed"
 fi
 
+HF_VERSION=5.18.0
+HF_REFERENCE=$VENV/reference/transformers
+step "dev only: Hugging Face transformers $HF_VERSION as a SigLIP test reference, apart from the venv ($HF_REFERENCE)"
+# The authors' checkpoints were made with transformers' SiglipVisionModel/SiglipTextModel; the import tests compare
+# with them (tests/model/hf_reference.py appends this folder to the end of sys.path). No dependencies are installed:
+# the ones it imports (huggingface_hub, tokenizers, safetensors, regex, pyyaml) are already in the venv.
+if [[ ",$EXTRAS," != *",dev,"* ]]; then
+  echo "skipped (no dev extra)"
+elif [ -d "$HF_REFERENCE/transformers-$HF_VERSION.dist-info" ]; then
+  echo "present"
+else
+  rm -rf "$HF_REFERENCE"
+  "${PIP[@]}" --no-deps --target "$HF_REFERENCE" "transformers==$HF_VERSION"
+  echo "installed"
+fi
+if [[ ",$EXTRAS," == *",dev,"* ]]; then
+  "$VENV/bin/python" - "$HF_REFERENCE" <<'EOF'
+import sys
+sys.path.append(sys.argv[1])
+from transformers import SiglipTextModel, SiglipVisionModel  # noqa: F401  (fails loudly if a dependency is missing)
+EOF
+fi
+
 step "check: QGIS, torch and the project import from $VENV"
 QT_QPA_PLATFORM=offscreen "$VENV/bin/python" - <<'EOF'
 from qgis.core import Qgis
