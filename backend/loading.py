@@ -98,7 +98,14 @@ def load_predictor(checkpoint: str | None = None, config: str | None = None, cli
 
     if mode not in ("trained", "zero-shot"):
         raise BackendError("bad_request", f"unknown mode {mode!r}", "use 'trained' or 'zero-shot'")
-    torch_device = select_device(device)
+    # An empty text is "not given" (a cleared settings field), never a name or a path.
+    checkpoint, config = checkpoint or None, config or None
+    clip_weights, sam_weights = clip_weights or None, sam_weights or None
+    try:
+        torch_device = select_device(device)
+    except RuntimeError as exc:  # torch's own parser: "Invalid device string"
+        raise BackendError("device", f"{device!r} is not a device name",
+                           "use auto, cpu, cuda, cuda:N (N = 0, 1, …) or mps") from exc
     clip_path, sam_path = _resolve(clip_weights), _resolve(sam_weights)
     if checkpoint is not None:
         path = resolve_checkpoint(checkpoint)  # a path, or the name of an imported checkpoint
@@ -126,8 +133,9 @@ def _build_without_checkpoint(config: str | None, clip_path: Path | None, sam_pa
     name = config or ZERO_SHOT_CONFIG
     try:
         cfg = load_config(name)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
-        raise BackendError("checkpoint", f"cannot use model config {name!r}: {exc}",
+    except (FileNotFoundError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        reason = f"it lacks the key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise BackendError("checkpoint", f"cannot use model config {name!r}: {reason}",
                            "give a bundled config name or a config JSON file") from exc
     if mode == "zero-shot":
         clip_path = clip_path or _from_cache("clip", arch=cfg.clip.name)
