@@ -269,3 +269,27 @@ def test_a_hostile_sweep_of_segment_requests_gets_results_or_coded_errors_never_
     for name, (_, code) in cases.items():
         final = replies[name][-1]
         assert (final.TYPE, getattr(final, "code", None)) == ("result" if code is None else "error", code), final
+
+
+def test_a_hostile_sweep_of_load_requests_gets_coded_errors_never_internal(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RSREFSEG2_WEIGHTS_DIR", str(tmp_path / "weights"))
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"arch": "rsrefseg2"}')
+    garbage = tmp_path / "model.safetensors"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    cases = {  # id → (request fields, expected error code)
+        "config_missing_keys": ({"config": str(partial)}, "checkpoint"),
+        "config_is_a_folder": ({"config": str(tmp_path)}, "checkpoint"),
+        "config_empty_text": ({"config": ""}, "checkpoint"),  # not "the default big model, randomly initialised"
+        "checkpoint_garbage": ({"checkpoint": str(garbage)}, "checkpoint"),
+        "device_gpu7": ({"config": "tiny", "device": "gpu7"}, "device"),
+        "device_cuda_minus_1": ({"config": "tiny", "device": "cuda:-1"}, "device"),
+        "device_meta": ({"config": "tiny", "device": "meta"}, "device"),
+        "sam_weights_text_file": ({"config": "tiny", "sam_weights": str(partial)}, "weights"),
+    }
+    out = Replies()
+    Worker(out).serve([encode(Load(id=name, **fields)) for name, (fields, _) in cases.items()])
+    replies = out.decoded()
+    for name, (_, code) in cases.items():
+        (reply,) = replies[name]
+        assert (reply.TYPE, getattr(reply, "code", None)) == ("error", code), reply
