@@ -1,7 +1,8 @@
 """The known base weights and tokenizer files: where they come from, their published hashes, where they live.
 
-A ``WeightsEntry`` is one file (a CLIP or SAM checkpoint); a ``FolderEntry`` is a folder of small files that
-belong together (a tokenizer). Both describe their downloadable files as ``WeightsFile`` rows with paths relative
+A ``WeightsEntry`` is one file (a CLIP or SAM checkpoint; an ``AuthorsEntry`` is the authors' released RSRefSeg 2
+checkpoint, converted after download); a ``FolderEntry`` is a folder of small files that belong together (a
+tokenizer). Both describe their downloadable files as ``WeightsFile`` rows with paths relative
 to the weights folder, so download, import and verification treat them alike.
 """
 
@@ -70,6 +71,23 @@ class WeightsEntry:
 
 
 @dataclass(frozen=True)
+class AuthorsEntry(WeightsEntry):
+    """A trained RSRefSeg 2 checkpoint released by the authors (their ``.pth``, kind "authors").
+
+    ``weights download`` fetches it like any weights file, then converts it into the imported checkpoint of the
+    same name (``backend.model.authors.location.imported_checkpoint``), which ``--checkpoint NAME`` loads.
+    ``arch`` is the model config the weights are for (a bundled name or a JSON path).
+
+    Attributes:
+        dataset: what it was trained on ("RRSIS-D").
+        reported: the accuracy reported for it, with who measured it.
+    """
+
+    dataset: str = ""
+    reported: str = ""
+
+
+@dataclass(frozen=True)
 class FolderEntry:
     """A known folder of files used together (a tokenizer: ``tokenizer.json`` and its configs).
 
@@ -96,6 +114,12 @@ class FolderEntry:
 Entry = WeightsEntry | FolderEntry
 
 
+def _authors(name: str, file: str, sha256: str | None, dataset: str, reported: str) -> AuthorsEntry:
+    """An authors' checkpoint from the hub repo KyanChen/RSRefSeg2, stored as ``authors/<file>``."""
+    return AuthorsEntry(name, "authors", "rsrefseg2-paper", f"authors/{file}",
+                        f"{_HUB}/KyanChen/RSRefSeg2/resolve/main/{file}", None, sha256, dataset, reported)
+
+
 def _hub_folder(name: str, repo: str, arch: str, required: tuple[str, ...], optional: tuple[str, ...]) -> FolderEntry:
     """A folder entry of files from a Hugging Face hub repository's main branch."""
     files = tuple(WeightsFile(f"{name}/{file}", f"{_HUB}/{repo}/resolve/main/{file}", None, None, file in required)
@@ -107,6 +131,9 @@ def _hub_folder(name: str, repo: str, arch: str, required: tuple[str, ...], opti
 # CLIP: open_clip's safetensors files on the Hugging Face hub; their hashes are not published by the authors,
 # so they are None here and a download must be given a hash or an explicit --trust-unverified.
 # Tokenizer: SigLIP 2's Gemma tokenizer (read with the `tokenizers` library from tokenizer.json).
+# Authors: the RSRefSeg 2 checkpoints of KyanChen/RSRefSeg2 (SigLIP 2 so400m-512 + SAM 2.1 Hiera-L). A third party
+# published refsegrs.pth's SHA-256 and re-evaluated both with the authors' code on the test splits; no hash is
+# published for rrsisd.pth (its download needs --sha256 or --trust-unverified, like the CLIP files).
 REGISTRY: dict[str, Entry] = {e.name: e for e in (
     WeightsEntry("clip-vit-b-16", "clip", "ViT-B-16", "clip_vit_b_16_openai.safetensors",
                  f"{_HUB}/timm/vit_base_patch16_clip_224.openai/resolve/main/open_clip_model.safetensors",
@@ -124,6 +151,10 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
     WeightsEntry("sam-vit-h", "sam", "vit_h", "sam_vit_h_4b8939.pth",
                  "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth", 2_564_550_879,
                  "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+    _authors("rsrefseg2-rrsisd", "rrsisd.pth", None, "RRSIS-D",
+             "RRSIS-D test: gIoU 69.06 / cIoU 79.66 (third-party re-evaluation)"),
+    _authors("rsrefseg2-refsegrs", "refsegrs.pth", "6018af204120cf14e7555ff067f6fa4a921eba084c33be308bc65bc540f826ee",
+             "RefSegRS", "RefSegRS test: gIoU 77.36 / cIoU 81.21 (third-party re-evaluation)"),
 )}
 
 

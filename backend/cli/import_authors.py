@@ -69,6 +69,18 @@ def convert(file: Path, name: str, *, config: str = "rsrefseg2-paper", force: bo
     return dest
 
 
+def convert_installed(name: str, raw: Path, *, config: str, force: bool = False) -> Path:
+    """After ``weights download``/``import`` of an authors' entry: its checkpoint, converted from ``raw`` unless it
+    is already there (``force`` converts again). Returns the ``.safetensors`` path."""
+    from backend.model.authors.location import imported_checkpoint
+
+    dest = imported_checkpoint(name)
+    if dest.is_file() and not force:
+        print(f"{name}: already converted ({dest}); --force downloads and converts again", file=sys.stderr)
+        return dest
+    return convert(raw, name, config=config, force=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Convert and print the checkpoint's path."""
     print(convert(args.file, args.name or default_name(args.file), config=args.config, force=args.force))

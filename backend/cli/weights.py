@@ -2,6 +2,8 @@
 
 Each file's status is shown: ``verified`` (matches its published SHA-256), ``unverified`` (none is published),
 ``mismatch`` (not the published file; never used as it), ``unchecked`` (not hashed yet: run ``weights verify``).
+The authors' checkpoints (kind "authors") are converted right after their download or import; ``list`` shows both
+the downloaded file and the converted checkpoint, and every other imported checkpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from backend import weights
 from backend.cli import import_authors
 from backend.errors import BackendError
+from backend.weights_registry import AuthorsEntry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,18 +54,38 @@ def _size(n: int | None) -> str:
     return f"{n / 1e6:.0f} MB" if n is not None else "?"
 
 
+def _converted(name: str) -> Path | None:
+    """The imported checkpoint of an authors' entry, None when not converted yet."""
+    from backend.model.authors.location import imported_checkpoint  # lazily: the package imports torch
+
+    path = imported_checkpoint(name)
+    return path if path.is_file() else None
+
+
+def _other_checkpoints() -> list[Path]:
+    """Imported checkpoints (``weights import-authors --name``) that no registry entry names."""
+    from backend.model.authors.location import checkpoints_dir
+
+    return sorted(p for p in checkpoints_dir().glob("*.safetensors") if p.stem not in weights.REGISTRY)
+
+
 def _row(presence: weights.Presence) -> dict[str, object]:
     entry = weights.REGISTRY[presence.name]
-    return {"name": entry.name, "kind": entry.kind, "arch": entry.arch, "status": presence.status,
-            "path": str(presence.path) if presence.path else None,
-            "files": [{"file": c.relpath, "status": c.status, "sha256": c.sha256, "published_sha256": c.expected}
-                      for c in presence.files]}
+    row = {"name": entry.name, "kind": entry.kind, "arch": entry.arch, "status": presence.status,
+           "path": str(presence.path) if presence.path else None,
+           "files": [{"file": c.relpath, "status": c.status, "sha256": c.sha256, "published_sha256": c.expected}
+                     for c in presence.files]}
+    if isinstance(entry, AuthorsEntry):
+        converted = _converted(entry.name)
+        row |= {"dataset": entry.dataset, "reported": entry.reported,
+                "checkpoint": str(converted) if converted else None}
+    return row
 
 
 def _print_table(states: dict[str, weights.Presence], as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"folder": str(weights.weights_dir()), "weights": [_row(p) for p in states.values()]},
-                         indent=2))
+        print(json.dumps({"folder": str(weights.weights_dir()), "weights": [_row(p) for p in states.values()],
+                          "imported_checkpoints": [str(p) for p in _other_checkpoints()]}, indent=2))
         return
     print(f"weights folder: {weights.weights_dir()}")
     print(f"{'name':<24}{'kind':<10}{'arch':<28}{'size':>9}  {'status':<11}path")
@@ -71,6 +94,12 @@ def _print_table(states: dict[str, weights.Presence], as_json: bool) -> None:
         size = sum(f.size or 0 for f in entry.files) if all(f.size for f in entry.files) else None
         where = presence.path or ", ".join(c.relpath for c in presence.files if c.status != "missing") or "-"
         print(f"{entry.name:<24}{entry.kind:<10}{entry.arch:<28}{_size(size):>9}  {presence.status:<11}{where}")
+        if isinstance(entry, AuthorsEntry):
+            converted = _converted(entry.name)
+            print(f"{'':<24}{entry.reported}; checkpoint: " + (f"{converted} (--checkpoint {entry.name})" if converted
+                  else f"not converted (weights download {entry.name}, or weights import-authors FILE)"))
+    for path in _other_checkpoints():
+        print(f"{path.stem:<24}{'imported':<10}{'':<28}{'':>9}  {'':<11}{path}")
     if any(p.status == "unchecked" for p in states.values()):
         print("unchecked files were not hashed yet: run `python -m backend weights verify`")
 
@@ -105,10 +134,20 @@ def run(args: argparse.Namespace) -> int:
         return import_authors.run(args)
     if args.weights_command == "import":
         path = weights.import_file(args.file, args.name, force=args.force)
-        print(path)
-        _report(args.name or next((n for n, e in weights.REGISTRY.items()
-                                   if path.name == e.location), None))
+        name = args.name or next((n for n, e in weights.REGISTRY.items()
+                                  if path == weights.weights_dir() / e.location), None)
+        _report(name)
+        print(_converted_if_authors(name, path, force=args.force))
         return 0
-    print(weights.download(args.name, sha256=args.sha256, trust_unverified=args.trust_unverified, force=args.force))
+    path = weights.download(args.name, sha256=args.sha256, trust_unverified=args.trust_unverified, force=args.force)
     _report(args.name)
+    print(_converted_if_authors(args.name, path, force=args.force))
     return 0
+
+
+def _converted_if_authors(name: str | None, path: Path, *, force: bool) -> Path:
+    """An authors' file just installed is converted (its checkpoint path is returned); any other ``path`` as is."""
+    entry = weights.REGISTRY.get(name) if name else None
+    if not isinstance(entry, AuthorsEntry) or weights.inventory()[name].status == "mismatch":
+        return path
+    return import_authors.convert_installed(name, path, config=entry.arch, force=force)

@@ -192,7 +192,7 @@ def test_platform_default_folders(monkeypatch, platform: str, env: dict[str, str
 
 def test_registry_is_consistent() -> None:
     kinds = {e.kind for e in REGISTRY.values()}
-    assert kinds == {"clip", "sam", "tokenizer"}
+    assert kinds == {"clip", "sam", "tokenizer", "authors"}
     assert {e.arch for e in REGISTRY.values() if e.kind == "sam"} == {"vit_b", "vit_l", "vit_h"}
     files = [f for e in REGISTRY.values() for f in e.files]
     for f in files:

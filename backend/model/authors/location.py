@@ -24,10 +24,15 @@ def imported_checkpoint(name: str, directory: Path | None = None) -> Path:
     if not NAME.fullmatch(name) or name.endswith(".safetensors"):
         raise BackendError("bad_request", f"{name!r} is not a checkpoint name",
                            "use letters, digits, '.', '_' and '-', e.g. rsrefseg2-rrsisd")
+    return checkpoints_dir(directory) / f"{name}.safetensors"
+
+
+def checkpoints_dir(directory: Path | None = None) -> Path:
+    """The folder of imported checkpoints inside the weights folder ``directory`` (default ``weights_dir()``)."""
     if directory is None:
         from backend.weights_registry import weights_dir  # the weights manager owns the folder
         directory = weights_dir()
-    return directory / "checkpoints" / f"{name}.safetensors"
+    return directory / "checkpoints"
 
 
 def resolve_checkpoint(value: str) -> Path:
