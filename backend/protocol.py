@@ -203,7 +203,8 @@ class Loaded:
 
     ``title``, ``description`` and ``gsd_range_m`` come from the checkpoint's own metadata (empty / None when it
     has none): a short name to show, what the model is for, and the ground metres per pixel at the model input it
-    was trained at, so a client can choose an automatic resolution for layers without a file.
+    was trained at, so a client can choose an automatic resolution for layers without a file; ``input_size`` is the
+    model's input side in pixels (the view side an automatic resolution divides by).
     """
 
     TYPE: ClassVar[str] = "loaded"
@@ -213,6 +214,7 @@ class Loaded:
     title: str = ""
     description: str = ""
     gsd_range_m: tuple[float, float] | None = None
+    input_size: int | None = None
 
 
 @dataclass(frozen=True)

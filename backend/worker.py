@@ -238,7 +238,8 @@ class Worker:
         log.info("loaded %s on %s", self._model_name, predictor.device)
         meta = predictor.meta
         return Loaded(id=req.id, model=self._model_name, device=str(predictor.device), title=meta.title or "",
-                      description=meta.description or "", gsd_range_m=meta.gsd_range_m)
+                      description=meta.description or "", gsd_range_m=meta.gsd_range_m,
+                      input_size=int(predictor.input_size))
 
     def _set_threads(self) -> None:
         """Give torch the chosen thread count, once, before the first model is built."""

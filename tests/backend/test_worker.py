@@ -379,6 +379,7 @@ def test_load_reply_carries_the_checkpoint_meta_and_the_result_its_resolution(sc
     replies = {m.id: m for m in map(decode, out.getvalue().splitlines()) if m.TYPE != "progress"}
     assert (replies["l"].title, replies["l"].description) == (meta.title, meta.description)
     assert replies["l"].gsd_range_m == (0.25, 2.0)
+    assert replies["l"].input_size == load_config("tiny").input_size  # what an automatic resolution divides by
     assert (replies["r"].title, replies["r"].gsd_range_m) == ("", None)  # random init: no meta
     result = replies["s"]
     assert result.TYPE == "result", result
