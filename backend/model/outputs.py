@@ -13,7 +13,8 @@ class ImageEmbeddings:
 
     Attributes:
         clip: B×C×g×g CLIP patch features.
-        sam: B×Cp×gs×gs SAM image embeddings.
+        sam: B×Cp×gs×gs SAM image embeddings (SAM 2.1: B×4·Cp×gs×gs, the embedding and its two high-res skips
+            packed losslessly, see ``sam2/head.py``).
     """
 
     clip: torch.Tensor

@@ -9,6 +9,7 @@ from .clip_encoder import ClipDualEncoder
 from .config import ModelConfig
 from .prompter_v2 import PrompterOutput
 from .refseg_base import ReferringSegmenter
+from .sam2.head import Sam2Head
 from .sam_head import SamHead
 
 
@@ -16,7 +17,7 @@ class RSRefSeg2(ReferringSegmenter):
     """Trains the prompter, SAM's prompt encoder and mask decoder, all LoRA adapters and CLIP's
     logit scale and bias (used by the dense prompt). Everything else is frozen."""
 
-    def __init__(self, *, clip_encoder: ClipDualEncoder, prompter: nn.Module, sam_head: SamHead,
+    def __init__(self, *, clip_encoder: ClipDualEncoder, prompter: nn.Module, sam_head: SamHead | Sam2Head,
                  config: ModelConfig) -> None:
         """Args: as ``ReferringSegmenter``; ``prompter`` is a ``CascadedPrompter``."""
         super().__init__(clip_encoder=clip_encoder, prompter=prompter, sam_head=sam_head, config=config)
