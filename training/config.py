@@ -75,6 +75,11 @@ class TrainConfig:
             fields: ``title``, ``description``, ``gsd_range_m`` = the metres per pixel at the model input the
             data covers, ``dataset``), so the plugin can name the model and read views at its scale.
         weights: base-weight files (``clip``, ``sam``) for ``build_model``; empty = random init.
+        init_from: fine-tune a trained or imported checkpoint (its name, e.g. "rsrefseg2-rrsisd" after ``weights
+            download``, or a ``.safetensors`` path) instead of starting from the base encoders: the whole model is
+            loaded from it (made with the ``model`` config), its LoRA restarts fresh on the folded weights and the
+            prompter and decoder continue from its values (``training.init_from``). An imported checkpoint needs
+            ``include_base: true``.
         find_unused_parameters: passed to DistributedDataParallel. True by default: some trainable SAM parts
             get no gradient (the IoU head, the point, not-a-point and no-mask embeddings).
     """
@@ -100,6 +105,7 @@ class TrainConfig:
     train_base: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, str] = field(default_factory=dict)
+    init_from: str | None = None
     find_unused_parameters: bool = True
 
     def to_dict(self) -> dict[str, Any]:
