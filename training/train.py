@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from backend.model.build import build_model
 from backend.model.checkpoint import CheckpointMeta, save_checkpoint, trained_state_keys
 from backend.model.config import load_config
 from training.config import TrainConfig, load_train_config
@@ -37,6 +36,7 @@ from training.data.dataset import ReferringDataset, collate
 from training.data.records import load_records
 from training.distributed import DistInfo, cleanup_distributed, setup_distributed
 from training.evaluate import evaluate_model
+from training.init_from import initial_model
 from training.losses import RefSegLoss
 from training.schedule import lr_factor
 from training.state import latest_state, load_training_state, save_training_state
@@ -68,10 +68,11 @@ class TrainResult:
 
 
 def build_train_module(cfg: TrainConfig) -> TrainModule:
-    """Build the model (seeded) and its loss; freeze everything the model does not list as trainable."""
+    """Build (seeded) or load (``init_from``) the model, and its loss; freeze everything the model does not list as
+    trainable."""
     model_cfg = load_config(cfg.model)
     torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg, clip_weights=cfg.weights.get("clip"), sam_weights=cfg.weights.get("sam"))
+    model = initial_model(cfg, model_cfg)
     trainable = set(model.trainable_parameter_names())
     for name, param in model.named_parameters():
         param.requires_grad_(cfg.train_base or name in trainable)
