@@ -7,37 +7,19 @@ Same structure as SAM 1's, but the MLPs are named ``mlp.layers.N`` and attention
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..prompter_blocks import Attention as PrompterAttention
 from .common import MLP
 
 
-class Attention(nn.Module):
-    """Multi-head attention whose q/k/v are projected to ``embedding_dim / downsample_rate``."""
-
-    def __init__(self, *, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
-        """Args: embedding_dim: token width; num_heads: heads; downsample_rate: internal width divisor."""
-        super().__init__()
-        internal = embedding_dim // downsample_rate
-        if internal % num_heads:
-            raise ValueError(f"{num_heads} heads do not divide the attention width {internal}")
-        self.num_heads = num_heads
-        self.q_proj = nn.Linear(embedding_dim, internal)
-        self.k_proj = nn.Linear(embedding_dim, internal)
-        self.v_proj = nn.Linear(embedding_dim, internal)
-        self.out_proj = nn.Linear(internal, embedding_dim)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Args: q: B×Nq×C; k, v: B×Nk×C. Returns: B×Nq×C."""
-        out = F.scaled_dot_product_attention(self._heads(self.q_proj(q)), self._heads(self.k_proj(k)),
-                                             self._heads(self.v_proj(v)))
-        b, _, n, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
+def _attention(*, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> nn.Module:
+    """SAM 2's attention: the prompter's multi-head attention (same ``q/k/v/out_proj`` names as Meta's) with q, k
+    and v projected to ``embedding_dim / downsample_rate``."""
+    internal = embedding_dim // downsample_rate
+    if internal % num_heads:
+        raise ValueError(f"{num_heads} heads do not divide the attention width {internal}")
+    return PrompterAttention(q_dim=embedding_dim, kv_dim=embedding_dim, attn_dim=internal, num_heads=num_heads)
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -51,15 +33,15 @@ class TwoWayAttentionBlock(nn.Module):
             skip_first_layer_pe: the first block's self-attention replaces the tokens and adds no PE.
         """
         super().__init__()
-        self.self_attn = Attention(embedding_dim=embedding_dim, num_heads=num_heads)
+        self.self_attn = _attention(embedding_dim=embedding_dim, num_heads=num_heads)
         self.norm1 = nn.LayerNorm(embedding_dim)
-        self.cross_attn_token_to_image = Attention(embedding_dim=embedding_dim, num_heads=num_heads,
+        self.cross_attn_token_to_image = _attention(embedding_dim=embedding_dim, num_heads=num_heads,
                                                    downsample_rate=attention_downsample_rate)
         self.norm2 = nn.LayerNorm(embedding_dim)
         self.mlp = MLP(input_dim=embedding_dim, hidden_dim=mlp_dim, output_dim=embedding_dim, num_layers=2)
         self.norm3 = nn.LayerNorm(embedding_dim)
         self.norm4 = nn.LayerNorm(embedding_dim)
-        self.cross_attn_image_to_token = Attention(embedding_dim=embedding_dim, num_heads=num_heads,
+        self.cross_attn_image_to_token = _attention(embedding_dim=embedding_dim, num_heads=num_heads,
                                                    downsample_rate=attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
@@ -91,7 +73,7 @@ class TwoWayTransformer(nn.Module):
             TwoWayAttentionBlock(embedding_dim=embedding_dim, num_heads=num_heads, mlp_dim=mlp_dim,
                                  attention_downsample_rate=attention_downsample_rate, skip_first_layer_pe=i == 0)
             for i in range(depth))
-        self.final_attn_token_to_image = Attention(embedding_dim=embedding_dim, num_heads=num_heads,
+        self.final_attn_token_to_image = _attention(embedding_dim=embedding_dim, num_heads=num_heads,
                                                    downsample_rate=attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
