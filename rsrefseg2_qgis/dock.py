@@ -31,6 +31,8 @@ from qgis.PyQt.QtWidgets import (
 
 from .auto_resolution import ModelScale, automatic_note, automatic_resolution, canvas_resolution
 from .i18n import tr
+from .model_catalog import imported_models
+from .paths import demo_checkpoint
 from .preload import LoadSpec, ModelInfo
 from .raster_source import RasterInputError, extent_in_layer_crs, local_file_path, native_resolution
 from .requests import RESOLUTION_AUTO, SegmentRequest
@@ -114,6 +116,9 @@ class SegmentDock(QDockWidget):
         self.mode_combo.addItem(tr("Zero-shot (base CLIP + SAM)"), "zero-shot")
         self.mode_combo.currentIndexChanged.connect(self._on_model_changed)
         form.addRow(tr("Mode"), self.mode_combo)
+        self.model_combo = QComboBox(body)
+        self.model_combo.activated.connect(self._on_model_picked)
+        form.addRow(tr("Model"), self.model_combo)
         self.checkpoint_widget = QgsFileWidget(body)
         self.checkpoint_widget.setFilter(tr("Checkpoints (*.safetensors)"))
         self.checkpoint_widget.fileChanged.connect(self._on_model_changed)
@@ -174,6 +179,7 @@ class SegmentDock(QDockWidget):
         self.mode_combo.setCurrentIndex(max(0, self.mode_combo.findData(settings.mode)))
         self.checkpoint_widget.setFilePath(settings.checkpoint)
         self.device_combo.setCurrentText(settings.device)
+        self.refresh_models()
         self._update_model_label()
 
     # ----------------------------------------------------------------------------------------------- slots
@@ -207,7 +213,30 @@ class SegmentDock(QDockWidget):
         else:
             self.model_label.setText(tr("Model: {name}").format(name=Path(choice.checkpoint).stem))
 
+    def refresh_models(self) -> None:
+        """List the models by name: the bundled demo, the imported checkpoints (dataset and reported score, from
+        their metadata) and "Checkpoint file"; the entry of the current checkpoint is selected."""
+        self.model_combo.clear()
+        demo = tr("Demo model (bundled, synthetic scenes only)") if demo_checkpoint() else tr("No checkpoint")
+        self.model_combo.addItem(demo, "")
+        for model in imported_models():
+            self.model_combo.addItem(model.label, str(model.path))
+            self.model_combo.setItemData(self.model_combo.count() - 1, model.tooltip, Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.addItem(tr("Checkpoint file…"), None)
+        self._select_model_entry()
+
+    def _select_model_entry(self) -> None:
+        index = self.model_combo.findData(self.checkpoint_widget.filePath())
+        self.model_combo.setCurrentIndex(index if index >= 0 else self.model_combo.count() - 1)
+
+    def _on_model_picked(self, index: int) -> None:
+        path = self.model_combo.itemData(index)
+        if path is not None:  # "Checkpoint file…" keeps the file box for the user to fill
+            self.checkpoint_widget.setFilePath(path)
+            self._on_model_changed()
+
     def _on_model_changed(self) -> None:
+        self._select_model_entry()
         spec = self.load_spec()
         if spec == self._chosen:
             return  # e.g. the device box lost focus without a change
@@ -231,6 +260,7 @@ class SegmentDock(QDockWidget):
 
     def _request_preload(self, visible: bool) -> None:
         if visible:
+            self.refresh_models()  # a model imported while the dock was closed
             self.preload_requested.emit(self.load_spec())
 
     def show_model(self, spec: LoadSpec, info: ModelInfo) -> None:

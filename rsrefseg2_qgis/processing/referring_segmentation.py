@@ -38,6 +38,7 @@ from qgis.PyQt.QtCore import QMetaType, QVariant
 from ..auto_resolution import automatic_note, automatic_resolution
 from ..client import BackendClient, WorkerError
 from ..i18n import tr
+from ..model_catalog import imported_models
 from ..preload import LoadSpec, ModelInfo
 from ..query import run_query
 from ..raster_source import RasterInputError, extent_in_layer_crs, local_file_path, native_resolution, plan_raster
@@ -75,6 +76,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     EXTENT = "EXTENT"
     RESOLUTION = "RESOLUTION"
     MODE = "MODE"
+    MODEL = "MODEL"
     CHECKPOINT = "CHECKPOINT"
     SEARCH = "SEARCH"
     DEVICE = "DEVICE"
@@ -89,6 +91,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     def __init__(self, *, client: Callable[..., BackendClient]) -> None:
         super().__init__()
         self._client = client
+        self._imported = imported_models()  # the MODEL choices after the first, as listed when it was made
 
     def createInstance(self) -> ReferringSegmentationAlgorithm:  # noqa: N802 (QGIS's name)
         return ReferringSegmentationAlgorithm(client=self._client)
@@ -124,6 +127,12 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         add(QgsProcessingParameterEnum(self.MODE, tr("Mode"), [tr("Trained checkpoint"), tr("Zero-shot")],
                                        defaultValue=LOAD_MODES.index(defaults.mode)),
             tr("Trained: a checkpoint (the bundled demo model if none is given). Zero-shot: base weights only."))
+        choices = [tr("The checkpoint file below (empty: the demo model)")] + [m.label for m in self._imported]
+        add(QgsProcessingParameterEnum(self.MODEL, tr("Model"), choices, defaultValue=0, optional=True),
+            tr("A model by name: the checkpoints imported into the weights folder (python -m backend weights "
+               "download rsrefseg2-rrsisd, or weights import-authors FILE), with their dataset and reported "
+               "score; {listed}. The first choice uses the Checkpoint file.").format(
+                listed="; ".join(f"{i} = {m.name}" for i, m in enumerate(self._imported, 1)) or tr("none yet")))
         add(QgsProcessingParameterFile(self.CHECKPOINT, tr("Checkpoint"), extension="safetensors",
                                        optional=True),
             tr("An RSRefSeg 2 .safetensors checkpoint; empty uses the demo model, or an untrained tiny model "
@@ -184,7 +193,10 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(tr("The raster layer could not be loaded."))
         phrases = self._phrases(parameters, context)
         mode = LOAD_MODES[self.parameterAsEnum(parameters, self.MODE, context)]
-        model = model_choice(self.parameterAsFile(parameters, self.CHECKPOINT, context), mode)
+        picked = self.parameterAsEnum(parameters, self.MODEL, context)
+        checkpoint = (str(self._imported[picked - 1].path) if 0 < picked <= len(self._imported) else
+                      self.parameterAsFile(parameters, self.CHECKPOINT, context))
+        model = model_choice(checkpoint, mode)
         if model.untrained:
             feedback.pushWarning(tr("No checkpoint: the tiny model runs with random weights (untrained)."))
         python = self.parameterAsFile(parameters, self.PYTHON, context)
