@@ -1,16 +1,34 @@
-"""The plugin's settings dialog: worker interpreter, base weights, tiling and limits. Edits a ``PluginSettings``."""
+"""The plugin's settings dialog: worker interpreter, base weights, tiling and limits. Edits a ``PluginSettings``.
+
+It also downloads the authors' trained models (``python -m backend weights download NAME`` in the worker's Python,
+shown live in a ``ProcessDialog``); the dock and Processing then list them by name.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from qgis.gui import QgsDoubleSpinBox, QgsFileWidget, QgsSpinBox
-from qgis.PyQt.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QWidget
+from qgis.PyQt.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QPushButton, QWidget
 
+from . import paths
 from .i18n import tr
+from .process_dialog import ProcessDialog, Step
 from .settings import REFINEMENTS, PluginSettings
 
 MIN_TILE = 64
+# The authors' checkpoints the backend's weights manager knows (backend/weights_registry.py): name, dataset, and
+# whether a SHA-256 is published (without one the download is accepted unverified, as the user asked for it).
+AUTHORS_MODELS = (("rsrefseg2-rrsisd", "RRSIS-D", False), ("rsrefseg2-refsegrs", "RefSegRS", True))
+
+
+def download_step(python: Path, name: str) -> Step:
+    """``python -m backend weights download NAME`` (then converted by the backend) in the worker's environment."""
+    verified = dict((n, v) for n, _, v in AUTHORS_MODELS)[name]
+    return Step(tr("Download and convert {name} (about 3 GB)").format(name=name), str(python),
+                ("-m", "backend", "weights", "download", name, *(() if verified else ("--trust-unverified",))),
+                cwd=str(paths.backend_root()), pythonpath=str(paths.backend_root()))
 
 
 class SettingsDialog(QDialog):
@@ -64,11 +82,39 @@ class SettingsDialog(QDialog):
                                          PluginSettings.max_pixels // 1_000_000)
         self.megapixels_spin.setSuffix(tr(" Mpx"))
         form.addRow(tr("Largest query window"), self.megapixels_spin)
+        download_row = QHBoxLayout()
+        self.authors_combo = QComboBox(self)
+        for name, dataset, verified in AUTHORS_MODELS:
+            note = "" if verified else tr(" (no published checksum)")
+            self.authors_combo.addItem(tr("{dataset} — {name}{note}").format(dataset=dataset, name=name, note=note),
+                                       name)
+        self.download_button = QPushButton(tr("Download…"), self)
+        self.download_button.setToolTip(tr("Download the authors' trained RSRefSeg 2 model into the weights folder "
+                                           "and convert it (needs the network, ~3 GB of disk and ~4 GB of memory); "
+                                           "then choose it under Model in the dock"))
+        self.download_button.clicked.connect(self.download_authors_model)
+        download_row.addWidget(self.authors_combo, 1)
+        download_row.addWidget(self.download_button)
+        form.addRow(tr("Authors' models"), download_row)
+        self.download_dialog: ProcessDialog | None = None
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel,
                                    self)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    def download_action(self) -> Step:
+        """The download the dialog would run: the chosen model, in the Python named in the dialog."""
+        python = replace(self._settings, python=self.python_widget.filePath().strip()).worker_python()
+        return download_step(python, self.authors_combo.currentData())
+
+    def download_authors_model(self) -> ProcessDialog:
+        """Run ``download_action()`` in a ``ProcessDialog`` (live output, cancellable; the download resumes)."""
+        self.download_dialog = ProcessDialog(title=tr("Download a trained model"), steps=[self.download_action()],
+                                             parent=self)
+        self.download_dialog.show()
+        self.download_dialog.start()
+        return self.download_dialog
 
     def _file(self, path: str, tooltip: str) -> QgsFileWidget:
         widget = QgsFileWidget(self)

@@ -123,3 +123,19 @@ def test_processing_offers_them_and_runs_the_chosen_one(imported, qgis_processin
         assert recorder.loads == [str(imported)]
     finally:
         QgsApplication.processingRegistry().removeProvider(provider)
+
+
+def test_the_settings_dialog_downloads_an_authors_model_in_the_workers_python(monkeypatch) -> None:
+    from rsrefseg2_qgis.settings_dialog import SettingsDialog
+
+    monkeypatch.delenv("RSREFSEG2_PYTHON", raising=False)  # it would name the worker's Python instead
+    dialog = SettingsDialog(settings=PluginSettings(), default_python="/default/python")
+    try:
+        dialog.python_widget.setFilePath("/opt/env/bin/python")
+        step = dialog.download_action()  # the first entry: RRSIS-D, whose SHA-256 is not published
+        assert step.program == "/opt/env/bin/python" and step.cwd == str(paths.backend_root())
+        assert step.arguments == ("-m", "backend", "weights", "download", NAME, "--trust-unverified")
+        dialog.authors_combo.setCurrentIndex(dialog.authors_combo.findData("rsrefseg2-refsegrs"))
+        assert dialog.download_action().arguments[-1] == "rsrefseg2-refsegrs"  # verified against its hash
+    finally:
+        dialog.deleteLater()
