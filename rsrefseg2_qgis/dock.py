@@ -249,6 +249,7 @@ class SegmentDock(QDockWidget):
         """Use edited settings (base weights, worker Python, threads): the model is loaded again for them."""
         self.settings = settings
         self._chosen = None  # a new worker Python or thread count means a new worker, even for the same model
+        self.refresh_models()  # e.g. one downloaded from the settings dialog
         self._on_model_changed()
 
     def load_spec(self) -> LoadSpec:
