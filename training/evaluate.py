@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from backend.model.authors.location import resolve_checkpoint
 from backend.model.checkpoint import load_model
 from backend.predictor import ReferringPredictor
 from training.data.io import read_image, read_mask
@@ -101,7 +102,9 @@ def _table(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Evaluate a checkpoint on a referring-segmentation split.")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="model .safetensors (sidecar .json beside)")
+    parser.add_argument("--checkpoint", type=resolve_checkpoint, required=True,
+                        help="model .safetensors (sidecar .json beside), or the name of an imported checkpoint "
+                             "(python -m backend weights download rsrefseg2-rrsisd)")
     parser.add_argument("--data", type=Path, required=True, help=".jsonl file, synthetic folder or benchmark root")
     parser.add_argument("--split", default="test")
     parser.add_argument("--format", choices=FORMATS, help="data format (default: detected)")
