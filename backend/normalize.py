@@ -1,5 +1,10 @@
 """Radiometric normalisation: one per-band percentile stretch per run, applied identically to every tile.
 
+8-bit imagery is passed through unchanged: models are trained on 8-bit pictures as they come (the paper's
+datasets, the synthetic set), so a per-band stretch would only shift their colours (a "white" roof turns grey or
+pink under a cast-correcting stretch) and cost accuracy. Other data types (16-bit, float) have no such meaning
+and are stretched.
+
 Estimating the stretch per tile would make neighbouring tiles disagree (a bright roof darkens its tile), so
 the stretch is estimated once from a decimated read of the whole view and then applied pixel by pixel.
 """
@@ -9,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import rasterio
 
 from backend.errors import BackendError
 from backend.raster import RasterView, read_whole
@@ -53,6 +59,12 @@ class Stretch:
         return rgb
 
 
+def _require_valid(valid: np.ndarray) -> None:
+    if not valid.any():
+        raise BackendError("all_nodata", "every pixel of the requested window is nodata",
+                           "move the extent over the raster's data, or check the raster's nodata value")
+
+
 def estimate_stretch(data: np.ndarray, valid: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0)) -> Stretch:
     """Per-band percentiles over the valid pixels.
 
@@ -67,14 +79,30 @@ def estimate_stretch(data: np.ndarray, valid: np.ndarray, percentiles: tuple[flo
     Raises:
         BackendError: ``all_nodata`` when no pixel is valid.
     """
-    if not valid.any():
-        raise BackendError("all_nodata", "every pixel of the requested window is nodata",
-                           "move the extent over the raster's data, or check the raster's nodata value")
+    _require_valid(valid)
     low, high = np.percentile(data[:, valid], percentiles, axis=1)
     return Stretch(low=tuple(float(v) for v in low), high=tuple(float(v) for v in high))
 
 
+# The stretch of 8-bit bands: every value maps to itself.
+IDENTITY_8BIT = Stretch(low=(0.0, 0.0, 0.0), high=(255.0, 255.0, 255.0))
+
+
+def _eight_bit(view: RasterView) -> bool:
+    """Whether every band the view reads is stored as unsigned 8-bit."""
+    with rasterio.open(view.path) as src:
+        return all(src.dtypes[band - 1] == "uint8" for band in view.bands)
+
+
 def stretch_for_view(view: RasterView, percentiles: tuple[float, float] = (2.0, 98.0)) -> Stretch:
-    """Estimate the run's stretch from a decimated read of the whole view (nodata excluded)."""
+    """The run's stretch: identity for 8-bit bands, else per-band percentiles of a decimated read of the whole
+    view (nodata excluded).
+
+    Raises:
+        BackendError: ``all_nodata`` when no pixel of the view is valid.
+    """
     data, valid = read_whole(view, STRETCH_SAMPLE_SIDE)
+    if _eight_bit(view):
+        _require_valid(valid)
+        return IDENTITY_8BIT
     return estimate_stretch(data, valid, percentiles)

@@ -105,3 +105,14 @@ def test_refusals(tmp_path, rgb_tif):
     expect("all_nodata", stretch_for_view, make_view(str(empty)))
     err = expect("too_large", make_view, str(rgb_tif), resolution=0.01, max_pixels=100_000)
     assert "pixels" in err.message and "resolution" in err.hint
+
+
+def test_eight_bit_imagery_keeps_its_colours(tmp_path):
+    # A bluish 8-bit scene: a per-band stretch would remove the cast and turn a white roof pink or grey; models
+    # are trained on 8-bit pictures as they are, so the run's stretch is the identity.
+    data = gradient_rgb(40, 40, "uint8")
+    data[2] = np.clip(data[2].astype(int) + 60, 0, 255).astype(np.uint8)
+    view = make_view(str(write_geotiff(tmp_path / "blue.tif", data)))
+    read, valid = read_tile(view, 0, 0, 40, 40)
+    rgb = stretch_for_view(view).apply(read, valid)
+    np.testing.assert_array_equal(rgb, data.transpose(1, 2, 0))
