@@ -12,7 +12,8 @@ Three parts, each with the product's defaults (automatic resolution, default ref
 2. **Sample**: the phrases of ``tests/fixtures/sample_phrases.json`` on ``resources/sample/sample.tif``, each scored
    against its object in ``sample_labels.tif``: IoU, polygon count, score.
 3. **Time**: cold (model load + first query) and re-query on the sample, for the checkpoint and, with
-   ``--baseline``, for another one in the same process (the ratio is what the RESULTS table reports).
+   ``--baseline``, for another one in the same process, after the libraries are imported (the ratio is what the
+   RESULTS table reports; a worker adds its interpreter start, ~2 s, to the first query only).
 
 Writes ``benchmarks/results/demo_eval.json`` and prints the tables.
 """
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    import backend.model.build  # noqa: F401  (imports torch, open_clip and segment_anything before any timing)
     from backend.engine import Engine
     from backend.loading import load_predictor
 

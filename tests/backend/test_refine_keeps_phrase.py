@@ -12,7 +12,7 @@ from backend.engine import Engine, SegmentJob
 from backend.loading import load_predictor
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "resources" / "models" / "demo-tiny.safetensors"
+DEMO = ROOT / "resources" / "models" / "demo.safetensors"
 PHRASES = ("the orange building", "the large pond")
 
 
@@ -21,13 +21,13 @@ def predictor():
     return load_predictor(checkpoint=str(DEMO), device="cpu")
 
 
-@pytest.fixture(scope="module", params=["phrase", "box"])
+@pytest.fixture(scope="module", params=["phrase", "prompts"])  # box: SAM box prompts, never trained in the demo
 def result(request: pytest.FixtureRequest, predictor, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("refine")
     # The 512² sample at native resolution is larger than the model's 256² input, so the engine refines it on
     # 256² tiles (the default tile is the model input) under each phrase's coarse box.
     job = SegmentJob(raster=str(ROOT / "resources" / "sample" / "sample.tif"), phrases=PHRASES, output_dir=str(out),
-                     refine=request.param)
+                     refine=request.param, resolution=None)  # native: the automatic 1 m would not refine
     return Engine(predictor).run(job)
 
 
