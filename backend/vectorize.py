@@ -21,8 +21,8 @@ from shapely.geometry import mapping, shape
 BLOCK_PIXELS = 4 * 2**20
 # A referring phrase names one object: besides the best-scored component, keep only those scoring at least this
 # fraction of the best score and at least this much in absolute terms.
-CLOSE_MATCH_RATIO = 0.9
-CLOSE_MATCH_MIN_SCORE = 0.75
+CLOSE_MATCH_RATIO = 0.97
+CLOSE_MATCH_MIN_SCORE = 0.85
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def test_enter_runs_the_query_through_the_task_manager(dock, worker_client, qgis
     assert len(colours) == 2 and None not in colours, "two phrases are told apart on the map"
     assert all(quarter.contains(o.layer.extent()) for o in outcomes if o.layer.featureCount())
     assert not runner.busy and not dock.cancel_button.isEnabled()
-    assert "Read at 0.5 m/px" in dock.status_label.text()  # the resolution the engine chose, and why
+    assert "Read at 0.6 m/px (automatic" in dock.status_label.text()  # 128 m / 256 px, clamped to the model's 0.6–2
     assert dock.phrase_box.findText("the small grey tank") >= 0
     QgsProject.instance().removeAllMapLayers()
 
