@@ -9,7 +9,7 @@ from pathlib import Path
 from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsProject
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+from qgis.PyQt.QtWidgets import QAction, QInputDialog
 
 from . import paths
 from .client import BackendClient
@@ -21,7 +21,7 @@ from .processing.provider import RSRefSeg2Provider
 from .requests import SegmentRequest
 from .runner import SegmentRunner
 from .settings import PluginSettings
-from .settings_dialog import SettingsDialog
+from .settings_dialog import AUTHORS_MODELS, SettingsDialog, model_download_steps
 from .setup_backend import detect_gpu, setup_steps
 
 MENU = "&RSRefSeg 2"
@@ -101,7 +101,7 @@ class RSRefSeg2Plugin:
         toggle.toggled.connect(self.dock.setVisible)
         self.dock.visibilityChanged.connect(toggle.setChecked)
         setup = QAction(tr("Set up backend…"), main_window)
-        setup.triggered.connect(self.set_up_backend)
+        setup.triggered.connect(self.choose_and_set_up_backend)
         configure = QAction(tr("Settings…"), main_window)
         configure.triggered.connect(self.edit_settings)
         self.actions = [toggle, setup, configure]
@@ -175,12 +175,30 @@ class RSRefSeg2Plugin:
                 self.dock.apply_settings(edited)
         dialog.deleteLater()
 
-    def set_up_backend(self) -> ProcessDialog:
-        """Create the private venv with the right torch; on success it becomes the worker interpreter."""
+    def choose_and_set_up_backend(self) -> ProcessDialog | None:
+        """Ask whether to fetch an authors' model too, then set up the backend (None when the user cancels)."""
+        choices = [tr("No (the bundled demo model only)")] + [
+            tr("{name} (trained on {dataset}, about 3 GB)").format(name=name, dataset=dataset)
+            for name, dataset, _ in AUTHORS_MODELS]
+        choice, ok = QInputDialog.getItem(self.iface.mainWindow(), tr("Set up the RSRefSeg 2 backend"),
+                                          tr("Also download one of the authors' trained models?"), choices, 0, False)
+        if not ok:
+            return None
+        index = choices.index(choice)
+        return self.set_up_backend(AUTHORS_MODELS[index - 1][0] if index else None)
+
+    def set_up_backend(self, authors_model: str | None = None) -> ProcessDialog:
+        """Create the private venv with the right torch; on success it becomes the worker interpreter.
+
+        Args:
+            authors_model: also download and convert this authors' checkpoint (``rsrefseg2-rrsisd`` or
+                ``rsrefseg2-refsegrs``) and the tokenizer it needs, with the new environment's backend.
+        """
         venv_dir = paths.private_venv_dir(Path(QgsApplication.qgisSettingsDirPath()))
-        dialog = ProcessDialog(title=tr("Set up the RSRefSeg 2 backend"),
-                               steps=setup_steps(venv_dir=venv_dir, gpu=detect_gpu()),
-                               parent=self.iface.mainWindow())
+        steps = setup_steps(venv_dir=venv_dir, gpu=detect_gpu())
+        if authors_model:
+            steps += model_download_steps(paths.venv_python(venv_dir), authors_model)
+        dialog = ProcessDialog(title=tr("Set up the RSRefSeg 2 backend"), steps=steps, parent=self.iface.mainWindow())
 
         def adopt(ok: bool) -> None:
             if ok:

@@ -31,6 +31,15 @@ def download_step(python: Path, name: str) -> Step:
                 cwd=str(paths.backend_root()), pythonpath=str(paths.backend_root()))
 
 
+def model_download_steps(python: Path, name: str) -> list[Step]:
+    """What a ready backend needs to run an authors' model: the checkpoint (downloaded and converted) and SigLIP 2's
+    Gemma tokenizer, both fetched by ``python``'s backend into the weights folder."""
+    tokenizer = Step(tr("Download SigLIP 2's tokenizer"), str(python),
+                     ("-m", "backend", "weights", "download", "siglip2-tokenizer"),
+                     cwd=str(paths.backend_root()), pythonpath=str(paths.backend_root()))
+    return [download_step(python, name), tokenizer]
+
+
 class SettingsDialog(QDialog):
     """Shows ``settings``; ``edited()`` returns them with the user's changes (saving is the caller's job).
 

@@ -131,3 +131,23 @@ def test_unloading_the_plugin_closes_its_dialogs(plugin, slot_errors, finished) 
         assert wait_until(lambda: dialog.succeeded is not None, 120)
     plugin.unload()
     assert not dialog.isVisible() and plugin.dialogs == []
+
+
+def test_set_up_backend_can_fetch_an_authors_model(plugin, slot_errors, monkeypatch, tmp_path: Path) -> None:
+    """After the environment, "Set up backend…" runs the model's download steps with the new environment's Python.
+    The pip and download commands are replaced by quick local ones that leave marks (no network here)."""
+    marks = tmp_path / "marks"
+    monkeypatch.setattr(plugin_module.paths, "private_venv_dir", lambda profile: tmp_path / "venv")
+    monkeypatch.setattr(plugin_module, "detect_gpu", lambda: False)
+    monkeypatch.setattr(plugin_module, "setup_steps", lambda **_: [
+        Step("venv", sys.executable, ("-c", f"import pathlib; pathlib.Path({str(marks)!r}).mkdir()"))])
+    real_steps = plugin_module.model_download_steps(tmp_path / "venv" / "bin" / "python", "rsrefseg2-refsegrs")
+    assert [s.arguments[-1] for s in real_steps] == ["rsrefseg2-refsegrs", "siglip2-tokenizer"]
+    assert all(s.program == str(tmp_path / "venv" / "bin" / "python") for s in real_steps)
+    monkeypatch.setattr(plugin_module, "model_download_steps", lambda python, name: [
+        Step(step.title, sys.executable, ("-c", f"import pathlib; (pathlib.Path({str(marks)!r}) / "
+                                                f"{step.arguments[-1]!r}).touch()")) for step in real_steps])
+    dialog = plugin.set_up_backend("rsrefseg2-refsegrs")
+    assert wait_until(lambda: dialog.succeeded is not None, 60)
+    assert dialog.succeeded and sorted(p.name for p in marks.iterdir()) == ["rsrefseg2-refsegrs", "siglip2-tokenizer"]
+    _click(dialog, QDialogButtonBox.StandardButton.Close)
