@@ -181,6 +181,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     prefix = latest_state(checkpoint_dir) if resume else None
     if prefix is not None:
         step, _ = load_training_state(prefix, weights=resumable_weights(module), optimizer=optimizer)
+    elif resume and info.is_main:
+        tqdm.write(f"warning: --resume found no training state in {checkpoint_dir} (no last.json): starting at step 0")
     runner: nn.Module = module
     if info.distributed:
         runner = DistributedDataParallel(module, device_ids=[info.device.index] if info.device.index is not None
