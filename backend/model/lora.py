@@ -30,6 +30,17 @@ from torch.nn.utils import parametrize
 from .config import LoRAConfig
 
 
+def _folded_linear(base: nn.Linear, weight: torch.Tensor) -> nn.Linear:
+    """A plain ``nn.Linear`` shaped like ``base`` with ``weight`` (base + adapter update) and ``base``'s bias."""
+    merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
+                       device=base.weight.device, dtype=base.weight.dtype)
+    with torch.no_grad():
+        merged.weight.copy_(weight)
+        if base.bias is not None:
+            merged.bias.copy_(base.bias)
+    return merged
+
+
 class LoRALinear(nn.Module):
     """``base(x) + scale · B(A(dropout(x)))`` around a frozen ``nn.Linear``."""
 
@@ -65,13 +76,7 @@ class LoRALinear(nn.Module):
 
     def merge(self) -> nn.Linear:
         """A plain ``nn.Linear`` with the update folded into its weight (same outputs without dropout)."""
-        merged = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
-                           device=self.base.weight.device, dtype=self.base.weight.dtype)
-        with torch.no_grad():
-            merged.weight.copy_(self.weight)
-            if self.base.bias is not None:
-                merged.bias.copy_(self.base.bias)
-        return merged
+        return _folded_linear(self.base, self.weight)
 
 
 class LoRAPackedLinear(nn.Module):
@@ -112,13 +117,7 @@ class LoRAPackedLinear(nn.Module):
 
     def merge(self) -> nn.Linear:
         """A plain ``nn.Linear`` with the updates folded into its weight (same outputs without dropout)."""
-        merged = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
-                           device=self.base.weight.device, dtype=self.base.weight.dtype)
-        with torch.no_grad():
-            merged.weight.copy_(self.weight)
-            if self.base.bias is not None:
-                merged.bias.copy_(self.base.bias)
-        return merged
+        return _folded_linear(self.base, self.weight)
 
 
 class LoRAConv2d(nn.Module):
