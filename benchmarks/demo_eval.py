@@ -85,8 +85,8 @@ def evaluate_split(engine, data: Path, split: str, limit: int | None, tmp: Path)
     from training.data.records import load_records
 
     records = load_records("jsonl", str(data), split, None)[:limit]
-    gsd = {json.loads(line)["image"]: json.loads(line).get("gsd_m", 0.5)
-           for line in (data / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()}
+    lines = [json.loads(line) for line in (data / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+    gsd = {line["image"]: line.get("gsd_m", 0.5) for line in lines}
     by_image: dict[str, list] = defaultdict(list)
     for record in records:
         by_image[record.image].append(record)

@@ -28,21 +28,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.demo_eval import rasterise  # noqa: E402  (after the path above)
+
 RESULTS = ROOT / "benchmarks" / "results" / "refine_eval.json"
 DEFAULT_CHECKPOINT = ROOT / "resources" / "models" / "demo.safetensors"
 EVAL_SEED = 7_000_001  # not a training, validation or test seed of training.synthetic
 ROWS = ("input-scale", "none", "box", "phrase", "prompts")
-
-
-def rasterise(geojson: Path, query: str, transform, shape: tuple[int, int]) -> np.ndarray:
-    """The polygons of ``query`` in an engine GeoJSON output, burnt into an H×W bool mask on ``transform``."""
-    from rasterio.features import rasterize
-
-    features = json.loads(geojson.read_text(encoding="utf-8"))["features"]
-    shapes = [(f["geometry"], 1) for f in features if f["properties"]["query"] == query]
-    if not shapes:
-        return np.zeros(shape, bool)
-    return rasterize(shapes, out_shape=shape, transform=transform, fill=0, dtype="uint8").astype(bool)
 
 
 def scores(inter: np.ndarray, union: np.ndarray) -> dict[str, float]:
@@ -93,7 +84,7 @@ def evaluate(args: argparse.Namespace) -> dict:
                 seconds[row] += time.perf_counter() - start
                 tiles[row] += result.tiles
                 for phrase, target in records:
-                    mask = rasterise(Path(result.outputs["geojson"]), phrase.text, transform, shape)
+                    mask, _, _ = rasterise(Path(result.outputs["geojson"]), phrase.text, transform, shape)
                     inter[row].append(int((mask & target).sum()))
                     union[row].append(int((mask | target).sum()))
             print(f"scene {index + 1}/{args.scenes}: {len(records)} phrase(s)", file=sys.stderr)
