@@ -17,9 +17,12 @@ import dataclasses
 import functools
 import json
 import math
+import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Union
 
 PROTOCOL_VERSION = 1
@@ -32,6 +35,25 @@ DEFAULT_REFINE = "prompts"
 RESOLUTION_AUTO = "auto"
 # ``Progress.stage`` of a warning for the user, e.g. a phrase cut to the text encoder's context.
 WARNING_STAGE = "warning"
+
+
+# Where the backend keeps base weights, tokenizers and imported checkpoints: part of the contract because the
+# plugin lists the imported checkpoints (their sidecars) without importing the backend.
+WEIGHTS_DIR_ENV = "RSREFSEG2_WEIGHTS_DIR"
+
+
+def weights_dir() -> Path:
+    """The weights folder (not created): ``$RSREFSEG2_WEIGHTS_DIR`` or the platform's cache folder + ``rsrefseg2``."""
+    override = os.environ.get(WEIGHTS_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "rsrefseg2"
 
 
 class ProtocolError(ValueError):

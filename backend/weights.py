@@ -19,9 +19,10 @@ from pathlib import Path, PurePosixPath
 
 from backend import weights_record as record
 from backend.errors import BackendError
+from backend.protocol import weights_dir
 from backend.weights_fetch import copy_hashing, fetch, sha256_file
 from backend.weights_record import FileCheck
-from backend.weights_registry import ENV_VAR, REGISTRY, Entry, FolderEntry, WeightsEntry, WeightsFile, weights_dir
+from backend.weights_registry import ENV_VAR, REGISTRY, Entry, FolderEntry, WeightsEntry, WeightsFile
 
 __all__ = ["ENV_VAR", "REGISTRY", "Entry", "FolderEntry", "Presence", "WeightsEntry", "WeightsFile", "download",
            "import_file", "installed", "inventory", "resolve", "sha256_file", "tokenizer_dir", "verify",

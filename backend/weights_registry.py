@@ -8,12 +8,11 @@ to the weights folder, so download, import and verification treat them alike.
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-ENV_VAR = "RSREFSEG2_WEIGHTS_DIR"
+from backend.protocol import WEIGHTS_DIR_ENV
+
+ENV_VAR = WEIGHTS_DIR_ENV
 _HUB = "https://huggingface.co"
 
 
@@ -158,15 +157,3 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
 )}
 
 
-def weights_dir() -> Path:
-    """The weights folder (not created): ``$RSREFSEG2_WEIGHTS_DIR`` or the platform's cache folder."""
-    override = os.environ.get(ENV_VAR)
-    if override:
-        return Path(override).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "rsrefseg2"

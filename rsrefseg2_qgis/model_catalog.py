@@ -3,35 +3,26 @@ RSRefSeg 2 weights after ``python -m backend weights download rsrefseg2-rrsisd``
 
 They live in ``<weights folder>/checkpoints/<name>.safetensors`` with a ``.json`` sidecar whose ``meta`` says what
 they are (title, description, dataset). Only the sidecar is read here (plain JSON, never the weights); the worker
-loads the chosen file by its path. The weights folder is found as the backend finds it (``RSREFSEG2_WEIGHTS_DIR``,
-else the platform's cache folder; ``backend/weights_registry.py``), without importing the backend.
+loads the chosen file by its path. The weights folder is found by the rule the backend uses, from the shared
+protocol module (``backend/protocol.py``), without importing the rest of the backend.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-WEIGHTS_ENV = "RSREFSEG2_WEIGHTS_DIR"
+from .paths import load_protocol
+
 _SCORES = re.compile(r"gIoU (\d+(?:\.\d+)?) / cIoU (\d+(?:\.\d+)?)")
 
 
 def weights_dir() -> Path:
-    """The backend's weights folder: ``$RSREFSEG2_WEIGHTS_DIR`` or the platform's cache folder + ``rsrefseg2``."""
-    override = os.environ.get(WEIGHTS_ENV)
-    if override:
-        return Path(override).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "rsrefseg2"
+    """The backend's weights folder, by the rule in ``backend/protocol.py`` (``RSREFSEG2_WEIGHTS_DIR`` or the
+    platform's cache folder + ``rsrefseg2``)."""
+    return load_protocol().weights_dir()
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ def imported_checkpoint(name: str, directory: Path | None = None) -> Path:
 
     Args:
         name: e.g. "rsrefseg2-rrsisd" (letters, digits, ``.``, ``_``, ``-``; no path separators).
-        directory: the weights folder (default: ``backend.weights_registry.weights_dir()``).
+        directory: the weights folder (default: ``backend.protocol.weights_dir()``).
 
     Raises:
         BackendError("bad_request"): a name that could escape the folder.
@@ -30,7 +30,7 @@ def imported_checkpoint(name: str, directory: Path | None = None) -> Path:
 def checkpoints_dir(directory: Path | None = None) -> Path:
     """The folder of imported checkpoints inside the weights folder ``directory`` (default ``weights_dir()``)."""
     if directory is None:
-        from backend.weights_registry import weights_dir  # the weights manager owns the folder
+        from backend.protocol import weights_dir  # the rule the plugin shares
         directory = weights_dir()
     return directory / "checkpoints"
 
