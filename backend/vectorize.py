@@ -19,8 +19,8 @@ from shapely.geometry import mapping, shape
 
 # Strip height is chosen so a strip holds at most this many pixels.
 BLOCK_PIXELS = 4 * 2**20
-# A referring phrase names one object: besides the best-scored component, keep only those scoring at least this
-# fraction of the best score and at least this much in absolute terms.
+# A referring phrase names one object: besides the component holding the most probability mass, keep only those
+# holding at least this fraction of its mass whose mean probability is at least this much.
 CLOSE_MATCH_RATIO = 0.97
 CLOSE_MATCH_MIN_SCORE = 0.85
 
@@ -40,6 +40,11 @@ class Detection:
     score: float
     area_m2: float
     area_px: float
+
+    @property
+    def mass(self) -> float:
+        """Probability mass: the sum of the probabilities inside it, in pixels (score × area)."""
+        return self.score * self.area_px
 
 
 def area_m2(geometry: shapely.Geometry, crs: CRS) -> float:
@@ -134,11 +139,14 @@ def _merge(parts: list[tuple[shapely.Polygon, float, float]]) -> list[tuple[shap
 
 
 def best_components(detections: list[Detection]) -> list[Detection]:
-    """The answer to a referring phrase: its best connected component, plus any that score about as well.
+    """The answer to a referring phrase: the component holding the most probability mass, plus any as strong.
 
-    The best component has the highest score (mean probability inside it; ties go to the larger area). Another
-    component is kept only when its score is ≥ ``CLOSE_MATCH_RATIO`` × the best score and ≥
-    ``CLOSE_MATCH_MIN_SCORE``, i.e. when the model is clearly as sure of it.
+    Mass (mean probability × area, i.e. the sum of the probabilities inside) ranks the components: a model that
+    finds the named object but also lights up a speck elsewhere at a slightly higher mean probability gives the
+    object far more mass. Measured on 600 held-out synthetic phrases with the demo model, choosing by mass
+    instead of by mean probability raised gIoU from 29.8 to 33.5 (benchmarks/RESULTS.md). Another component is
+    kept only when it holds ≥ ``CLOSE_MATCH_RATIO`` × the best mass at a mean probability ≥
+    ``CLOSE_MATCH_MIN_SCORE``, i.e. when the model is clearly as sure of an object as large.
 
     Args:
         detections: the polygons of one phrase (each a connected component of its mask).
@@ -148,7 +156,7 @@ def best_components(detections: list[Detection]) -> list[Detection]:
     """
     if not detections:
         return []
-    ranked = sorted(detections, key=lambda d: (-d.score, -d.area_px))
+    ranked = sorted(detections, key=lambda d: (-d.mass, -d.score))
     best = ranked[0]
     return [best] + [d for d in ranked[1:]
-                     if d.score >= CLOSE_MATCH_RATIO * best.score and d.score >= CLOSE_MATCH_MIN_SCORE]
+                     if d.mass >= CLOSE_MATCH_RATIO * best.mass and d.score >= CLOSE_MATCH_MIN_SCORE]

@@ -85,32 +85,42 @@ class TwoBlobPredictor(ReferringPredictor):
     """The real predictor (real encoders run), whose probabilities are then replaced by two separated blobs.
 
     The random-init tiny model's masks are arbitrary, so the mask is scripted to test what the engine does with
-    it: blob A (top left) has probability 0.9, blob B (bottom right) ``second``.
+    it: blob A (top left, 2/10 of the side square) has probability 0.9, blob B (bottom right, ``side_b``/10 of the
+    side square) ``second``.
     """
 
-    def __init__(self, model, second: float):
+    def __init__(self, model, second: float, side_b: int = 2):
         super().__init__(model, device="cpu")
-        self.second = second
+        self.second, self.side_b = second, side_b
 
     def predict(self, text, with_prompts=False):
         prediction = super().predict(text, with_prompts=with_prompts)
         n, h, w = prediction.probs.shape
         probs = np.zeros((n, h, w), np.float32)
         probs[:, h // 10:3 * h // 10, w // 10:3 * w // 10] = 0.9
-        probs[:, 6 * h // 10:9 * h // 10, 6 * w // 10:9 * w // 10] = self.second
+        probs[:, 6 * h // 10:(6 + self.side_b) * h // 10, 6 * w // 10:(6 + self.side_b) * w // 10] = self.second
         prediction.probs = probs
         return prediction
 
 
 @pytest.mark.parametrize(("second", "default_count"), [(0.6, 1), (0.89, 2), (0.85, 1)])
 def test_view_mode_answers_with_the_best_component_unless_all_matches(model, tmp_path, second, default_count):
-    # 0.89 ≥ 0.97 × 0.9 and ≥ 0.85: as sure as the best, kept; 0.85 (close, but less sure) and 0.6 are not.
+    # Equal areas: 0.89 holds ≥ 0.97 × A's mass at ≥ 0.85, kept; 0.85 (close, but less mass) and 0.6 are not.
     raster = scene(tmp_path, 200)
     predictor = TwoBlobPredictor(model, second)
     one = run(predictor, raster, tmp_path, "default", resolution=None)
     both = run(predictor, raster, tmp_path, "all", resolution=None, all_matches=True)
     assert (one.phrases[0].count, both.phrases[0].count) == (default_count, 2)
     _, _, geometry, fields = pyogrio.raw.read(one.outputs["gpkg"])
-    assert fields[1][0] == pytest.approx(0.9)  # the best-scored blob comes first, with its score
+    assert fields[1][0] == pytest.approx(0.9)  # the best blob comes first, with its score
     find_all = run(predictor, raster, tmp_path, "find", resolution=None, mode="find-all")
     assert find_all.phrases[0].count == 2  # find-all keeps every instance
+
+
+def test_the_answer_is_the_component_with_the_most_probability_mass(model, tmp_path):
+    # B: 0.7 over 2.25× A's area holds 1.75× A's mass: the model put more of its belief there than on A (0.9).
+    raster = scene(tmp_path, 200)
+    one = run(TwoBlobPredictor(model, 0.7, side_b=3), raster, tmp_path, "mass", resolution=None)
+    assert one.phrases[0].count == 1
+    _, _, _, fields = pyogrio.raw.read(one.outputs["gpkg"])
+    assert fields[1][0] == pytest.approx(0.7)
