@@ -1,6 +1,6 @@
 """The bundled demo model through the real engine: a held-out synthetic split and the sample's phrases.
 
-Run: ``python benchmarks/demo_eval.py [--checkpoint resources/models/demo.safetensors] [--data data/demo]
+Run: ``python benchmarks/demo_eval.py [--checkpoint resources/models/demo-synthetic.safetensors] [--data data/demo]
 [--split test] [--limit N] [--baseline OLD.safetensors] [--threads 1]``.
 
 Three parts, each with the product's defaults (automatic resolution, default refinement, one answer per phrase):
@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "demo_eval.json"
-DEFAULT_CHECKPOINT = ROOT / "resources" / "models" / "demo.safetensors"
+DEFAULT_CHECKPOINT = ROOT / "resources" / "models" / "demo-synthetic.safetensors"
 SAMPLE = ROOT / "resources" / "sample"
 SAMPLE_PHRASES = ROOT / "tests" / "fixtures" / "sample_phrases.json"
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)

@@ -1,6 +1,6 @@
 """View-mode refinement against ground truth: coarse only vs SAM box refinement vs the phrase's own prompts.
 
-Run: ``python benchmarks/refine_eval.py [--checkpoint resources/models/demo.safetensors] [--scenes 20]
+Run: ``python benchmarks/refine_eval.py [--checkpoint resources/models/demo-synthetic.safetensors] [--scenes 20]
 [--size 512] [--threads 1]``.
 
 Renders synthetic scenes with the training renderer (``training.scene``, 0.5 m/px, seed-stable, not the training
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.demo_eval import rasterise  # noqa: E402  (after the path above)
 
 RESULTS = ROOT / "benchmarks" / "results" / "refine_eval.json"
-DEFAULT_CHECKPOINT = ROOT / "resources" / "models" / "demo.safetensors"
+DEFAULT_CHECKPOINT = ROOT / "resources" / "models" / "demo-synthetic.safetensors"
 EVAL_SEED = 7_000_001  # not a training, validation or test seed of training.synthetic
 ROWS = ("input-scale", "none", "box", "phrase", "prompts")
 

@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/threads_bench.py [--threads 1 2] [--repeats 3]``.
 Each (thread count, repeat) runs in a fresh child process that sets ``torch.set_num_threads`` first, as the
-worker does, loads ``resources/models/demo.*`` and runs the demo's job on ``resources/sample/sample.tif``
+worker does, loads ``resources/models/demo-synthetic.*`` and runs the demo's job on ``resources/sample/sample.tif``
 (native resolution, ``--refine none``): a cold query (image encoders + phrase), then three re-queries on the
 same view (cached embeddings; their median is reported). The children run one after another, so the only other load is
 whatever else the machine runs, which is the point: the worker's automatic choice (``backend/threads.py``)
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SAMPLE = ROOT / "resources" / "sample" / "sample.tif"
-CHECKPOINT = ROOT / "resources" / "models" / "demo.safetensors"
+CHECKPOINT = ROOT / "resources" / "models" / "demo-synthetic.safetensors"
 RESULTS = ROOT / "benchmarks" / "results" / "threads.json"
 PHRASES = ("the red building at the top left", "the large pond")
 

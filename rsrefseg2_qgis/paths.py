@@ -20,7 +20,7 @@ from types import ModuleType
 PLUGIN_DIR = Path(__file__).resolve().parent
 PROTOCOL_MODULE_NAME = "rsrefseg2_qgis._backend_protocol"
 PRIVATE_VENV_SUBDIR = "rsrefseg2/venv"
-DEMO_CHECKPOINT = "demo.safetensors"  # under resources/models/, with its .json sidecar
+DEMO_CHECKPOINT = "demo-synthetic.safetensors"  # under resources/models/, with its .json sidecar
 
 
 class LayoutError(RuntimeError):

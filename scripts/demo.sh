@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PHRASE=${1:-"the red building at the top left"}
-CHECKPOINT=resources/models/demo.safetensors
+CHECKPOINT=resources/models/demo-synthetic.safetensors
 mkdir -p demo-output
 out="demo-output/$(echo "$PHRASE" | tr -cs 'A-Za-z0-9' '_' | sed 's/^_//; s/_$//').gpkg"
 echo "==> segmenting \"$PHRASE\" in resources/sample/sample.tif -> $out"

@@ -12,7 +12,7 @@ from backend.engine import Engine, SegmentJob
 from backend.loading import load_predictor
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "resources" / "models" / "demo.safetensors"
+DEMO = ROOT / "resources" / "models" / "demo-synthetic.safetensors"
 PHRASES = ("the orange building", "the large pond")
 
 
