@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 
 from backend.errors import BackendError
 from backend.raster import RasterView, read_whole
@@ -88,12 +87,6 @@ def estimate_stretch(data: np.ndarray, valid: np.ndarray, percentiles: tuple[flo
 IDENTITY_8BIT = Stretch(low=(0.0, 0.0, 0.0), high=(255.0, 255.0, 255.0))
 
 
-def _eight_bit(view: RasterView) -> bool:
-    """Whether every band the view reads is stored as unsigned 8-bit."""
-    with rasterio.open(view.path) as src:
-        return all(src.dtypes[band - 1] == "uint8" for band in view.bands)
-
-
 def stretch_for_view(view: RasterView, percentiles: tuple[float, float] = (2.0, 98.0)) -> Stretch:
     """The run's stretch: identity for 8-bit bands, else per-band percentiles of a decimated read of the whole
     view (nodata excluded).
@@ -102,7 +95,7 @@ def stretch_for_view(view: RasterView, percentiles: tuple[float, float] = (2.0, 
         BackendError: ``all_nodata`` when no pixel of the view is valid.
     """
     data, valid = read_whole(view, STRETCH_SAMPLE_SIDE)
-    if _eight_bit(view):
+    if all(dtype == "uint8" for dtype in view.dtypes):
         _require_valid(valid)
         return IDENTITY_8BIT
     return estimate_stretch(data, valid, percentiles)

@@ -39,6 +39,7 @@ class RasterView:
         crs: the raster's coordinate reference system.
         bands: 1-based source band indices read as R, G, B (a single band is replicated).
         nodata: the source nodata value of each selected band (None where a band has none).
+        dtypes: the storage data type of each selected band ("uint8", "uint16", "float32", …).
     """
 
     path: str
@@ -48,6 +49,7 @@ class RasterView:
     crs: CRS
     bands: tuple[int, ...]
     nodata: tuple[float | None, ...]
+    dtypes: tuple[str, ...]
 
     @property
     def resolution(self) -> tuple[float, float]:
@@ -305,8 +307,10 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
         base = dataset.window_transform(window)
         transform = base @ Affine.scale(window.width / out_w, window.height / out_h)
         nodata = tuple(dataset.nodatavals[b - 1] for b in chosen)
+        dtypes = tuple(dataset.dtypes[b - 1] for b in chosen)
         return RasterView(path=str(path), window=(window.col_off, window.row_off, window.width, window.height),
-                          shape=(out_h, out_w), transform=transform, crs=dataset.crs, bands=chosen, nodata=nodata)
+                          shape=(out_h, out_w), transform=transform, crs=dataset.crs, bands=chosen, nodata=nodata,
+                          dtypes=dtypes)
 
 
 # A view whose longer side is shorter than this cannot show the model anything it could find.
