@@ -19,12 +19,12 @@ from pathlib import Path, PurePosixPath
 
 from backend import weights_record as record
 from backend.errors import BackendError
-from backend.protocol import weights_dir
+from backend.protocol import WEIGHTS_DIR_ENV, weights_dir
 from backend.weights_fetch import copy_hashing, fetch, sha256_file
 from backend.weights_record import FileCheck
-from backend.weights_registry import ENV_VAR, REGISTRY, Entry, FolderEntry, WeightsEntry, WeightsFile
+from backend.weights_registry import REGISTRY, Entry, FolderEntry, WeightsEntry, WeightsFile
 
-__all__ = ["ENV_VAR", "REGISTRY", "Entry", "FolderEntry", "Presence", "WeightsEntry", "WeightsFile", "download",
+__all__ = ["REGISTRY", "Entry", "FolderEntry", "Presence", "WeightsEntry", "WeightsFile", "download",
            "import_file", "installed", "inventory", "resolve", "sha256_file", "tokenizer_dir", "verify",
            "weights_dir"]
 
@@ -143,7 +143,7 @@ def _make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BackendError("weights", f"cannot create the weights folder {folder}: {exc.strerror or exc}",
-                           f"set {ENV_VAR} to a writable folder") from exc
+                           f"set {WEIGHTS_DIR_ENV} to a writable folder") from exc
 
 
 def _install(part: Path, target: Path, *, replace: bool) -> None:

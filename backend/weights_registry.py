@@ -10,9 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backend.protocol import WEIGHTS_DIR_ENV
-
-ENV_VAR = WEIGHTS_DIR_ENV
 _HUB = "https://huggingface.co"
 
 

@@ -16,12 +16,13 @@ from pathlib import Path
 from backend import weights
 from backend.cli import import_authors
 from backend.errors import BackendError
+from backend.protocol import WEIGHTS_DIR_ENV
 from backend.weights_registry import AuthorsEntry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``weights`` sub-subcommands to ``parser``."""
-    parser.epilog = (f"The weights folder is {weights.weights_dir()} (set {weights.ENV_VAR} to use another). "
+    parser.epilog = (f"The weights folder is {weights.weights_dir()} (set {WEIGHTS_DIR_ENV} to use another). "
                      f"Known names: {', '.join(weights.REGISTRY)}.")
     names = sorted(weights.REGISTRY)
     sub = parser.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
