@@ -39,6 +39,20 @@ def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
     return by_phrase
 
 
+@pytest.fixture(scope="module")
+def iou_with():
+    """``iou_with(geometry, label)``: IoU of a GeoJSON polygon, burnt onto the sample's grid, with object ``label``."""
+    with rasterio.open(SAMPLE / "sample_labels.tif") as src:
+        labels, transform = src.read(1), src.transform
+
+    def iou(geometry: dict, label: int) -> float:
+        mask = rasterize([(geometry, 1)], out_shape=labels.shape, transform=transform).astype(bool)
+        target = labels == label
+        return (mask & target).sum() / max((mask | target).sum(), 1)
+
+    return iou
+
+
 def test_fixture_has_at_least_twelve_phrases_of_each_family() -> None:
     assert len(PHRASES) >= 12
     assert {p["type"] for p in PHRASES} == {"attribute", "position", "relation"}
@@ -49,32 +63,24 @@ def test_fixture_has_at_least_twelve_phrases_of_each_family() -> None:
 @pytest.mark.xfail(strict=True, reason="issue 10's target is not met yet: the demo model bundled on 2026-12-02 "
                    "(stage 2) answers 4 of the 15 phrases with one polygon at IoU >= 0.7 (benchmarks/RESULTS.md); "
                    "this test starts passing, and must then lose this mark, when a better-trained demo model lands")
-def test_each_phrase_gives_one_polygon_on_its_object(answers) -> None:
-    with rasterio.open(SAMPLE / "sample_labels.tif") as src:
-        labels, transform = src.read(1), src.transform
+def test_each_phrase_gives_one_polygon_on_its_object(answers, iou_with) -> None:
     report, hits = [], 0
     for phrase in PHRASES:
         features = answers[phrase["text"]]
         assert len(features) == 1, f"{phrase['text']!r}: {len(features)} polygons, expected one answer"
-        mask = rasterize([(features[0]["geometry"], 1)], out_shape=labels.shape, transform=transform).astype(bool)
-        target = labels == phrase["label"]
-        iou = (mask & target).sum() / max((mask | target).sum(), 1)
+        iou = iou_with(features[0]["geometry"], phrase["label"])
         hits += iou >= MIN_IOU
         report.append(f"{phrase['text']}: IoU {iou:.2f}")
     assert hits >= MIN_HITS, "\n".join(report)
 
 
-def test_the_red_building_is_found_and_different_phrases_give_different_polygons(answers) -> None:
+def test_the_red_building_is_found_and_different_phrases_give_different_polygons(answers, iou_with) -> None:
     import shapely.geometry
     import shapely.ops
 
-    with rasterio.open(SAMPLE / "sample_labels.tif") as src:
-        labels, transform = src.read(1), src.transform
     building = answers["the red building at the top left"]
     assert len(building) == 1
-    mask = rasterize([(building[0]["geometry"], 1)], out_shape=labels.shape, transform=transform).astype(bool)
-    target = labels == 8
-    assert (mask & target).sum() / (mask | target).sum() >= MIN_IOU
+    assert iou_with(building[0]["geometry"], 8) >= MIN_IOU
     pond = shapely.ops.unary_union([shapely.geometry.shape(f["geometry"]) for f in answers["the large pond"]])
     house = shapely.geometry.shape(building[0]["geometry"])
     assert not pond.is_empty and pond.intersection(house).area < 0.05 * min(pond.area, house.area)

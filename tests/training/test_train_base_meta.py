@@ -39,6 +39,13 @@ def test_demo_config_parses_and_records_its_training_scale() -> None:
     assert cfg.meta["gsd_range_m"] == [0.6, 2.0]
 
 
+def test_demo_stage2_starts_from_the_committed_stage1_model() -> None:
+    cfg = load_train_config(CONFIGS / "demo-stage2.yaml")
+    assert cfg.model == "demo" and cfg.train_base and cfg.include_base
+    assert cfg.meta["gsd_range_m"] == [0.6, 2.0]
+    assert (CONFIGS.parent / cfg.init_from).is_file()
+
+
 def test_resume_without_a_state_says_it_starts_over(synthetic_set, tmp_path, capsys) -> None:
     cfg = replace(tiny_config(synthetic_set, tmp_path / "run", batch_size=4, epochs=1, checkpoint_every=0),
                   max_steps=1)
