@@ -21,6 +21,8 @@ class DataConfig:
         train_split, val_split: split names; ``val_split`` None disables validation.
         hflip_prob, vflip_prob: phrase-safe flip probabilities (0 = off, as in the paper).
         num_workers: DataLoader worker processes per rank.
+        phrases_per_image: None: batches of independent phrases; K: batches of images, each with up to K of its
+            phrases, every image encoded once (``training.data.grouped``); ``batch_size`` then counts images.
     """
 
     format: str
@@ -31,6 +33,7 @@ class DataConfig:
     hflip_prob: float = 0.0
     vflip_prob: float = 0.0
     num_workers: int = 2
+    phrases_per_image: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class TrainConfig:
         data: the data; schedule: the LR schedule.
         output_dir: run folder (checkpoints, TensorBoard logs, ``train_config.yaml``).
         epochs: training length; ``max_steps`` caps it in optimizer steps when set.
-        batch_size: samples per rank per micro-step; accumulation: micro-steps per optimizer step.
+        batch_size: samples (images when ``data.phrases_per_image`` is set) per rank per micro-step; accumulation: micro-steps per optimizer step.
         lr, weight_decay, betas: AdamW on the trainable parameters only.
         grad_clip: max global grad norm (None: no clipping).
         amp: bf16 autocast when on CUDA (ignored on CPU).

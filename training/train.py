@@ -33,6 +33,7 @@ from backend.model.checkpoint import CheckpointMeta, save_checkpoint, trained_st
 from backend.model.config import load_config
 from training.config import TrainConfig, load_train_config
 from training.data.dataset import ReferringDataset, collate
+from training.data.grouped import ImageGroupedDataset, collate_groups
 from training.data.records import load_records
 from training.distributed import DistInfo, cleanup_distributed, setup_distributed
 from training.evaluate import evaluate_model
@@ -53,9 +54,11 @@ class TrainModule(nn.Module):
         self.model = model
         self.criterion = criterion
 
-    def forward(self, images: torch.Tensor, texts: list[str], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """images B×3×S×S in [0, 1], texts B phrases, labels B×S×S {0, 1, 255} → the loss terms."""
-        return self.criterion(self.model(images, texts), labels)
+    def forward(self, images: torch.Tensor, texts: list[str], labels: torch.Tensor,
+                image_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """images B×3×S×S in [0, 1] (or U×3×S×S and ``image_index`` B, see ``ReferringSegmenter.forward``),
+        texts B phrases, labels B×S×S {0, 1, 255} → the loss terms."""
+        return self.criterion(self.model(images, texts, image_index), labels)
 
 
 @dataclass
@@ -93,14 +96,26 @@ def resumable_weights(module: TrainModule) -> dict[str, torch.Tensor]:
     return {k: v for k, v in module.state_dict().items() if k in keys}
 
 
-def _loader(dataset: ReferringDataset, sampler: DistributedSampler, cfg: TrainConfig, epoch: int,
+def _loader(dataset: ReferringDataset | ImageGroupedDataset, sampler: DistributedSampler, cfg: TrainConfig, epoch: int,
             skip_batches: int) -> DataLoader:
     """This rank's batches of ``epoch``, starting after ``skip_batches`` (resume mid-epoch)."""
     sampler.set_epoch(epoch)
     dataset.set_epoch(epoch)
     indices = list(sampler)[skip_batches * cfg.batch_size:]
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=indices, drop_last=True, collate_fn=collate,
+    collate_fn = collate_groups if isinstance(dataset, ImageGroupedDataset) else collate
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=indices, drop_last=True, collate_fn=collate_fn,
                       num_workers=cfg.data.num_workers, persistent_workers=False)
+
+
+def _train_dataset(cfg: TrainConfig, input_size: int, keep_ratio: bool
+                   ) -> ReferringDataset | ImageGroupedDataset:
+    """The training split, per phrase or (``data.phrases_per_image``) per image with its phrases."""
+    records = load_records(cfg.data.format, cfg.data.root, cfg.data.train_split, cfg.data.image_dir)
+    common = {"input_size": input_size, "keep_ratio": keep_ratio, "hflip_prob": cfg.data.hflip_prob,
+              "vflip_prob": cfg.data.vflip_prob, "seed": cfg.seed}
+    if cfg.data.phrases_per_image is None:
+        return ReferringDataset(records, **common)
+    return ImageGroupedDataset(records, phrases_per_image=cfg.data.phrases_per_image, **common)
 
 
 def _prune_states(checkpoint_dir: Path, keep: int) -> None:
@@ -159,10 +174,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     if info.distributed and info.device.type == "cuda":  # BatchNorm over the global batch (the paper's SyncBN)
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     model_cfg = module.model.config
-    dataset = ReferringDataset(
-        load_records(cfg.data.format, cfg.data.root, cfg.data.train_split, cfg.data.image_dir),
-        input_size=model_cfg.input_size, keep_ratio=model_cfg.keep_ratio, hflip_prob=cfg.data.hflip_prob,
-        vflip_prob=cfg.data.vflip_prob, seed=cfg.seed)
+    dataset = _train_dataset(cfg, model_cfg.input_size, model_cfg.keep_ratio)
     val_records = (load_records(cfg.data.format, cfg.data.root, cfg.data.val_split, cfg.data.image_dir)
                    if cfg.data.val_split and cfg.val_every_epochs and info.is_main else [])
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
@@ -224,9 +236,12 @@ def _run_epoch(runner: nn.Module, module: TrainModule, optimizer: torch.optim.Op
         sync = micro == cfg.accumulation
         images = batch["image"].to(info.device, non_blocking=True)
         labels = batch["mask"].to(info.device, non_blocking=True)
+        image_index = batch.get("image_index")
+        if image_index is not None:
+            image_index = image_index.to(info.device, non_blocking=True)
         context = runner.no_sync() if info.distributed and not sync else contextlib.nullcontext()
         with context, torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            terms = runner(images, batch["sentence"], labels)
+            terms = runner(images, batch["sentence"], labels, image_index)
             (terms["loss"] / cfg.accumulation).backward()
         for key, value in terms.items():
             sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.accumulation

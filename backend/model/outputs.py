@@ -23,6 +23,11 @@ class ImageEmbeddings:
     def to(self, device: torch.device) -> ImageEmbeddings:
         return ImageEmbeddings(clip=self.clip.to(device), sam=self.sam.to(device))
 
+    def select(self, index: torch.Tensor) -> ImageEmbeddings:
+        """The embeddings of images ``index`` (B int64, repeats allowed), e.g. one per phrase of a batch that
+        encoded each image once; gradients flow back to the shared encodings."""
+        return ImageEmbeddings(clip=self.clip[index], sam=self.sam[index])
+
 
 @dataclass
 class RefSegOutput:

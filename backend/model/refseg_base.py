@@ -71,9 +71,18 @@ class ReferringSegmenter(nn.Module):
                             q1=prompts.q1, q2=prompts.q2, iou_pred=iou, sparse_prompt=prompts.sparse,
                             dense_prompt=prompts.dense)
 
-    def forward(self, images: torch.Tensor, texts: list[str]) -> RefSegOutput:
-        """Args: images: B×3×S×S in [0, 1], already resized and padded; texts: B strings."""
-        return self.decode(self.encode_images(images), texts)
+    def forward(self, images: torch.Tensor, texts: list[str], image_index: torch.Tensor | None = None
+                ) -> RefSegOutput:
+        """Args:
+            images: B×3×S×S in [0, 1], already resized and padded (U×3×S×S with ``image_index``).
+            texts: B strings.
+            image_index: B int64, the image of each text, so U < B images are each encoded once; None pairs
+                text i with image i.
+        """
+        embeddings = self.encode_images(images)
+        if image_index is not None:
+            embeddings = embeddings.select(image_index)
+        return self.decode(embeddings, texts)
 
     def trainable_parameter_names(self) -> list[str]:
         """Exactly the parameters the method trains (those with ``requires_grad``)."""

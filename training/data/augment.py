@@ -8,6 +8,7 @@ as in the paper (which uses no augmentation at all).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,22 +28,24 @@ def may_flip_vertically(sentence: str) -> bool:
     return _VERTICAL_WORDS.search(sentence) is None
 
 
-def phrase_safe_flip(image: np.ndarray, mask: np.ndarray, sentence: str, rng: np.random.Generator,
-                     hflip_prob: float = 0.0, vflip_prob: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Randomly flip an image and its mask where the phrase allows.
+def phrase_safe_flip(image: np.ndarray, mask: np.ndarray, sentences: str | Sequence[str],
+                     rng: np.random.Generator, hflip_prob: float = 0.0, vflip_prob: float = 0.0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Randomly flip an image and its mask(s) where the phrase(s) allow.
 
     Args:
         image: H×W×3 image.
-        mask: H×W mask.
-        sentence: the referring phrase.
+        mask: H×W mask, or H×W×K masks of K phrases on this image.
+        sentences: the referring phrase, or the K phrases (a flip happens only if every one allows it).
         rng: random generator (one draw per flip direction, always made, so streams stay aligned).
         hflip_prob, vflip_prob: flip probabilities (0 disables).
 
     Returns:
         The (possibly) flipped image and mask, contiguous.
     """
-    do_h = rng.random() < hflip_prob and may_flip_horizontally(sentence)
-    do_v = rng.random() < vflip_prob and may_flip_vertically(sentence)
+    phrases = [sentences] if isinstance(sentences, str) else list(sentences)
+    do_h = rng.random() < hflip_prob and all(map(may_flip_horizontally, phrases))
+    do_v = rng.random() < vflip_prob and all(map(may_flip_vertically, phrases))
     if do_h:
         image, mask = image[:, ::-1], mask[:, ::-1]
     if do_v:
