@@ -62,7 +62,8 @@ class TrainConfig:
         data: the data; schedule: the LR schedule.
         output_dir: run folder (checkpoints, TensorBoard logs, ``train_config.yaml``).
         epochs: training length; ``max_steps`` caps it in optimizer steps when set.
-        batch_size: samples (images when ``data.phrases_per_image`` is set) per rank per micro-step; accumulation: micro-steps per optimizer step.
+        batch_size: samples (images when ``data.phrases_per_image`` is set) per rank per micro-step;
+            accumulation: micro-steps per optimizer step.
         lr, weight_decay, betas: AdamW on the trainable parameters only.
         grad_clip: max global grad norm (None: no clipping).
         amp: bf16 autocast when on CUDA (ignored on CPU).
