@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 from conftest import CONFIGS, tiny_config
 
@@ -39,8 +40,9 @@ def test_demo_config_parses_and_records_its_training_scale() -> None:
     assert cfg.meta["gsd_range_m"] == [0.6, 2.0]
 
 
-def test_demo_stage2_starts_from_the_committed_stage1_model() -> None:
-    cfg = load_train_config(CONFIGS / "demo-stage2.yaml")
+@pytest.mark.parametrize("stage", ["demo-stage2.yaml", "demo-stage3.yaml"])
+def test_demo_stages_start_from_a_committed_model(stage: str) -> None:
+    cfg = load_train_config(CONFIGS / stage)
     assert cfg.model == "demo" and cfg.train_base and cfg.include_base
     assert cfg.meta["gsd_range_m"] == [0.6, 2.0]
     assert (CONFIGS.parent / cfg.init_from).is_file()
