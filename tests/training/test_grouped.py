@@ -100,3 +100,18 @@ def test_grouped_training_runs_steps_over_images(synthetic_set, tmp_path) -> Non
     result = train(cfg)
     assert len(result.losses) == images // 2
     assert all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_a_resumed_grouped_run_ends_where_the_uninterrupted_one_ends(synthetic_set, tmp_path) -> None:
+    def grouped(out: str):
+        cfg = tiny_config(synthetic_set, tmp_path / out, batch_size=2, max_steps=3, checkpoint_every=1)
+        return replace(cfg, data=replace(cfg.data, phrases_per_image=2))  # scenes hold up to 3: a choice is drawn
+
+    straight = train(grouped("straight"))
+    first = train(grouped("crashed"), stop_after=2)
+    assert first.losses == straight.losses[:2]
+    resumed = train(grouped("crashed"), resume=True)
+    assert resumed.losses == straight.losses[2:]
+    expected = straight.module.model.state_dict()
+    for name, tensor in resumed.module.model.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-5, atol=1e-6, msg=name)
