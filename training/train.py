@@ -96,7 +96,7 @@ def resumable_weights(module: TrainModule) -> dict[str, torch.Tensor]:
     return {k: v for k, v in module.state_dict().items() if k in keys}
 
 
-def _loader(dataset: ReferringDataset | ImageGroupedDataset, sampler: DistributedSampler, cfg: TrainConfig, epoch: int,
+def _loader(dataset: ReferringDataset, sampler: DistributedSampler, cfg: TrainConfig, epoch: int,
             skip_batches: int) -> DataLoader:
     """This rank's batches of ``epoch``, starting after ``skip_batches`` (resume mid-epoch)."""
     sampler.set_epoch(epoch)
@@ -107,8 +107,7 @@ def _loader(dataset: ReferringDataset | ImageGroupedDataset, sampler: Distribute
                       num_workers=cfg.data.num_workers, persistent_workers=False)
 
 
-def _train_dataset(cfg: TrainConfig, input_size: int, keep_ratio: bool
-                   ) -> ReferringDataset | ImageGroupedDataset:
+def _train_dataset(cfg: TrainConfig, input_size: int, keep_ratio: bool) -> ReferringDataset:
     """The training split, per phrase or (``data.phrases_per_image``) per image with its phrases."""
     records = load_records(cfg.data.format, cfg.data.root, cfg.data.train_split, cfg.data.image_dir)
     common = {"input_size": input_size, "keep_ratio": keep_ratio, "hflip_prob": cfg.data.hflip_prob,

@@ -48,18 +48,33 @@ class ReferringDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def _rng(self, index: int) -> np.random.Generator:
+        """The random stream of item ``index`` in the current epoch."""
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _prepare(self, records: Sequence[Record], rng: np.random.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """Read the image that ``records`` share and their K masks, flip where every phrase allows, resize, pad.
+
+        Returns:
+            (image 3×S×S float in [0, 1], labels K×S×S int64 in {0, 1, 255}, original (H, W), valid (h, w)).
+        """
+        image = read_image(records[0].image)
+        height, width = image.shape[:2]
+        masks = np.stack([read_mask(r, height, width) for r in records], axis=-1)  # H×W×K
+        if self.hflip_prob > 0 or self.vflip_prob > 0:
+            image, masks = phrase_safe_flip(image, masks, [r.sentence for r in records], rng, self.hflip_prob,
+                                            self.vflip_prob)
+        tensor, valid_hw = resize_and_pad(image, self.input_size, self.keep_ratio)
+        labels = torch.stack([resize_and_pad_mask(masks[..., k], self.input_size, self.keep_ratio,
+                                                  pad_value=IGNORE_INDEX) for k in range(len(records))]).long()
+        return tensor, labels, (height, width), tuple(valid_hw)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        image = read_image(record.image)
-        height, width = image.shape[:2]
-        mask = read_mask(record, height, width)
-        if self.hflip_prob > 0 or self.vflip_prob > 0:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, mask = phrase_safe_flip(image, mask, record.sentence, rng, self.hflip_prob, self.vflip_prob)
-        tensor, valid_hw = resize_and_pad(image, self.input_size, self.keep_ratio)
-        labels = resize_and_pad_mask(mask, self.input_size, self.keep_ratio, pad_value=IGNORE_INDEX).long()
-        return {"image": tensor, "mask": labels,
-                "sentence": record.sentence, "orig_hw": (height, width), "valid_hw": tuple(valid_hw),
+        tensor, labels, orig_hw, valid_hw = self._prepare([record], self._rng(index))
+        return {"image": tensor, "mask": labels[0],
+                "sentence": record.sentence, "orig_hw": orig_hw, "valid_hw": valid_hw,
                 "category": record.category, "phrase_type": record.phrase_type, "index": index}
 
 

@@ -12,13 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from backend.model.transforms import resize_and_pad, resize_and_pad_mask
-from training.data.augment import phrase_safe_flip
-from training.data.io import IGNORE_INDEX, read_image, read_mask
+from training.data.dataset import ReferringDataset
 from training.data.records import Record
 
 
@@ -30,7 +26,7 @@ def group_by_image(records: Sequence[Record]) -> list[list[int]]:
     return list(groups.values())
 
 
-class ImageGroupedDataset(Dataset):
+class ImageGroupedDataset(ReferringDataset):
     """Items are images, each with up to ``phrases_per_image`` of its phrases.
 
     Each item is a dict: ``image`` 3×S×S float in [0, 1] (as ``ReferringDataset``), ``masks`` K×S×S int64 in
@@ -49,38 +45,22 @@ class ImageGroupedDataset(Dataset):
         """
         if phrases_per_image < 1:
             raise ValueError(f"phrases_per_image must be at least 1, got {phrases_per_image}")
-        self.records = list(records)
+        super().__init__(records, input_size=input_size, keep_ratio=keep_ratio, hflip_prob=hflip_prob,
+                         vflip_prob=vflip_prob, seed=seed)
         self.groups = group_by_image(self.records)
         self.phrases_per_image = phrases_per_image
-        self.input_size = input_size
-        self.keep_ratio = keep_ratio
-        self.hflip_prob, self.vflip_prob = hflip_prob, vflip_prob
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the phrase-choice and augmentation stream of ``epoch``."""
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.groups)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = self._rng(index)
         group = self.groups[index]
         if len(group) > self.phrases_per_image:
             group = sorted(rng.choice(group, self.phrases_per_image, replace=False).tolist())
         records = [self.records[i] for i in group]
-        image = read_image(records[0].image)
-        height, width = image.shape[:2]
-        masks = np.stack([read_mask(r, height, width) for r in records], axis=-1)  # H×W×K
-        sentences = [r.sentence for r in records]
-        if self.hflip_prob > 0 or self.vflip_prob > 0:
-            image, masks = phrase_safe_flip(image, masks, sentences, rng, self.hflip_prob, self.vflip_prob)
-        tensor, _ = resize_and_pad(image, self.input_size, self.keep_ratio)
-        labels = torch.stack([resize_and_pad_mask(masks[..., k], self.input_size, self.keep_ratio,
-                                                  pad_value=IGNORE_INDEX) for k in range(len(records))]).long()
-        return {"image": tensor, "masks": labels, "sentences": sentences, "indices": group}
+        tensor, labels, _, _ = self._prepare(records, rng)
+        return {"image": tensor, "masks": labels, "sentences": [r.sentence for r in records], "indices": group}
 
 
 def collate_groups(items: list[dict[str, Any]]) -> dict[str, Any]:
