@@ -54,12 +54,27 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class LossConfig:
+    """Weights of the loss terms (``training.losses.RefSegLoss``); the defaults are the paper's (METHOD.md §4).
+
+    ``distractor`` is ours and off by default: with image-grouped batches, the mean BCE on the pixels of the other
+    phrases' objects in the same image (the likeliest wrong answers), which a whole-image BCE and Dice barely see.
+    """
+
+    bce: float = 5.0
+    dice: float = 5.0
+    decorrelation: float = 0.5
+    contrastive: float = 0.5
+    distractor: float = 0.0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run.
 
     Attributes:
         model: a bundled model config name ("tiny", "rsrefseg2-paper", …) or a JSON path.
-        data: the data; schedule: the LR schedule.
+        data: the data; schedule: the LR schedule; loss: the loss-term weights.
         output_dir: run folder (checkpoints, TensorBoard logs, ``train_config.yaml``).
         epochs: training length; ``max_steps`` caps it in optimizer steps when set.
         batch_size: samples (images when ``data.phrases_per_image`` is set) per rank per micro-step;
@@ -92,6 +107,7 @@ class TrainConfig:
     data: DataConfig
     output_dir: str
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     epochs: int = 300
     max_steps: int | None = None
     batch_size: int = 8
@@ -132,10 +148,13 @@ def config_from_dict(data: dict[str, Any], **overrides: Any) -> TrainConfig:
     _strict(DataConfig, data["data"], "data")
     schedule = data.get("schedule", {})
     _strict(ScheduleConfig, schedule, "schedule")
-    rest = {k: v for k, v in data.items() if k not in ("data", "schedule")}
+    loss = data.get("loss", {})
+    _strict(LossConfig, loss, "loss")
+    rest = {k: v for k, v in data.items() if k not in ("data", "schedule", "loss")}
     if "betas" in rest:
         rest["betas"] = tuple(rest["betas"])
-    return TrainConfig(data=DataConfig(**data["data"]), schedule=ScheduleConfig(**schedule), **rest)
+    return TrainConfig(data=DataConfig(**data["data"]), schedule=ScheduleConfig(**schedule),
+                       loss=LossConfig(**loss), **rest)
 
 
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:

@@ -58,7 +58,7 @@ class TrainModule(nn.Module):
                 image_index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """images B×3×S×S in [0, 1] (or U×3×S×S and ``image_index`` B, see ``ReferringSegmenter.forward``),
         texts B phrases, labels B×S×S {0, 1, 255} → the loss terms."""
-        return self.criterion(self.model(images, texts, image_index), labels)
+        return self.criterion(self.model(images, texts, image_index), labels, image_index)
 
 
 @dataclass
@@ -80,7 +80,11 @@ def build_train_module(cfg: TrainConfig) -> TrainModule:
     for name, param in model.named_parameters():
         param.requires_grad_(cfg.train_base or name in trainable)
     model.meta = CheckpointMeta.from_dict(cfg.meta)
-    return TrainModule(model=model, criterion=RefSegLoss(arch=model_cfg.arch))
+    weights = cfg.loss
+    criterion = RefSegLoss(arch=model_cfg.arch, bce_weight=weights.bce, dice_weight=weights.dice,
+                           decorrelation_weight=weights.decorrelation, contrastive_weight=weights.contrastive,
+                           distractor_weight=weights.distractor)
+    return TrainModule(model=model, criterion=criterion)
 
 
 def trainable_params(module: TrainModule) -> dict[str, nn.Parameter]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.config import ScheduleConfig, load_train_config
+from training.config import LossConfig, ScheduleConfig, config_from_dict, load_train_config
 from training.schedule import lr_factor
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -31,6 +31,21 @@ def test_unknown_keys_are_named(tmp_path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("model: tiny\noutput_dir: x\ndata: {format: jsonl, root: d}\nlearning_rate: 1\n")
     with pytest.raises(ValueError, match="learning_rate"):
+        load_train_config(path)
+
+
+def test_loss_weights_default_to_the_paper_and_parse_strictly(tmp_path) -> None:
+    base = "model: tiny\noutput_dir: x\ndata: {format: jsonl, root: d}\n"
+    path = tmp_path / "loss.yaml"
+    path.write_text(base)
+    assert load_train_config(path).loss == LossConfig(bce=5.0, dice=5.0, decorrelation=0.5, contrastive=0.5,
+                                                      distractor=0.0)
+    path.write_text(base + "loss: {distractor: 2.0}\n")
+    cfg = load_train_config(path)
+    assert cfg.loss.distractor == 2.0 and cfg.loss.bce == 5.0
+    assert config_from_dict(cfg.to_dict()) == cfg
+    path.write_text(base + "loss: {focal: 1.0}\n")
+    with pytest.raises(ValueError, match="focal"):
         load_train_config(path)
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from backend.model.build import build_model
 from backend.model.config import load_config
+from training.config import LossConfig
 from training.data.dataset import ReferringDataset
 from training.data.grouped import ImageGroupedDataset, collate_groups, group_by_image
 from training.data.records import load_records
@@ -93,13 +94,14 @@ def test_one_encoding_per_image_gives_the_per_phrase_forward(synthetic_set) -> N
     torch.testing.assert_close(shared.mask_logits, per_phrase.mask_logits)
 
 
-def test_grouped_training_runs_steps_over_images(synthetic_set, tmp_path) -> None:
+def test_grouped_training_runs_steps_over_images_with_the_distractor_term(synthetic_set, tmp_path) -> None:
     cfg = tiny_config(synthetic_set, tmp_path / "run", batch_size=2, epochs=1)
-    cfg = replace(cfg, data=replace(cfg.data, phrases_per_image=3))
+    cfg = replace(cfg, data=replace(cfg.data, phrases_per_image=3), loss=LossConfig(distractor=2.0))
     images = len(group_by_image(load_records("jsonl", synthetic_set, "train")))
     result = train(cfg)
     assert len(result.losses) == images // 2
     assert all(torch.isfinite(torch.tensor(result.losses)))
+    assert result.module.criterion.distractor_weight == 2.0
 
 
 def test_a_resumed_grouped_run_ends_where_the_uninterrupted_one_ends(synthetic_set, tmp_path) -> None:

@@ -14,6 +14,7 @@ from training.losses import (
     bce_loss,
     decorrelation_loss,
     dice_loss,
+    distractor_loss,
     region_text_features,
     upsample_logits,
 )
@@ -73,6 +74,36 @@ def test_v2_total_is_the_weighted_sum_and_infonce_matches_by_hand() -> None:
     assert terms["loss"].item() == pytest.approx(total.item())
     terms["loss"].backward()
     assert loss_fn.logit_scale2.grad is not None and loss_fn.logit_bias2.grad is not None
+
+
+def test_distractor_loss_is_the_mean_bce_on_the_siblings_objects_per_phrase() -> None:
+    # Image 0 has two phrases (objects A and B), image 1 one phrase (no sibling, so no distractor pixels).
+    labels = torch.zeros(3, 4, 4, dtype=torch.int64)
+    labels[0, 0, :2] = 1            # phrase 0 names A (2 px)
+    labels[1, 3, :] = 1             # phrase 1 names B (4 px)
+    labels[1, 0, 0] = 255           # an ignored pixel of A in phrase 1 does not count
+    labels[2, 1, 1] = 1
+    logits = torch.full((3, 4, 4), -3.0)
+    logits[0, 3, :] = 2.0           # phrase 0 lights up B
+    image_index = torch.tensor([0, 0, 1])
+    expected_0 = F.softplus(torch.tensor(2.0)).item()       # mean over B's 4 px
+    expected_1 = F.softplus(torch.tensor(-3.0)).item()      # A's one valid px
+    assert distractor_loss(logits, labels, image_index).item() == pytest.approx((expected_0 + expected_1) / 2)
+    alone = distractor_loss(logits[2:], labels[2:], torch.tensor([0]))
+    assert alone.item() == 0.0 and alone.requires_grad is False
+
+
+def test_distractor_term_needs_a_weight_and_a_grouped_batch() -> None:
+    out = SimpleNamespace(mask_logits=torch.zeros(2, 1, 2, 2), q1=None, q2=None, clip_patch=None)
+    labels = torch.zeros(2, 4, 4, dtype=torch.int64)
+    labels[0, :2, :2], labels[1, 2:, 2:] = 1, 1
+    grouped = torch.tensor([0, 0])
+    assert "distractor" not in RefSegLoss(arch="rsrefseg")(out, labels, grouped)
+    weighted = RefSegLoss(arch="rsrefseg", distractor_weight=2.0)
+    assert "distractor" not in weighted(out, labels)
+    terms = weighted(out, labels, grouped)
+    assert terms["distractor"].item() == pytest.approx(2 * math.log(2))
+    assert terms["loss"].item() == pytest.approx((terms["bce"] + terms["distractor"]).item())
 
 
 def test_v1_is_bce_only_and_has_no_head_parameters() -> None:
