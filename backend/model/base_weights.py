@@ -14,6 +14,7 @@ from torch import nn
 
 from backend.errors import BackendError
 
+from .state_check import key_problems
 from .weight_files import check_weights_file, read_state_dict
 
 # SAM .pth keys that belong to segment_anything's ``Sam`` wrapper, not to its three parts.
@@ -65,14 +66,11 @@ def load_sam_weights(parts: dict[str, nn.Module], path: str | Path) -> None:
         raise BackendError("weights", f"sam weights file not found: {path}", SAM_HINT)
     state = read_state_dict(path, "weights", SAM_HINT)
     state = {k: v for k, v in state.items() if k not in SAM_WRAPPER_KEYS}
+    holder = nn.Module()  # one state dict with the checkpoint's own key names ("image_encoder.…")
     for prefix, part in parts.items():
-        sub = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
-        try:
-            part.load_state_dict(sub, strict=True)
-        except RuntimeError as exc:
-            raise BackendError("weights", f"SAM weights {path} do not fit the configured SAM size: {exc}",
-                               "choose the config matching the SAM size (vit_b/vit_l/vit_h)") from exc
-    leftover = sorted(k for k in state if k.split(".", 1)[0] not in parts)
-    if leftover:
-        raise BackendError("weights", f"SAM weights {path} have unexpected keys: {', '.join(leftover[:10])}",
-                           SAM_HINT)
+        holder.add_module(prefix, part)
+    problems = key_problems(state, holder.state_dict())
+    if problems:
+        raise BackendError("weights", f"SAM weights {path} do not fit the configured SAM size; " + "; ".join(problems),
+                           "choose the config matching the SAM size (vit_b/vit_l/vit_h)")
+    holder.load_state_dict(state, strict=True)

@@ -27,6 +27,7 @@ from .build import build_model
 from .checkpoint_sidecar import FORMAT, FORMAT_VERSION, read_sidecar
 from .config import config_from_dict
 from .device import select_device
+from .state_check import key_problems
 from .weight_files import check_safetensors, kind_of, read_safetensors
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointMeta", "load_model", "read_checkpoint_meta", "save_checkpoint",
@@ -171,12 +172,7 @@ def _build(sidecar: dict[str, Any], path: Path, clip_file: str | Path | None,
 
 def _check_keys(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], expected: list[str],
                 name: str) -> None:
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(f"{k} {tuple(state[k].shape)} != {tuple(reference[k].shape)}"
-                    for k in set(state) & set(expected) if state[k].shape != reference[k].shape)
-    problems = [f"{label}: {', '.join(items)}" for label, items in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)) if items]
+    problems = key_problems(state, reference, expected)
     if problems:
         raise BackendError("checkpoint", f"{name} does not match its config; " + "; ".join(problems),
                            "use the checkpoint together with the .json written beside it")

@@ -61,7 +61,8 @@ def test_loads_strictly_ignoring_memory_modules_by_name(tmp_path: Path) -> None:
     (lambda s: s.update({"memory_bank.weight": torch.zeros(1)}), "memory_bank.weight"),
     (lambda s: s.pop("image_encoder.trunk.blocks.1.attn.qkv.weight"), "image_encoder.trunk.blocks.1.attn.qkv.weight"),
     (lambda s: s.pop("no_mem_embed"), "no_mem_embed"),
-    (lambda s: s.update({"no_mem_embed": torch.zeros(1, 1, 64)}), "no_mem_embed (1, 1, 64) (expected (1, 1, 32))"),
+    (lambda s: s.update({"no_mem_embed": torch.zeros(1, 1, 64)}),
+     "wrong shapes: no_mem_embed (1, 1, 64) != (1, 1, 32)"),
 ], ids=["unknown-key", "unknown-top-level-key", "missing-trunk-key", "missing-no-mem-embed", "wrong-shape"])
 def test_any_other_difference_is_an_error_naming_the_key(tmp_path: Path, change, named: str) -> None:
     state = _checkpoint_state()

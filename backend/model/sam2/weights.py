@@ -15,6 +15,7 @@ from torch import nn
 
 from backend.errors import BackendError
 
+from ..state_check import key_problems
 from ..weight_files import kind_of, read_safetensors, read_torch_pickle
 
 # SAM2Base's video-memory parameters (memory attention/encoder, object pointers, temporal encodings).
@@ -61,12 +62,7 @@ def load_sam2_weights(parts: dict[str, nn.Module | nn.Parameter], path: str | Pa
         setattr(holder, name, part)
     expected = holder.state_dict()
     state = {k: v for k, v in read_sam2_state(path).items() if not is_memory_key(k)}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
-                    for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    problems = [f"{label}: {', '.join(items[:10])}{' …' if len(items) > 10 else ''}" for label, items in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", shapes)) if items]
+    problems = key_problems(state, expected)
     if problems:
         raise BackendError("weights", f"SAM 2.1 weights {Path(path).name} do not fit the configured SAM 2.1 size; "
                            + "; ".join(problems), HINT)
