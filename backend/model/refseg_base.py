@@ -7,10 +7,9 @@ from torch import nn
 
 from .clip_encoder import ClipDualEncoder
 from .config import ModelConfig
+from .mask_head import PromptedMaskHead
 from .outputs import ImageEmbeddings, RefSegOutput, mask_scores
 from .prompter_v2 import PrompterOutput
-from .sam2.head import Sam2Head
-from .sam_head import SamHead
 
 
 class ReferringSegmenter(nn.Module):
@@ -19,7 +18,7 @@ class ReferringSegmenter(nn.Module):
     Subclasses define ``prompt`` (how the prompter is called) and which CLIP scalars train.
     """
 
-    def __init__(self, *, clip_encoder: ClipDualEncoder, prompter: nn.Module, sam_head: SamHead | Sam2Head,
+    def __init__(self, *, clip_encoder: ClipDualEncoder, prompter: nn.Module, sam_head: PromptedMaskHead,
                  config: ModelConfig) -> None:
         """Args:
             clip_encoder: the CLIP dual encoder (frozen base, LoRA adapters).

@@ -7,17 +7,16 @@ from torch import nn
 
 from .clip_encoder import ClipDualEncoder
 from .config import ModelConfig
+from .mask_head import PromptedMaskHead
 from .prompter_v2 import PrompterOutput
 from .refseg_base import ReferringSegmenter
-from .sam2.head import Sam2Head
-from .sam_head import SamHead
 
 
 class RSRefSeg2(ReferringSegmenter):
     """Trains the prompter, SAM's prompt encoder and mask decoder, all LoRA adapters and CLIP's
     logit scale and bias (used by the dense prompt). Everything else is frozen."""
 
-    def __init__(self, *, clip_encoder: ClipDualEncoder, prompter: nn.Module, sam_head: SamHead | Sam2Head,
+    def __init__(self, *, clip_encoder: ClipDualEncoder, prompter: nn.Module, sam_head: PromptedMaskHead,
                  config: ModelConfig) -> None:
         """Args: as ``ReferringSegmenter``; ``prompter`` is a ``CascadedPrompter``."""
         super().__init__(clip_encoder=clip_encoder, prompter=prompter, sam_head=sam_head, config=config)

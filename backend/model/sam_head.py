@@ -9,7 +9,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from torch import nn
 
 from .config import SamConfig
-from .lora import apply_lora
+from .mask_head import PromptedMaskHead
 
 # SAM's pixel statistics on the 0–255 scale (ImageNet mean/std × 255), as segment_anything's ``Sam`` uses.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -37,7 +37,7 @@ def build_sam_parts(cfg: SamConfig, input_size: int) -> dict[str, nn.Module]:
     }
 
 
-class SamHead(nn.Module):
+class SamHead(PromptedMaskHead):
     """Frozen SAM image encoder (+ optional LoRA) and trainable prompt encoder and mask decoder."""
 
     def __init__(self, *, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder,
@@ -50,18 +50,15 @@ class SamHead(nn.Module):
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
-        self.image_encoder.requires_grad_(False)
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
-        self.lora_names = [] if cfg.lora is None else apply_lora(self.image_encoder, cfg.lora.target, cfg.lora)
+        self._freeze_encoder(PIXEL_MEAN, PIXEL_STD, cfg.lora)
+
+    @property
+    def prompt_module(self) -> PromptEncoder:
+        return self.prompt_encoder
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Args: images: B×3×S×S in [0, 1]. Returns: B×Cp×g×g image embeddings (g = S / patch)."""
         return self.image_encoder((images * 255.0 - self.pixel_mean) / self.pixel_std)
-
-    def dense_pe(self, grid: int) -> torch.Tensor:
-        """SAM's random-Fourier PE sampled at cell centres of a grid×grid lattice. Returns Cp×grid×grid."""
-        return self.prompt_encoder.pe_layer((grid, grid))
 
     def _decode(self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,38 +71,3 @@ class SamHead(nn.Module):
                                                     dense[i:i + 1]) for i in range(sparse.shape[0])]
             masks, iou = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
         return masks[:, :1], iou[:, 0]
-
-    def decode(self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense_logits: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode with the prompter's prompts.
-
-        Args:
-            image_embeddings: B×Cp×g×g (or 1×Cp×g×g shared by all B prompts).
-            sparse: B×N×Cp prompt tokens.
-            dense_logits: B×1×D×D dense prompt, fed through SAM's mask-downscaling path.
-
-        Returns:
-            (mask_logits B×1×D×D, predicted IoU B).
-        """
-        _, dense = self.prompt_encoder(points=None, boxes=None, masks=dense_logits)
-        return self._decode(image_embeddings, sparse, dense)
-
-    def decode_with_box(self, image_embeddings: torch.Tensor, box: torch.Tensor | None,
-                        point: torch.Tensor | None, mask_logits_prior: torch.Tensor | None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode with SAM's own prompt encoder (zero-shot mode and box refinement).
-
-        Args:
-            image_embeddings: 1×Cp×g×g.
-            box: B×4 (x0, y0, x1, y1) in input-frame pixels, or None.
-            point: B×2 (x, y) foreground point in input-frame pixels, or None.
-            mask_logits_prior: B×1×D×D logits as SAM's mask input, or None.
-
-        Returns:
-            (mask_logits B×1×D×D, predicted IoU B).
-        """
-        points = None
-        if point is not None:
-            points = (point[:, None, :], torch.ones(point.shape[0], 1, device=point.device, dtype=torch.long))
-        sparse, dense = self.prompt_encoder(points=points, boxes=box, masks=mask_logits_prior)
-        return self._decode(image_embeddings, sparse, dense)

@@ -20,7 +20,7 @@ from segment_anything.modeling import PromptEncoder
 from torch import nn
 
 from ..config import Sam2Config
-from ..lora import apply_lora
+from ..mask_head import PromptedMaskHead
 from .hiera import Hiera
 from .image_encoder import FpnNeck, ImageEncoder
 from .mask_decoder import MaskDecoder
@@ -68,11 +68,12 @@ def unpack_levels(packed: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tenso
     return embedding, (F.pixel_shuffle(s0, 4), F.pixel_shuffle(s1, 2))
 
 
-class Sam2Head(nn.Module):
+class Sam2Head(PromptedMaskHead):
     """Frozen Hiera + FPN (+ optional LoRA); trainable prompt encoder, mask decoder and ``no_mem_embed``.
 
     Attribute names equal SAM 2.1 checkpoint names (``image_encoder``, ``sam_prompt_encoder``,
-    ``sam_mask_decoder``, ``no_mem_embed``).
+    ``sam_mask_decoder``, ``no_mem_embed``). ``decode`` and ``decode_with_box`` take the packed levels and
+    return B×1×4g×4g logits (``multimask_output=False``, with the stability fallback in eval).
     """
 
     def __init__(self, *, image_encoder: ImageEncoder, sam_prompt_encoder: PromptEncoder,
@@ -87,10 +88,11 @@ class Sam2Head(nn.Module):
         self.sam_prompt_encoder = sam_prompt_encoder
         self.sam_mask_decoder = sam_mask_decoder
         self.no_mem_embed = no_mem_embed
-        self.image_encoder.requires_grad_(False)
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
-        self.lora_names = [] if cfg.lora is None else apply_lora(self.image_encoder, cfg.lora.target, cfg.lora)
+        self._freeze_encoder(PIXEL_MEAN, PIXEL_STD, cfg.lora)
+
+    @property
+    def prompt_module(self) -> PromptEncoder:
+        return self.sam_prompt_encoder
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Args: images: B×3×S×S in [0, 1]. Returns: B×4d×g×g packed levels (g = S / 16; see module doc)."""
@@ -99,48 +101,10 @@ class Sam2Head(nn.Module):
         decoder = self.sam_mask_decoder
         return pack_levels(embedding, decoder.conv_s1(feat_s1), decoder.conv_s0(feat_s0))
 
-    def dense_pe(self, grid: int) -> torch.Tensor:
-        """SAM's random-Fourier PE sampled at cell centres of a grid×grid lattice. Returns d×grid×grid."""
-        return self.sam_prompt_encoder.pe_layer((grid, grid))
-
     def _decode(self, packed: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unpack the levels and run SAM 2.1's decoder. Returns (mask_logits B×1×4g×4g, predicted IoU B)."""
         embedding, high_res = unpack_levels(packed)
         masks, iou = self.sam_mask_decoder(embedding, self.sam_prompt_encoder.get_dense_pe(), sparse, dense,
                                            high_res)
         return masks, iou[:, 0]
-
-    def decode(self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense_logits: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode with the prompter's prompts (``multimask_output=False``, stability fallback in eval).
-
-        Args:
-            image_embeddings: B×4d×g×g packed levels (or 1×4d×g×g shared by all B prompts).
-            sparse: B×N×d prompt tokens.
-            dense_logits: B×1×4g×4g dense prompt, fed through the mask-downscaling path.
-
-        Returns:
-            (mask_logits B×1×4g×4g, predicted IoU B).
-        """
-        _, dense = self.sam_prompt_encoder(points=None, boxes=None, masks=dense_logits)
-        return self._decode(image_embeddings, sparse, dense)
-
-    def decode_with_box(self, image_embeddings: torch.Tensor, box: torch.Tensor | None,
-                        point: torch.Tensor | None, mask_logits_prior: torch.Tensor | None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode with SAM's own prompt encoder (zero-shot mode and box refinement).
-
-        Args:
-            image_embeddings: 1×4d×g×g packed levels.
-            box: B×4 (x0, y0, x1, y1) in input-frame pixels, or None.
-            point: B×2 (x, y) foreground point in input-frame pixels, or None.
-            mask_logits_prior: B×1×4g×4g logits as SAM's mask input, or None.
-
-        Returns:
-            (mask_logits B×1×4g×4g, predicted IoU B).
-        """
-        points = None
-        if point is not None:
-            points = (point[:, None, :], torch.ones(point.shape[0], 1, device=point.device, dtype=torch.long))
-        sparse, dense = self.sam_prompt_encoder(points=points, boxes=box, masks=mask_logits_prior)
-        return self._decode(image_embeddings, sparse, dense)
