@@ -174,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
                  "threads": args.threads}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        doc["time"] = {args.checkpoint.name: time_sample(args.checkpoint, tmp)}
-        if args.baseline:
-            doc["time"][args.baseline.name] = time_sample(args.baseline, tmp)
+        # Each checkpoint writes into its own folder: both may have the same file name (model_best, …).
+        timed = {"checkpoint": args.checkpoint, "baseline": args.baseline}
+        doc["time"] = {}
+        for role, checkpoint in timed.items():
+            if checkpoint is not None:
+                (tmp / role).mkdir()
+                doc["time"][f"{role} {checkpoint.name}"] = time_sample(checkpoint, tmp / role)
         engine = Engine(load_predictor(checkpoint=str(args.checkpoint), device="cpu"))
         doc["sample"] = evaluate_sample(engine, tmp)
         if (args.data / f"{args.split}.jsonl").is_file():
