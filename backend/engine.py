@@ -261,7 +261,7 @@ class Engine:
         ctx.report(0.05, "coarse", "locating the phrases on the whole view")
         # Zero-shot mode has no prompter: its refinement uses SAM's box prompt.
         refine = "box" if job.refine == "prompts" and self.predictor.mode == "zero-shot" else job.refine
-        coarse, prompts = coarse_pass(ctx, phrases, with_prompts=refine == "prompts")
+        coarse, prompts = coarse_pass(ctx, phrases, with_prompts=refine == "prompts", rank=not job.all_matches)
         if coarse.shape[1:] == ctx.view.shape:  # the view fits the model input: the coarse pass is final
             return list(coarse), 0
         boxes = [refine_boxes(c, job.threshold, ctx.view.shape) for c in coarse]

@@ -62,7 +62,7 @@ class RunContext:
             self.predictor.set_image(rgb, image_key=(*self.key_prefix, tile))
 
 
-def coarse_pass(ctx: RunContext, phrases: Sequence[str], with_prompts: bool = False
+def coarse_pass(ctx: RunContext, phrases: Sequence[str], with_prompts: bool = False, rank: bool = True
                 ) -> tuple[np.ndarray, PhrasePrompts | None]:
     """Run every phrase on the whole view resampled to the model's input size.
 
@@ -70,6 +70,7 @@ def coarse_pass(ctx: RunContext, phrases: Sequence[str], with_prompts: bool = Fa
         ctx: the run.
         phrases: the N phrases.
         with_prompts: also return the prompter's prompts (for the "prompts" refinement).
+        rank: let the model's candidate ranker (if it has one) choose the named object (``predictor.predict``).
 
     Returns:
         (probs N×h×w float32 with invalid pixels zeroed, prompts at h×w or None); h, w ≤ input size, view
@@ -81,7 +82,7 @@ def coarse_pass(ctx: RunContext, phrases: Sequence[str], with_prompts: bool = Fa
         rgb = ctx.stretch.apply(data, valid)
     ctx.encode(rgb, ("coarse", rgb.shape[:2]))
     with ctx.timed("predict"):
-        prediction = ctx.predictor.predict(list(phrases), with_prompts=with_prompts)
+        prediction = ctx.predictor.predict(list(phrases), with_prompts=with_prompts, rank=rank)
     probs = np.array(prediction.probs, np.float32)
     probs[:, ~valid] = 0.0
     return probs, prediction.prompts
@@ -215,7 +216,8 @@ def refine_pass(ctx: RunContext, phrases: Sequence[str], coarse: np.ndarray,
                     refined = np.array(ctx.predictor.predict_with_prompts(prompts.sparse[users], dense).probs,
                                        np.float32)
                 elif strategy == "phrase":
-                    refined = np.array(ctx.predictor.predict([phrases[i] for i in users]).probs, np.float32)
+                    refined = np.array(ctx.predictor.predict([phrases[i] for i in users], rank=False).probs,
+                                       np.float32)
                 else:
                     refined = np.stack([_box_refine(ctx, boxes[i], tile, priors[i]) for i in users])
             with ctx.timed("stitch"):
@@ -260,7 +262,7 @@ def find_all_pass(ctx: RunContext, phrases: Sequence[str], canvases: Sequence[Pr
             used.append(tile)
             ctx.encode(rgb, _tile_key(tile))
             with ctx.timed("predict"):
-                probs = np.array(ctx.predictor.predict(list(phrases)).probs, np.float32)
+                probs = np.array(ctx.predictor.predict(list(phrases), rank=False).probs, np.float32)
             with ctx.timed("stitch"):
                 probs[:, ~valid] = 0.0
                 for canvas, phrase_probs in zip(canvases, probs, strict=True):

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from backend.model.checkpoint import CheckpointMeta
 from backend.model.device import autocast, select_device
 from backend.model.outputs import ImageEmbeddings, RefSegOutput, mask_scores
+from backend.model.ranker import rerank_logits
+from backend.model.ranker_features import candidate_features
 from backend.model.refseg_base import ReferringSegmenter
 from backend.model.transforms import resize_and_pad, unpad_and_resize
 from backend.model.zero_shot import encode_images_zero_shot, zero_shot_prompts
@@ -233,17 +235,42 @@ class ReferringPredictor:
         return Prediction(probs=probs, scores=scores.cpu().numpy().astype(np.float32), low_res_logits=logits.cpu())
 
     @torch.inference_mode()
-    def predict(self, text: str | Sequence[str], with_prompts: bool = False) -> Prediction:
+    def predict_low_res(self, texts: Sequence[str]) -> torch.Tensor:
+        """The mask decoder's own low-resolution logits (N×1×D×D, model-input frame), before any ranking."""
+        return self._decode_texts(texts)[0]
+
+    def to_input_frame(self, maps: np.ndarray) -> torch.Tensor:
+        """N×H×W maps at the current image's resolution → N×1×D×D in the model-input frame (bilinear)."""
+        state = self._require_image()
+        return self._to_input_frame(state, torch.as_tensor(np.asarray(maps, np.float32), device=self.device))
+
+    def _rank(self, state: _ImageState, texts: list[str], logits: torch.Tensor) -> torch.Tensor:
+        """The model's candidate ranker applied to N×1×D×D ``logits`` (``ranker.rerank_logits``)."""
+        ranker = self.model.ranker
+        size = self.input_size
+        candidates = candidate_features(logits, (state.valid_hw[0] / size, state.valid_hw[1] / size),
+                                        threshold=ranker.cfg.threshold, max_candidates=ranker.cfg.max_candidates)
+        tokens, _, pad = self.model.clip_encoder.encode_text(texts)
+        words, _ = self.model.clip_encoder.encode_words(texts)
+        return rerank_logits(logits, candidates, ranker(candidates, tokens, words, pad))
+
+    @torch.inference_mode()
+    def predict(self, text: str | Sequence[str], with_prompts: bool = False, rank: bool = True) -> Prediction:
         """Masks for one text or a list of texts (one mask each) on the current image.
 
         Args:
             text: one text or a list of texts.
             with_prompts: also return the prompter's prompts (``Prediction.prompts``), e.g. to decode other
                 images of the same scene with ``predict_with_prompts``; not available in zero-shot mode.
+            rank: when the model has a candidate ranker, let it choose the named object among the mask's
+                connected components (the others keep only the share of probability the ranker gives them);
+                False keeps the decoder's mask as it is (every match, e.g. to find all objects of a kind).
         """
         texts = [text] if isinstance(text, str) else list(text)
         logits, outs = self._decode_texts(texts)
         state = self._require_image()
+        if rank and outs is not None and self.model.ranker is not None:
+            logits = self._rank(state, texts, logits)
         prediction = self._to_prediction(state, logits, mask_scores(logits))
         if with_prompts:
             if outs is None:

@@ -13,6 +13,7 @@ from .clip_encoder import ClipDualEncoder, create_open_clip
 from .config import ModelConfig, Sam2Config
 from .prompter_v1 import TextFilterPrompter
 from .prompter_v2 import CascadedPrompter
+from .ranker import ComponentRanker
 from .refseg_base import ReferringSegmenter
 from .rsrefseg import RSRefSeg
 from .rsrefseg2 import RSRefSeg2
@@ -76,5 +77,8 @@ def build_model(config: ModelConfig, clip_weights: str | Path | None = None,
         torch.manual_seed(config.seed)
         clip_encoder = ClipDualEncoder(model=create_open_clip(config.clip, clip_weights), cfg=config.clip)
         model = MODEL_REGISTRY[config.arch](config, clip_encoder, build_sam_head(config, sam_weights))
+        if config.ranker is not None:
+            model.ranker = ComponentRanker(cfg=config.ranker, clip_dim=clip_encoder.embed_dim,
+                                           word_dim=clip_encoder.word_dim, context_length=clip_encoder.context_length)
     model.base_weights = {"clip": weight_record(clip_weights), "sam": weight_record(sam_weights)}
     return model

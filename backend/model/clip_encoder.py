@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip_towers import native_vision_tokens, text_tokens, timm_vision_tokens
+from .clip_towers import native_vision_tokens, text_tokens, timm_vision_tokens, word_embeddings
 from .config import ClipConfig
 from .gemma_tokenizer import GemmaTokenizer, tokenizer_folder
 from .lora import apply_lora
@@ -73,6 +73,16 @@ class ClipDualEncoder(nn.Module):
         """C, the joint embedding width (output of the text projection)."""
         proj = getattr(self.model, "text", self.model).text_projection
         return proj.weight.shape[0] if isinstance(proj, nn.Module) else proj.shape[1]
+
+    @property
+    def word_dim(self) -> int:
+        """W, the width of the text tower's input word embeddings (``encode_words``)."""
+        return getattr(self.model, "text", self.model).token_embedding.embedding_dim
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens the text tower reads (its position embeddings)."""
+        return getattr(self.model, "text", self.model).positional_embedding.shape[0]
 
     @property
     def logit_scale(self) -> nn.Parameter:
@@ -151,3 +161,15 @@ class ClipDualEncoder(nn.Module):
         ids, pad = self.tokenize(texts)
         tokens, pooled = text_tokens(self.model, ids, self.cfg.project_tokens)
         return tokens, pooled, pad
+
+    def encode_words(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context-free word features: token plus position embeddings, before the text transformer.
+
+        A small text tower trained on few phrases can map words that matter little to its own loss ("left",
+        "right") to nearly the same contextual tokens; these features still tell them apart.
+
+        Returns:
+            (words B×L×W, pad_mask B×L bool with True at padding positions).
+        """
+        ids, pad = self.tokenize(texts)
+        return word_embeddings(self.model, ids), pad

@@ -108,6 +108,21 @@ def timm_vision_tokens(visual: nn.Module, images: torch.Tensor, clear_last_block
     return trunk.norm(x)[:, trunk.num_prefix_tokens:]
 
 
+def word_embeddings(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """What the text tower reads before any attention: each token's embedding plus its position embedding.
+
+    Args:
+        model: an open_clip ``CLIP`` or ``CustomTextCLIP``.
+        ids: B×L token ids.
+
+    Returns:
+        B×L×W context-free word features (W the text tower's width).
+    """
+    tower = getattr(model, "text", model)
+    length = ids.shape[1]
+    return tower.token_embedding(ids) + tower.positional_embedding[:length].to(tower.token_embedding.weight.dtype)
+
+
 def text_tokens(model: nn.Module, ids: torch.Tensor, project_tokens: bool
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token and pooled text features.
@@ -124,7 +139,7 @@ def text_tokens(model: nn.Module, ids: torch.Tensor, project_tokens: bool
     if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
         raise ValueError("open_clip text towers with a class token or padding mask (CoCa) are not supported")
     length = ids.shape[1]
-    x = tower.token_embedding(ids) + tower.positional_embedding[:length].to(tower.token_embedding.weight.dtype)
+    x = word_embeddings(model, ids)
     mask = tower.attn_mask
     x = tower.transformer(x, attn_mask=None if mask is None else mask[:length, :length])
     x = tower.ln_final(x)

@@ -185,6 +185,25 @@ class PrompterConfig:
 
 
 @dataclass(frozen=True)
+class RankerConfig:
+    """The optional candidate ranker (``ranker.ComponentRanker``), trained after the model on its own masks.
+
+    Attributes:
+        width: token width of the candidate transformer.
+        layers: decoder layers (self-attention over candidates, cross-attention to the text tokens, MLP).
+        num_heads: attention heads.
+        threshold: a candidate is a connected component of the low-res mask above this probability.
+        max_candidates: at most this many candidates per mask (the most massive).
+    """
+
+    width: int = 128
+    layers: int = 2
+    num_heads: int = 4
+    threshold: float = 0.5
+    max_candidates: int = 16
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A whole model: architecture, its three parts and the input geometry."""
 
@@ -192,6 +211,7 @@ class ModelConfig:
     clip: ClipConfig
     sam: SamConfig | Sam2Config
     prompter: PrompterConfig = field(default_factory=PrompterConfig)
+    ranker: RankerConfig | None = None
     input_size: int = 1024
     keep_ratio: bool = True
     seed: int = 0
@@ -236,8 +256,13 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig:
     clip["text_lora"] = _lora(clip.get("text_lora"))
     prompter = dict(data.get("prompter", {}))
     _strict(PrompterConfig, prompter, "prompter")
-    rest = {k: v for k, v in data.items() if k not in ("clip", "sam", "prompter")}
-    return ModelConfig(clip=ClipConfig(**clip), sam=_sam(data["sam"]), prompter=PrompterConfig(**prompter), **rest)
+    ranker = data.get("ranker")
+    if ranker is not None:
+        _strict(RankerConfig, ranker, "ranker")
+        ranker = RankerConfig(**ranker)
+    rest = {k: v for k, v in data.items() if k not in ("clip", "sam", "prompter", "ranker")}
+    return ModelConfig(clip=ClipConfig(**clip), sam=_sam(data["sam"]), prompter=PrompterConfig(**prompter),
+                       ranker=ranker, **rest)
 
 
 def _sam(data: dict[str, Any]) -> SamConfig | Sam2Config:

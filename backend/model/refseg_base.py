@@ -31,6 +31,8 @@ class ReferringSegmenter(nn.Module):
         self.prompter = prompter
         self.sam_head = sam_head
         self.config = config
+        # The optional candidate ranker (``ranker.ComponentRanker``), trained after the model; set by the builder.
+        self.ranker: nn.Module | None = None
         # Expected base weights {"clip"|"sam": {"file", "sha256"} | None}, set by the builder.
         self.base_weights: dict[str, dict[str, str] | None] = {"clip": None, "sam": None}
 

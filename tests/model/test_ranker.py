@@ -1,0 +1,163 @@
+"""The candidate ranker: components, their features, the reranking rule, the module, config and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backend.errors import BackendError
+from backend.model import build_model, load_config
+from backend.model.checkpoint import load_model, save_checkpoint
+from backend.model.config import RankerConfig, config_from_dict
+from backend.model.ranker import ComponentRanker, rerank_logits
+from backend.model.ranker_features import FEATURES, Candidates, candidate_features, label_components
+from backend.model.transforms import unpad_and_resize
+from backend.predictor import ReferringPredictor
+
+SMALL = RankerConfig(width=16, layers=1, num_heads=2)
+
+
+def _blobs() -> np.ndarray:
+    """32×32 probabilities: a 4×4 blob at 0.9 (top left), a 6×6 blob at 0.7 (bottom right), a diagonal pair."""
+    probs = np.full((32, 32), 0.1, np.float32)
+    probs[2:6, 2:6] = 0.9        # mass 14.4
+    probs[20:26, 22:28] = 0.7    # mass 25.2
+    probs[12, 12] = probs[13, 13] = 0.8  # one 8-connected component, mass 1.6
+    return probs
+
+
+def test_components_are_numbered_by_mass_and_capped() -> None:
+    labels = label_components(_blobs(), 0.5, max_candidates=16)
+    assert labels.max() == 3
+    assert (labels[20:26, 22:28] == 1).all() and (labels[2:6, 2:6] == 2).all()
+    assert labels[12, 12] == labels[13, 13] == 3  # diagonal neighbours are one component
+    capped = label_components(_blobs(), 0.5, max_candidates=2)
+    assert capped.max() == 2 and capped[12, 12] == 0
+    assert label_components(np.zeros((8, 8), np.float32), 0.5, 4).max() == 0
+
+
+def test_candidate_features_measure_geometry() -> None:
+    probs = torch.from_numpy(_blobs())
+    logits = torch.logit(probs)[None, None]
+    empty = torch.full_like(logits, -5.0)
+    candidates = candidate_features(torch.cat([logits, empty]), (1.0, 0.5), max_candidates=2)
+    assert candidates.features.shape == (2, 2, FEATURES)
+    assert candidates.valid.tolist() == [[True, True], [False, False]]
+    assert (candidates.features[1] == 0).all() and (candidates.labels[1] == 0).all()
+    geometry = candidates.features[0, 0]  # the bottom-right blob, the most massive
+    # centre x 25/32 of the square = 1.5625 of an image half as wide as the square; centre y 23/32
+    assert geometry[0] == pytest.approx(25 / 32 / 0.5, abs=1e-4)
+    assert geometry[1] == pytest.approx(23 / 32, abs=1e-4)
+    assert geometry[2:4].tolist() == pytest.approx([6 / 32 / 0.5, 6 / 32], abs=1e-4)  # width, height
+    assert geometry[5] == pytest.approx(0.7, abs=1e-4)  # mean probability
+    assert geometry[7] == pytest.approx(25.2 / (25.2 + 14.4), abs=1e-3)  # share of the candidates' mass
+    assert candidates.features[0, :, 8].tolist() == [0.0, 1.0]  # rank by mass
+
+
+def test_rerank_keeps_the_choice_and_scales_the_others() -> None:
+    probs = torch.from_numpy(_blobs())
+    logits = torch.logit(probs)[None, None]
+    candidates = candidate_features(logits, (1.0, 1.0))
+    ranks = torch.tensor([[0.0, 2.0, -1.0]])  # the ranker prefers candidate 2 (the top-left blob)
+    out = rerank_logits(logits, candidates, ranks)
+    labels = candidates.labels[0]
+    assert torch.equal(out[0, 0][labels == 2], logits[0, 0][labels == 2])
+    assert torch.equal(out[0, 0][labels == 0], logits[0, 0][labels == 0])
+    ratio = torch.softmax(ranks, 1)[0] / torch.softmax(ranks, 1).max()
+    for k in (1, 3):
+        scaled = torch.sigmoid(out[0, 0][labels == k])
+        assert scaled == pytest.approx(probs[labels == k] * ratio[k - 1], rel=1e-4)
+    assert (torch.sigmoid(out[0, 0][labels == 1]) < 0.5).all()
+
+
+def _ranker() -> ComponentRanker:
+    torch.manual_seed(0)
+    return ComponentRanker(cfg=SMALL, clip_dim=4, word_dim=6, context_length=8).eval()
+
+
+@torch.no_grad()
+def test_ranker_ignores_padding_and_is_permutation_equivariant() -> None:
+    ranker = _ranker()
+    features = torch.randn(1, 3, FEATURES)
+    tokens, words = torch.randn(1, 5, 4), torch.randn(1, 5, 6)
+    pad = torch.tensor([[False, False, False, True, True]])
+
+    def rank(feats: torch.Tensor, valid: torch.Tensor, tokens=tokens, words=words) -> torch.Tensor:
+        return ranker(Candidates(torch.zeros(1, 1, 1), feats, valid), tokens, words, pad)
+
+    base = rank(features, torch.ones(1, 3, dtype=torch.bool))
+    with_padding = rank(torch.cat([features, torch.randn(1, 2, FEATURES)], 1),
+                        torch.tensor([[True, True, True, False, False]]))
+    assert with_padding[0, :3] == pytest.approx(base[0], abs=1e-5)
+    assert torch.isinf(with_padding[0, 3:]).all()
+    padded_text = words.clone()
+    padded_text[0, 3:] = 100.0  # padding positions are never read
+    assert rank(features, torch.ones(1, 3, dtype=torch.bool), words=padded_text) == pytest.approx(base, abs=1e-5)
+    order = torch.tensor([2, 0, 1])
+    permuted = rank(features[:, order], torch.ones(1, 3, dtype=torch.bool))
+    assert permuted[0] == pytest.approx(base[0, order], abs=1e-5)
+    assert not torch.allclose(rank(features, torch.ones(1, 3, dtype=torch.bool), words=torch.randn(1, 5, 6)), base)
+
+
+def test_config_round_trip_and_strictness() -> None:
+    config = dataclasses.replace(load_config("tiny"), ranker=SMALL)
+    assert config_from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    data = config.to_dict()
+    data["ranker"]["depth"] = 3
+    with pytest.raises(ValueError, match="unknown keys in ranker"):
+        config_from_dict(data)
+    assert config_from_dict(load_config("tiny").to_dict()).ranker is None
+
+
+def test_checkpoint_with_ranker_reloads_exactly(tmp_path) -> None:
+    model = build_model(dataclasses.replace(load_config("tiny"), ranker=SMALL))
+    assert any(k.startswith("ranker.") for k in model.state_dict())
+    path = tmp_path / "ranked.safetensors"
+    save_checkpoint(model, path, include_base=True)
+    loaded = load_model(path)
+    assert loaded.config.ranker == SMALL
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    plain = tmp_path / "plain.safetensors"
+    save_checkpoint(build_model(load_config("tiny")), plain, include_base=True)
+    sidecar = json.loads(plain.with_suffix(".json").read_text())
+    sidecar["config"]["ranker"] = dataclasses.asdict(SMALL)  # a ranker the weights do not hold
+    plain.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(BackendError, match="ranker"):
+        load_model(plain)
+
+
+@torch.no_grad()
+def test_predictor_applies_the_ranker_to_the_decoder_masks() -> None:
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(load_config("tiny"), ranker=SMALL)).eval()
+    predictor = ReferringPredictor(model, device="cpu")
+    image = np.random.default_rng(0).integers(0, 255, (200, 256, 3), dtype=np.uint8)
+    predictor.set_image(image)
+    texts = ["a red building", "the pond"]
+    low_res = predictor.predict_low_res(texts)
+    # A random tiny decoder rarely crosses 0.5 in separate places: give both phrases three candidates.
+    state = predictor._require_image()
+    logits = torch.full_like(low_res, -3.0)
+    logits[..., 4:10, 4:10], logits[..., 30:40, 30:40], logits[..., 50:54, 10:20] = 2.0, 1.0, 3.0
+    ranked = predictor._rank(state, texts, logits)
+    candidates = candidate_features(logits, (200 / 256, 1.0))
+    tokens, _, pad = model.clip_encoder.encode_text(texts)
+    words, _ = model.clip_encoder.encode_words(texts)
+    ranks = model.ranker(candidates, tokens, words, pad)
+    assert torch.allclose(ranked, rerank_logits(logits, candidates, ranks))
+    for i, choice in enumerate(ranks.argmax(dim=1) + 1):  # the first choice keeps its logits, the others lose
+        chosen = candidates.labels[i] == choice
+        assert torch.equal(ranked[i, 0][chosen], logits[i, 0][chosen])
+        others = (candidates.labels[i] > 0) & ~chosen
+        assert (ranked[i, 0][others] < logits[i, 0][others]).all()
+    probs = predictor.predict(texts).probs
+    full = unpad_and_resize(predictor._rank(state, texts, low_res), state.valid_hw, (200, 256), 256)
+    assert probs == pytest.approx(torch.sigmoid(full[:, 0]).numpy(), abs=1e-5)
+    unranked = unpad_and_resize(low_res, state.valid_hw, (200, 256), 256)
+    assert predictor.predict(texts, rank=False).probs == pytest.approx(torch.sigmoid(unranked[:, 0]).numpy(),
+                                                                       abs=1e-5)
