@@ -74,20 +74,28 @@ class ComponentRanker(nn.Module):
         return logits.masked_fill(~candidates.valid, float("-inf"))
 
 
-def rerank_logits(mask_logits: torch.Tensor, candidates: Candidates, ranks: torch.Tensor) -> torch.Tensor:
+def rerank_logits(mask_logits: torch.Tensor, candidates: Candidates, ranks: torch.Tensor,
+                  answer_threshold: float = 0.5) -> torch.Tensor:
     """Scale each candidate's probabilities by how likely the ranker finds it relative to its first choice.
 
     The chosen candidate keeps its probabilities; candidate k's are multiplied by softmax_k / softmax_max, so a
-    second object the ranker finds about as likely stays, and an unlikely one falls below any threshold.
+    second object the ranker finds about as likely stays, and an unlikely one falls below any threshold. Only a
+    candidate with a pixel above ``answer_threshold`` can be chosen (when the mask has one): candidates reach
+    below the answer's threshold, and one that stays below it everywhere would leave the phrase without an
+    answer.
 
     Args:
         mask_logits: B×1×D×D low-resolution mask logits.
-        candidates: their candidates (labels B×D×D).
+        candidates: their candidates (labels B×D×D, peak B×K).
         ranks: B×K ranker logits.
+        answer_threshold: the probability a pixel needs to be part of an answer.
 
     Returns:
         B×1×D×D logits (unchanged where no candidate lies).
     """
+    if candidates.peak is not None:
+        choosable = candidates.valid & (candidates.peak > answer_threshold)
+        ranks = ranks.masked_fill(choosable.any(dim=1, keepdim=True) & ~choosable, float("-inf"))
     relative = torch.log_softmax(ranks.float(), dim=1)
     relative = relative - relative.amax(dim=1, keepdim=True)  # log(softmax_k / softmax_max) ≤ 0
     relative = torch.cat([torch.zeros_like(relative[:, :1]), relative.nan_to_num(neginf=-1e4)], dim=1)

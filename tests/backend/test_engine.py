@@ -34,14 +34,16 @@ class CountingPredictor(ReferringPredictor):
         self.keys: list = []
         self.texts: list[list[str]] = []
         self.texts_probs: list[np.ndarray] = []
+        self.ranked: list[bool] = []  # whether each predict call let the model's ranker choose
         self.box_calls = 0
 
     def set_image(self, image, image_key=None):
         self.keys.append(image_key)
         return super().set_image(image, image_key=image_key)
 
-    def predict(self, texts, with_prompts=False):
-        prediction = super().predict(texts, with_prompts=with_prompts)
+    def predict(self, texts, with_prompts=False, rank=True):
+        prediction = super().predict(texts, with_prompts=with_prompts, rank=rank)
+        self.ranked.append(rank)
         self.texts.append(list(texts))
         self.texts_probs.append(np.asarray(prediction.probs))
         return prediction
@@ -150,6 +152,7 @@ def test_default_tiles_are_the_model_input_at_native_resolution(scene, tmp_path,
 def test_small_view_is_one_coarse_pass_and_keys_include_window(scene, tmp_path, predictor):
     result = Engine(predictor).run(job(scene, tmp_path, window=Window(pixels=(100, 50, 200, 150))))
     assert len(predictor.keys) == 1 and result.tiles == 0
+    assert predictor.ranked == [True]  # a referring answer: the model's ranker (if any) chooses
     path, _mtime, window, resolution, bands, tile = predictor.keys[0]
     assert path.endswith("scene.tif") and window == (100, 50, 200, 150) and bands == (1, 2, 3)
     assert resolution == (0.5, 0.5) and tile == ("coarse", (150, 200))
@@ -162,6 +165,7 @@ def test_find_all_encodes_each_tile_once_for_all_phrases_with_progress(scene, tm
                                    progress=lambda fraction, stage, message: seen.append(fraction))
     grid = tile_grid((256, 256), 128, 16)
     assert len(grid) == 9
+    assert predictor.ranked == [False] * 9  # find-all keeps every match on every tile
     assert [k[-1] for k in predictor.keys] == [(t.row_off, t.col_off, t.height, t.width) for t in grid]
     assert [s.query for s in result.phrases] == ["all buildings", "the road"]
     _, _, _, fields = pyogrio.raw.read(result.outputs["geojson"])

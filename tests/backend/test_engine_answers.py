@@ -93,8 +93,8 @@ class TwoBlobPredictor(ReferringPredictor):
         super().__init__(model, device="cpu")
         self.second, self.side_b = second, side_b
 
-    def predict(self, text, with_prompts=False):
-        prediction = super().predict(text, with_prompts=with_prompts)
+    def predict(self, text, with_prompts=False, rank=True):
+        prediction = super().predict(text, with_prompts=with_prompts, rank=rank)
         n, h, w = prediction.probs.shape
         probs = np.zeros((n, h, w), np.float32)
         probs[:, h // 10:3 * h // 10, w // 10:3 * w // 10] = 0.9

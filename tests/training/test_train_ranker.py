@@ -15,7 +15,8 @@ from backend.model.ranker import ComponentRanker
 from backend.model.ranker_features import FEATURES
 from training.train_ranker import PhraseCandidates, choice_report, main, train
 
-DEMO = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo-synthetic.safetensors"
+# The bundled demo model's segmentation part (stage 4), committed without a ranker.
+STAGE4 = Path(__file__).resolve().parents[2] / "training" / "states" / "demo-stage4" / "model_best.safetensors"
 
 
 def _left_right_items(count: int, seed: int) -> list[PhraseCandidates]:
@@ -57,18 +58,19 @@ def test_ranker_learns_a_phrase_dependent_geometric_rule() -> None:
 
 def test_command_writes_a_ranked_checkpoint_and_refuses_to_overwrite(synthetic_set: Path, tmp_path: Path) -> None:
     out = tmp_path / "ranked.safetensors"
-    main(["--checkpoint", str(DEMO), "--data", str(synthetic_set), "--out", str(out), "--epochs", "2",
+    main(["--checkpoint", str(STAGE4), "--data", str(synthetic_set), "--out", str(out), "--epochs", "2",
           "--batch-size", "4", "--width", "16", "--layers", "1", "--val-data", str(synthetic_set)])
     model = load_model(out)
     assert model.config.ranker == RankerConfig(width=16, layers=1)
-    assert model.meta.dataset.startswith(load_model(DEMO).meta.dataset)
+    assert model.meta.dataset.startswith(load_model(STAGE4).meta.dataset)
     assert "candidate ranker: training.train_ranker" in model.meta.dataset
-    original = load_model(DEMO)
+    original = load_model(STAGE4)
+    assert original.ranker is None and model.ranker is not None
     for key, value in original.state_dict().items():  # the segmentation model is unchanged
         assert torch.equal(model.state_dict()[key], value), key
     report = json.loads(out.with_suffix(".ranker.json").read_text())
     assert report["phrases"] == 16 and set(report["val"]) == {"mass", "ranker", "oracle"}
     before = out.read_bytes()
     with pytest.raises(SystemExit):
-        main(["--checkpoint", str(DEMO), "--data", str(synthetic_set), "--out", str(out)])
+        main(["--checkpoint", str(STAGE4), "--data", str(synthetic_set), "--out", str(out)])
     assert out.read_bytes() == before
