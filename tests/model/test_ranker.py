@@ -161,3 +161,17 @@ def test_predictor_applies_the_ranker_to_the_decoder_masks() -> None:
     unranked = unpad_and_resize(low_res, state.valid_hw, (200, 256), 256)
     assert predictor.predict(texts, rank=False).probs == pytest.approx(torch.sigmoid(unranked[:, 0]).numpy(),
                                                                        abs=1e-5)
+
+
+def test_a_candidate_below_the_answer_threshold_is_never_chosen() -> None:
+    probs = torch.full((32, 32), 0.1)
+    probs[2:6, 2:6] = 0.9
+    probs[20:27, 20:27] = 0.4  # a candidate at threshold 0.3 that no answer at 0.5 could keep (the most massive)
+    logits = torch.logit(probs)[None, None]
+    candidates = candidate_features(logits, (1.0, 1.0), threshold=0.3)
+    assert candidates.peak[0].tolist() == pytest.approx([0.4, 0.9])
+    out = rerank_logits(logits, candidates, torch.tensor([[5.0, 0.0]]))  # the ranker prefers the faint one
+    assert torch.equal(out[0, 0, 2:6, 2:6], logits[0, 0, 2:6, 2:6])  # the answerable one is still the answer
+    assert (torch.sigmoid(out[0, 0, 20:27, 20:27]) < 0.01).all()
+    none_answerable = rerank_logits(logits * 0 - 1, candidate_features(logits * 0 - 1, (1.0, 1.0)), torch.zeros(1, 1))
+    assert torch.equal(none_answerable, logits * 0 - 1)
