@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from backend.model.checkpoint import CheckpointMeta
+from backend.model.config import RankerConfig
 from backend.model.device import autocast, select_device
 from backend.model.outputs import ImageEmbeddings, RefSegOutput, mask_scores
 from backend.model.ranker import rerank_logits
-from backend.model.ranker_features import candidate_features
+from backend.model.ranker_features import Candidates, candidate_features
 from backend.model.refseg_base import ReferringSegmenter
 from backend.model.transforms import resize_and_pad, unpad_and_resize
 from backend.model.zero_shot import encode_images_zero_shot, zero_shot_prompts
@@ -244,12 +245,17 @@ class ReferringPredictor:
         state = self._require_image()
         return self._to_input_frame(state, torch.as_tensor(np.asarray(maps, np.float32), device=self.device))
 
-    def _rank(self, state: _ImageState, texts: list[str], logits: torch.Tensor) -> torch.Tensor:
+    def candidates(self, logits: torch.Tensor, cfg: RankerConfig) -> Candidates:
+        """The candidates ``cfg`` defines in N×1×D×D ``logits`` of the current image (``candidate_features``)."""
+        state = self._require_image()
+        size = self.input_size
+        return candidate_features(logits, (state.valid_hw[0] / size, state.valid_hw[1] / size),
+                                  threshold=cfg.threshold, max_candidates=cfg.max_candidates)
+
+    def _rank(self, texts: list[str], logits: torch.Tensor) -> torch.Tensor:
         """The model's candidate ranker applied to N×1×D×D ``logits`` (``ranker.rerank_logits``)."""
         ranker = self.model.ranker
-        size = self.input_size
-        candidates = candidate_features(logits, (state.valid_hw[0] / size, state.valid_hw[1] / size),
-                                        threshold=ranker.cfg.threshold, max_candidates=ranker.cfg.max_candidates)
+        candidates = self.candidates(logits, ranker.cfg)
         tokens, _, pad = self.model.clip_encoder.encode_text(texts)
         words, _ = self.model.clip_encoder.encode_words(texts)
         return rerank_logits(logits, candidates, ranker(candidates, tokens, words, pad))
@@ -270,7 +276,7 @@ class ReferringPredictor:
         logits, outs = self._decode_texts(texts)
         state = self._require_image()
         if rank and outs is not None and self.model.ranker is not None:
-            logits = self._rank(state, texts, logits)
+            logits = self._rank(texts, logits)
         prediction = self._to_prediction(state, logits, mask_scores(logits))
         if with_prompts:
             if outs is None:

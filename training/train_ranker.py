@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from backend.model.authors.location import resolve_checkpoint
+from backend.model.build import build_ranker
 from backend.model.checkpoint import load_model, save_checkpoint
 from backend.model.config import RankerConfig
 from backend.model.ranker import ComponentRanker
-from backend.model.ranker_features import Candidates, candidate_features
+from backend.model.ranker_features import Candidates
 from backend.predictor import ReferringPredictor
 from training.data.io import read_image, read_mask
 from training.data.records import Record, load_records
@@ -75,13 +76,8 @@ def collect(predictor: ReferringPredictor, records: list[Record], cfg: RankerCon
         image = read_image(image_path)
         height, width = image.shape[:2]
         predictor.set_image(image)
-        state = predictor._require_image()
         texts = [r.sentence for r in group]
-        logits = predictor.predict_low_res(texts)
-        size = predictor.input_size
-        valid_frac = (state.valid_hw[0] / size, state.valid_hw[1] / size)
-        candidates = candidate_features(logits, valid_frac, threshold=cfg.threshold,
-                                        max_candidates=cfg.max_candidates)
+        candidates = predictor.candidates(predictor.predict_low_res(texts), cfg)
         tokens, _, pad = model.clip_encoder.encode_text(texts)
         words, _ = model.clip_encoder.encode_words(texts)
         for i, record in enumerate(group):
@@ -207,8 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     items = collect(predictor, records, config.ranker, progress=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        ranker = ComponentRanker(cfg=config.ranker, clip_dim=model.clip_encoder.embed_dim,
-                                 word_dim=model.clip_encoder.word_dim, context_length=model.clip_encoder.context_length)
+        ranker = build_ranker(config.ranker, model.clip_encoder)
     losses = train(ranker, items, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     report = {"train_loss": losses, "phrases": len(items), "teaching_phrases": len(teaching(items)),
               "train": {"mass": choice_report(None, items), "ranker": choice_report(ranker, items)}}

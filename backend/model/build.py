@@ -10,7 +10,7 @@ from torch import nn
 
 from .base_weights import check_base_file, load_sam_weights, weight_record
 from .clip_encoder import ClipDualEncoder, create_open_clip
-from .config import ModelConfig, Sam2Config
+from .config import ModelConfig, RankerConfig, Sam2Config
 from .prompter_v1 import TextFilterPrompter
 from .prompter_v2 import CascadedPrompter
 from .ranker import ComponentRanker
@@ -39,6 +39,12 @@ MODEL_REGISTRY: dict[str, Callable[[ModelConfig, ClipDualEncoder, AnySamHead], R
     "rsrefseg2": _rsrefseg2,
     "rsrefseg": _rsrefseg,
 }
+
+
+def build_ranker(cfg: RankerConfig, clip_encoder: ClipDualEncoder) -> ComponentRanker:
+    """A candidate ranker sized for ``clip_encoder``'s text tower (``ranker.ComponentRanker``)."""
+    return ComponentRanker(cfg=cfg, clip_dim=clip_encoder.embed_dim, word_dim=clip_encoder.word_dim,
+                           context_length=clip_encoder.context_length)
 
 
 def build_sam_head(config: ModelConfig, sam_weights: str | Path | None) -> AnySamHead:
@@ -78,7 +84,6 @@ def build_model(config: ModelConfig, clip_weights: str | Path | None = None,
         clip_encoder = ClipDualEncoder(model=create_open_clip(config.clip, clip_weights), cfg=config.clip)
         model = MODEL_REGISTRY[config.arch](config, clip_encoder, build_sam_head(config, sam_weights))
         if config.ranker is not None:
-            model.ranker = ComponentRanker(cfg=config.ranker, clip_dim=clip_encoder.embed_dim,
-                                           word_dim=clip_encoder.word_dim, context_length=clip_encoder.context_length)
+            model.ranker = build_ranker(config.ranker, clip_encoder)
     model.base_weights = {"clip": weight_record(clip_weights), "sam": weight_record(sam_weights)}
     return model

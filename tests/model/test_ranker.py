@@ -144,7 +144,7 @@ def test_predictor_applies_the_ranker_to_the_decoder_masks() -> None:
     state = predictor._require_image()
     logits = torch.full_like(low_res, -3.0)
     logits[..., 4:10, 4:10], logits[..., 30:40, 30:40], logits[..., 50:54, 10:20] = 2.0, 1.0, 3.0
-    ranked = predictor._rank(state, texts, logits)
+    ranked = predictor._rank(texts, logits)
     candidates = candidate_features(logits, (200 / 256, 1.0))
     tokens, _, pad = model.clip_encoder.encode_text(texts)
     words, _ = model.clip_encoder.encode_words(texts)
@@ -156,7 +156,7 @@ def test_predictor_applies_the_ranker_to_the_decoder_masks() -> None:
         others = (candidates.labels[i] > 0) & ~chosen
         assert (ranked[i, 0][others] < logits[i, 0][others]).all()
     probs = predictor.predict(texts).probs
-    full = unpad_and_resize(predictor._rank(state, texts, low_res), state.valid_hw, (200, 256), 256)
+    full = unpad_and_resize(predictor._rank(texts, low_res), state.valid_hw, (200, 256), 256)
     assert probs == pytest.approx(torch.sigmoid(full[:, 0]).numpy(), abs=1e-5)
     unranked = unpad_and_resize(low_res, state.valid_hw, (200, 256), 256)
     assert predictor.predict(texts, rank=False).probs == pytest.approx(torch.sigmoid(unranked[:, 0]).numpy(),
