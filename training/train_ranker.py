@@ -40,7 +40,7 @@ class PhraseCandidates:
     """One phrase's candidates as the ranker reads them.
 
     Attributes:
-        features: K×FEATURES candidate geometry.
+        features: K×F candidate features (``ranker_features.feature_count``).
         ious: K IoU of each candidate with the phrase's object (low-resolution input frame).
         tokens: L×C the phrase's contextual text tokens (no padding).
         words: L×W its context-free word features.
@@ -77,7 +77,8 @@ def collect(predictor: ReferringPredictor, records: list[Record], cfg: RankerCon
         height, width = image.shape[:2]
         predictor.set_image(image)
         texts = [r.sentence for r in group]
-        candidates = predictor.candidates(predictor.predict_low_res(texts), cfg)
+        anchors = predictor.anchor_probs(texts) if cfg.relations else None
+        candidates = predictor.candidates(predictor.predict_low_res(texts), cfg, anchors)
         tokens, _, pad = model.clip_encoder.encode_text(texts)
         words, _ = model.clip_encoder.encode_words(texts)
         for i, record in enumerate(group):
@@ -188,6 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=RankerConfig.layers)
     parser.add_argument("--threshold", type=float, default=RankerConfig.threshold,
                         help="candidates are the connected components above this probability")
+    parser.add_argument("--relations", action="store_true",
+                        help="also read how candidates relate to each other and to a relational phrase's anchor, "
+                             "segmented with the checkpoint's own ranker when it has one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -195,9 +199,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.out.exists() or args.out.with_suffix(".json").exists():
         parser.error(f"{args.out} (or its .json) exists; choose another --out")
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # before hours of work, not after
     model = load_model(args.checkpoint)
     config = dataclasses.replace(model.config, ranker=RankerConfig(width=args.width, layers=args.layers,
-                                                                       threshold=args.threshold))
+                                                                       threshold=args.threshold,
+                                                                       relations=args.relations))
     predictor = ReferringPredictor(model, device="cpu")
     records = load_records(detect_format(args.data, args.split), args.data, args.split)[: args.limit]
     items = collect(predictor, records, config.ranker, progress=True)

@@ -194,6 +194,8 @@ class RankerConfig:
         num_heads: attention heads.
         threshold: a candidate is a connected component of the low-res mask above this probability.
         max_candidates: at most this many candidates per mask (the most massive).
+        relations: the ranker also reads how candidates relate to each other (rank by area) and to the anchor
+            of a relational phrase ("next to the large pond"), which the predictor segments first.
     """
 
     width: int = 128
@@ -201,6 +203,7 @@ class RankerConfig:
     num_heads: int = 4
     threshold: float = 0.5
     max_candidates: int = 16
+    relations: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ small text tower maps "the red building at the top left" and "... top right" to 
 (pooled embeddings 0.0012 apart at norm 9), while their word embeddings differ by half their norm. The ranker is
 trained after the segmentation model, on that model's own masks, with the model frozen
 (``training.train_ranker``).
+
+With ``RankerConfig.relations`` each candidate also carries how it relates to the others (its rank by area) and
+to the anchor of a relational phrase ("the tank nearest to the large pond"): the predictor segments the anchor's
+own phrase first (``relation_anchor``) and the features measure each candidate against that mask.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from torch import nn
 
 from .config import RankerConfig
-from .ranker_features import FEATURES, Candidates
+from .ranker_features import Candidates, feature_count
 
 
 class ComponentRanker(nn.Module):
@@ -33,9 +37,10 @@ class ComponentRanker(nn.Module):
         super().__init__()
         self.cfg = cfg
         # Per-feature standardisation, set from the training candidates (``set_feature_statistics``).
-        self.register_buffer("feature_mean", torch.zeros(FEATURES))
-        self.register_buffer("feature_std", torch.ones(FEATURES))
-        self.candidate_in = nn.Sequential(nn.Linear(FEATURES, cfg.width), nn.GELU(),
+        features = feature_count(cfg.relations)
+        self.register_buffer("feature_mean", torch.zeros(features))
+        self.register_buffer("feature_std", torch.ones(features))
+        self.candidate_in = nn.Sequential(nn.Linear(features, cfg.width), nn.GELU(),
                                           nn.Linear(cfg.width, cfg.width))
         # Both text inputs are layer-normalised first: contextual tokens can be an order of magnitude larger than
         # word embeddings and would otherwise drown them.

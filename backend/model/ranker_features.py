@@ -16,8 +16,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-# Features per candidate (see ``_geometry``).
+# Features per candidate (see ``_geometry``), and those a ranker with ``relations`` adds (``_relations``).
 FEATURES = 10
+RELATION_FEATURES = 8
+
+
+def feature_count(relations: bool) -> int:
+    """Features per candidate: the geometry, plus the relational ones when ``relations``."""
+    return FEATURES + (RELATION_FEATURES if relations else 0)
 
 
 @dataclass
@@ -26,7 +32,7 @@ class Candidates:
 
     Attributes:
         labels: B×D×D int64, 0 = background, k + 1 = candidate k (at most ``max_candidates``).
-        features: B×K×FEATURES per-candidate geometry, zeros where padded.
+        features: B×K×F per-candidate features (F = ``feature_count``), zeros where padded.
         valid: B×K bool, True for a real candidate.
         peak: B×K the highest probability inside each candidate (0 where padded); None when not measured.
     """
@@ -85,15 +91,51 @@ def _geometry(onehot: torch.Tensor, probs: torch.Tensor, valid_frac: tuple[float
                         count], dim=1)
 
 
+def _relations(onehot: np.ndarray, anchor: np.ndarray | None, valid_frac: tuple[float, float]) -> np.ndarray:
+    """K×RELATION_FEATURES: how K×D×D candidates relate to each other and to the anchor's D×D bool mask.
+
+    Rank by area (largest 0, scaled to [0, 1]); then, when there is an anchor: 1, the share of the candidate
+    inside the anchor, the shortest distance from the candidate to the anchor and the distance between their
+    centres (fractions of the image's longer side), the rank of the shortest distance among the candidates
+    (nearest 0, scaled to [0, 1]), and the centre offset x, y from the anchor's centre (fractions of the
+    image's width and height). Without an anchor those seven are 0.
+    """
+    k, d, _ = onehot.shape
+    out = np.zeros((k, RELATION_FEATURES), np.float32)
+    scale = max(k - 1, 1)
+    area = onehot.reshape(k, -1).sum(axis=1)
+    out[np.argsort(-area, kind="stable"), 0] = np.arange(k) / scale
+    if anchor is None or not anchor.any():
+        return out
+    vh, vw = valid_frac
+    side = d * max(vh, vw)
+    to_anchor = ndimage.distance_transform_edt(~anchor)
+    ay, ax = (np.nonzero(anchor)[i].mean() for i in (0, 1))
+    for i, member in enumerate(onehot):
+        ys, xs = np.nonzero(member)
+        out[i, 1] = 1.0
+        out[i, 2] = anchor[member].mean()
+        out[i, 3] = to_anchor[member].min() / side
+        out[i, 4] = np.hypot(ys.mean() - ay, xs.mean() - ax) / side
+        out[i, 6] = (xs.mean() - ax) / (d * vw)
+        out[i, 7] = (ys.mean() - ay) / (d * vh)
+    out[np.argsort(out[:, 3], kind="stable"), 5] = np.arange(k) / scale
+    return out
+
+
 def candidate_features(mask_logits: torch.Tensor, valid_frac: tuple[float, float], *, threshold: float = 0.5,
-                       max_candidates: int = 16) -> Candidates:
-    """Candidates and their geometry for a batch of masks.
+                       max_candidates: int = 16, relations: bool = False,
+                       anchors: list[torch.Tensor | None] | None = None) -> Candidates:
+    """Candidates and their features for a batch of masks.
 
     Args:
         mask_logits: B×1×D×D low-resolution mask logits in the model-input frame.
         valid_frac: (height, width) of the image as fractions of the padded square input.
         threshold: foreground probability threshold.
         max_candidates: at most this many candidates per mask, the most massive.
+        relations: add the relational features (``_relations``) to the geometry.
+        anchors: per mask, the D×D probabilities of its phrase's anchor (``relation_anchor``) in the same
+            frame, or None where the phrase has none; None: no phrase has one.
 
     Returns:
         ``Candidates`` with K = the largest count in the batch (at least 1).
@@ -105,6 +147,16 @@ def candidate_features(mask_logits: torch.Tensor, valid_frac: tuple[float, float
     ids = torch.arange(1, k + 1, device=probs.device)
     features = torch.stack([_geometry((label[None] == ids[:, None, None]).float(), p, valid_frac)
                             for label, p in zip(labels, probs, strict=True)])
+    if relations:
+        anchors = anchors if anchors is not None else [None] * len(labels)
+        related = np.zeros((len(labels), k, RELATION_FEATURES), np.float32)
+        for i, (label, anchor) in enumerate(zip(labels.cpu().numpy(), anchors, strict=True)):
+            count = int(label.max())
+            if count:
+                related[i, :count] = _relations(label[None] == np.arange(1, count + 1)[:, None, None],
+                                                None if anchor is None else anchor.float().cpu().numpy() > 0.5,
+                                                valid_frac)
+        features = torch.cat([features, torch.from_numpy(related).to(features)], dim=2)
     valid = ids[None] <= labels.flatten(1).amax(dim=1)[:, None]
     features = features * valid[..., None]
     return Candidates(labels=labels, features=features, valid=valid, peak=features[..., 6])

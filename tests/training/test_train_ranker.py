@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from backend.model.checkpoint import load_model
 from backend.model.config import RankerConfig
 from backend.model.ranker import ComponentRanker
-from backend.model.ranker_features import FEATURES
+from backend.model.ranker_features import FEATURES, RELATION_FEATURES
+from backend.predictor import ReferringPredictor
+from training.data.io import read_image
 from training.train_ranker import PhraseCandidates, choice_report, main, train
 
 # The bundled demo model's segmentation part (stage 4), committed without a ranker.
@@ -74,3 +77,16 @@ def test_command_writes_a_ranked_checkpoint_and_refuses_to_overwrite(synthetic_s
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(STAGE4), "--data", str(synthetic_set), "--out", str(out)])
     assert out.read_bytes() == before
+
+
+def test_command_trains_a_relational_ranker_into_a_new_folder(synthetic_set: Path, tmp_path: Path) -> None:
+    out = tmp_path / "not-yet" / "relational.safetensors"
+    main(["--checkpoint", str(STAGE4), "--data", str(synthetic_set), "--out", str(out), "--epochs", "1",
+          "--batch-size", "4", "--width", "16", "--layers", "1", "--relations"])
+    model = load_model(out)
+    assert model.config.ranker == RankerConfig(width=16, layers=1, relations=True)
+    assert model.ranker.feature_mean.shape == (FEATURES + RELATION_FEATURES,)
+    predictor = ReferringPredictor(model, device="cpu")
+    predictor.set_image(read_image(sorted((synthetic_set / "images").iterdir())[0]))
+    prediction = predictor.predict(["the tank nearest to the large pond", "the large pond"])
+    assert prediction.probs.shape[0] == 2 and np.isfinite(prediction.probs).all()
