@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from backend.scratch_file import create_scratch
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def read(folder: Path) -> dict[str, dict[str, Any]]:
 
 def _write(folder: Path, files: dict[str, dict[str, Any]]) -> None:
     text = json.dumps({"version": RECORD_VERSION, "files": files}, indent=2, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{RECORD_NAME}.", suffix=".tmp")
+    fd, tmp = create_scratch(folder, prefix=f".{RECORD_NAME}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             stream.write(text)

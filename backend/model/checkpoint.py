@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from backend.errors import BackendError
+from backend.scratch_file import create_scratch
 
 from .base_weights import file_sha256
 from .build import build_model
@@ -77,7 +77,7 @@ def trained_state_keys(model: nn.Module) -> list[str]:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = create_scratch(path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
         write(tmp)

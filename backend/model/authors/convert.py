@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from backend.errors import BackendError
+from backend.scratch_file import create_scratch
 
 from ..build import build_model
 from ..checkpoint import CheckpointMeta
@@ -83,7 +83,7 @@ def _write_sidecar(path: Path, config: ModelConfig, meta: CheckpointMeta) -> Pat
     sidecar = path.with_suffix(".json")
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": config.arch, "include_base": True,
             "base_weights": {"clip": None, "sam": None}, "config": config.to_dict(), "meta": meta.to_dict()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{sidecar.name}.", suffix=".tmp")
+    fd, tmp = create_scratch(path.parent, prefix=f".{sidecar.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as stream:
         json.dump(data, stream, indent=2)
     os.replace(tmp, sidecar)

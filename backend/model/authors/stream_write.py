@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from backend.scratch_file import create_scratch
 
 DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
           torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
@@ -47,7 +48,7 @@ def write_streamed(path: Path, entries: list[tuple[str, tuple[int, ...], torch.d
         ValueError: a made tensor differs from its announced shape or dtype (a bug, never user input).
     """
     header = _header(entries, metadata)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = create_scratch(path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(len(header).to_bytes(8, "little"))
