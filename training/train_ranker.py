@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-split", default="val")
     parser.add_argument("--out", type=Path, required=True, help="the checkpoint with its ranker (.safetensors)")
     parser.add_argument("--limit", type=int, help="use only the first N training records")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=RankerConfig.width)
