@@ -22,7 +22,7 @@ from backend.model.outputs import ImageEmbeddings, RefSegOutput, mask_scores
 from backend.model.ranker import rerank_logits
 from backend.model.ranker_features import Candidates, candidate_features
 from backend.model.refseg_base import ReferringSegmenter
-from backend.model.relation_anchor import relation_anchor
+from backend.model.relation_anchor import relation_anchor, relation_subject
 from backend.model.transforms import resize_and_pad, unpad_and_resize
 from backend.model.zero_shot import encode_images_zero_shot, zero_shot_prompts
 
@@ -246,18 +246,33 @@ class ReferringPredictor:
         state = self._require_image()
         return self._to_input_frame(state, torch.as_tensor(np.asarray(maps, np.float32), device=self.device))
 
-    def candidates(self, logits: torch.Tensor, cfg: RankerConfig, anchors: list[torch.Tensor | None] | None = None
-                   ) -> Candidates:
+    def candidates(self, logits: torch.Tensor, cfg: RankerConfig, anchors: list[torch.Tensor | None] | None = None,
+                   subjects: list[torch.Tensor | None] | None = None) -> Candidates:
         """The candidates ``cfg`` defines in N×1×D×D ``logits`` of the current image (``candidate_features``).
 
         Args:
             anchors: per text, its anchor's D×D probabilities (``anchor_probs``), read when ``cfg.relations``.
+            subjects: per text, its subject's D×D probabilities (``subject_probs``), read when ``cfg.subjects``.
         """
         state = self._require_image()
         size = self.input_size
         return candidate_features(logits, (state.valid_hw[0] / size, state.valid_hw[1] / size),
                                   threshold=cfg.threshold, max_candidates=cfg.max_candidates,
-                                  relations=cfg.relations, anchors=anchors)
+                                  relations=cfg.relations, anchors=anchors, subjects=cfg.subjects,
+                                  subject_probs=subjects)
+
+    def _part_probs(self, parts: list[str | None], rank: bool) -> list[torch.Tensor | None]:
+        """Each named part phrase segmented on the current image (D×D probabilities, model-input frame)."""
+        named = [i for i, part in enumerate(parts) if part is not None]
+        out: list[torch.Tensor | None] = [None] * len(parts)
+        if named:
+            phrases = [parts[i] for i in named]
+            logits, _ = self._decode_texts(phrases)
+            if rank and self.model.ranker is not None:
+                logits = self._rank(phrases, logits)  # a part is shorter than its phrase: the recursion ends
+            for i, part_logits in zip(named, logits, strict=True):
+                out[i] = torch.sigmoid(part_logits[0])
+        return out
 
     @torch.inference_mode()
     def anchor_probs(self, texts: Sequence[str]) -> list[torch.Tensor | None]:
@@ -267,23 +282,24 @@ class ReferringPredictor:
         Returns:
             Per text, D×D anchor probabilities in the model-input frame, or None when the text names no anchor.
         """
-        anchors = [relation_anchor(text) for text in texts]
-        named = [i for i, anchor in enumerate(anchors) if anchor is not None]
-        out: list[torch.Tensor | None] = [None] * len(anchors)
-        if named:
-            phrases = [anchors[i] for i in named]
-            logits, _ = self._decode_texts(phrases)
-            if self.model.ranker is not None:
-                logits = self._rank(phrases, logits)  # an anchor phrase is shorter: the recursion ends
-            for i, anchor_logits in zip(named, logits, strict=True):
-                out[i] = torch.sigmoid(anchor_logits[0])
-        return out
+        return self._part_probs([relation_anchor(text) for text in texts], rank=True)
+
+    @torch.inference_mode()
+    def subject_probs(self, texts: Sequence[str]) -> list[torch.Tensor | None]:
+        """Where the objects of each phrase's kind are: its subject (``relation_subject``, "the tank" of "the tank
+        closest to the right edge") segmented on the current image, every match kept (not ranked).
+
+        Returns:
+            Per text, D×D subject probabilities in the model-input frame, or None when the phrase is its own subject.
+        """
+        return self._part_probs([relation_subject(text) for text in texts], rank=False)
 
     def _rank(self, texts: list[str], logits: torch.Tensor) -> torch.Tensor:
         """The model's candidate ranker applied to N×1×D×D ``logits`` (``ranker.rerank_logits``)."""
         ranker = self.model.ranker
         anchors = self.anchor_probs(texts) if ranker.cfg.relations else None
-        candidates = self.candidates(logits, ranker.cfg, anchors)
+        subjects = self.subject_probs(texts) if ranker.cfg.subjects else None
+        candidates = self.candidates(logits, ranker.cfg, anchors, subjects)
         tokens, _, pad = self.model.clip_encoder.encode_text(texts)
         words, _ = self.model.clip_encoder.encode_words(texts)
         return rerank_logits(logits, candidates, ranker(candidates, tokens, words, pad))

@@ -78,7 +78,8 @@ def collect(predictor: ReferringPredictor, records: list[Record], cfg: RankerCon
         predictor.set_image(image)
         texts = [r.sentence for r in group]
         anchors = predictor.anchor_probs(texts) if cfg.relations else None
-        candidates = predictor.candidates(predictor.predict_low_res(texts), cfg, anchors)
+        subjects = predictor.subject_probs(texts) if cfg.subjects else None
+        candidates = predictor.candidates(predictor.predict_low_res(texts), cfg, anchors, subjects)
         tokens, _, pad = model.clip_encoder.encode_text(texts)
         words, _ = model.clip_encoder.encode_words(texts)
         for i, record in enumerate(group):
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--relations", action="store_true",
                         help="also read how candidates relate to each other and to a relational phrase's anchor, "
                              "segmented with the checkpoint's own ranker when it has one")
+    parser.add_argument("--subjects", action="store_true",
+                        help="also read how much of each candidate the phrase's subject ('the tank' of 'the tank "
+                             "closest to the right edge') covers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -203,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(args.checkpoint)
     config = dataclasses.replace(model.config, ranker=RankerConfig(width=args.width, layers=args.layers,
                                                                        threshold=args.threshold,
-                                                                       relations=args.relations))
+                                                                       relations=args.relations,
+                                                                       subjects=args.subjects))
     predictor = ReferringPredictor(model, device="cpu")
     records = load_records(detect_format(args.data, args.split), args.data, args.split)[: args.limit]
     items = collect(predictor, records, config.ranker, progress=True)

@@ -196,6 +196,8 @@ class RankerConfig:
         max_candidates: at most this many candidates per mask (the most massive).
         relations: the ranker also reads how candidates relate to each other (rank by area) and to the anchor
             of a relational phrase ("next to the large pond"), which the predictor segments first.
+        subjects: the ranker also reads how much of each candidate the phrase's subject covers ("the tank" of
+            "the tank closest to the right edge"), which the predictor segments first.
     """
 
     width: int = 128
@@ -204,6 +206,7 @@ class RankerConfig:
     threshold: float = 0.5
     max_candidates: int = 16
     relations: bool = False
+    subjects: bool = False
 
 
 @dataclass(frozen=True)

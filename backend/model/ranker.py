@@ -37,7 +37,7 @@ class ComponentRanker(nn.Module):
         super().__init__()
         self.cfg = cfg
         # Per-feature standardisation, set from the training candidates (``set_feature_statistics``).
-        features = feature_count(cfg.relations)
+        features = feature_count(cfg.relations, cfg.subjects)
         self.register_buffer("feature_mean", torch.zeros(features))
         self.register_buffer("feature_std", torch.ones(features))
         self.candidate_in = nn.Sequential(nn.Linear(features, cfg.width), nn.GELU(),

@@ -16,14 +16,16 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-# Features per candidate (see ``_geometry``), and those a ranker with ``relations`` adds (``_relations``).
+# Features per candidate (see ``_geometry``), and those a ranker with ``relations`` (``_relations``) and with
+# ``subjects`` (``_subject``) adds.
 FEATURES = 10
 RELATION_FEATURES = 8
+SUBJECT_FEATURES = 3
 
 
-def feature_count(relations: bool) -> int:
-    """Features per candidate: the geometry, plus the relational ones when ``relations``."""
-    return FEATURES + (RELATION_FEATURES if relations else 0)
+def feature_count(relations: bool, subjects: bool = False) -> int:
+    """Features per candidate: the geometry, plus the relational and the subject ones when asked for."""
+    return FEATURES + (RELATION_FEATURES if relations else 0) + (SUBJECT_FEATURES if subjects else 0)
 
 
 @dataclass
@@ -123,9 +125,22 @@ def _relations(onehot: np.ndarray, anchor: np.ndarray | None, valid_frac: tuple[
     return out
 
 
+def _subject(onehot: torch.Tensor, subject: torch.Tensor | None) -> torch.Tensor:
+    """K×SUBJECT_FEATURES: 1, and the mean and highest probability inside each of K×D×D candidates of the D×D
+    mask of the phrase's subject ("the tank" of "the tank closest to the right edge"); zeros without one."""
+    k = onehot.shape[0]
+    if subject is None:
+        return onehot.new_zeros(k, SUBJECT_FEATURES)
+    inside = onehot * subject.to(onehot)
+    area = onehot.flatten(1).sum(dim=1).clamp(min=1)
+    return torch.stack([torch.ones_like(area), inside.flatten(1).sum(dim=1) / area, inside.flatten(1).amax(dim=1)],
+                       dim=1)
+
+
 def candidate_features(mask_logits: torch.Tensor, valid_frac: tuple[float, float], *, threshold: float = 0.5,
                        max_candidates: int = 16, relations: bool = False,
-                       anchors: list[torch.Tensor | None] | None = None) -> Candidates:
+                       anchors: list[torch.Tensor | None] | None = None, subjects: bool = False,
+                       subject_probs: list[torch.Tensor | None] | None = None) -> Candidates:
     """Candidates and their features for a batch of masks.
 
     Args:
@@ -136,6 +151,9 @@ def candidate_features(mask_logits: torch.Tensor, valid_frac: tuple[float, float
         relations: add the relational features (``_relations``) to the geometry.
         anchors: per mask, the D×D probabilities of its phrase's anchor (``relation_anchor``) in the same
             frame, or None where the phrase has none; None: no phrase has one.
+        subjects: add the subject features (``_subject``).
+        subject_probs: per mask, the D×D probabilities of its phrase's subject (``relation_subject``), or None
+            where the phrase is its own subject; None: every phrase is.
 
     Returns:
         ``Candidates`` with K = the largest count in the batch (at least 1).
@@ -157,6 +175,11 @@ def candidate_features(mask_logits: torch.Tensor, valid_frac: tuple[float, float
                                                 None if anchor is None else anchor.float().cpu().numpy() > 0.5,
                                                 valid_frac)
         features = torch.cat([features, torch.from_numpy(related).to(features)], dim=2)
+    if subjects:
+        subject_probs = subject_probs if subject_probs is not None else [None] * len(labels)
+        subject = torch.stack([_subject((label[None] == ids[:, None, None]).float(), probs_s)
+                               for label, probs_s in zip(labels, subject_probs, strict=True)])
+        features = torch.cat([features, subject], dim=2)
     valid = ids[None] <= labels.flatten(1).amax(dim=1)[:, None]
     features = features * valid[..., None]
     return Candidates(labels=labels, features=features, valid=valid, peak=features[..., 6])

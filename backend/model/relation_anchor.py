@@ -1,4 +1,6 @@
-"""The anchor of a relational referring phrase: "the tank nearest to **the large pond**".
+"""The parts of a referring phrase a ranker looks up: the anchor of a relational phrase ("the tank nearest to
+**the large pond**") and the subject of any phrase that says more than what its object is ("**the tank** closest
+to the right edge", "the second largest **building**").
 
 A relational phrase names its object by another one, the anchor. The candidate ranker can only compare its
 candidates with the anchor if it knows where the anchor is; the predictor finds it by segmenting the anchor's own
@@ -30,6 +32,11 @@ IMAGE_PARTS = frozenset({
 # Words that end no noun phrase: "the pond nearest to" has no anchor.
 FUNCTION_WORDS = frozenset({"to", "of", "the", "a", "an", "and", "or", "from", "with", "at", "in", "on"})
 
+# Words that place or rank the object among others of its kind; the subject drops them.
+RANKING_WORDS = frozenset({"largest", "smallest", "biggest", "tallest", "longest", "widest", "first", "second",
+                           "third", "fourth", "fifth", "last", "leftmost", "rightmost", "topmost", "bottommost"})
+_LOCATION = re.compile(r"\s(at|in|on|towards|toward)\s+(the\s+)?\S", re.IGNORECASE)
+
 _RELATION = re.compile(r"\s(" + "|".join(re.escape(r) for r in RELATIONS) + r")\s+(?P<anchor>\S.*)$",
                        re.IGNORECASE)
 
@@ -54,3 +61,25 @@ def relation_anchor(phrase: str) -> str | None:
     if not words or words[-1] in IMAGE_PARTS or words[-1] in FUNCTION_WORDS:
         return None
     return anchor
+
+
+def relation_subject(phrase: str) -> str | None:
+    """What kind of object a phrase names, when the phrase says more: the words before its first relation or
+    location, without the words that rank it.
+
+    Args:
+        phrase: a referring phrase, e.g. "the tank closest to the right edge".
+
+    Returns:
+        "the tank" for "the tank closest to the right edge", "the red building" for "the red building at the top
+        left", "the building" for "the second largest building"; None when the phrase is nothing but its subject
+        ("the small pond") or nothing names a kind.
+    """
+    text = " " + phrase.strip().rstrip(".,;:!?")
+    cuts = [m.start() for m in (_RELATION.search(text), _LOCATION.search(text)) if m is not None]
+    head = text[:min(cuts)] if cuts else text
+    words = [w for w in head.split() if w.lower() not in RANKING_WORDS]
+    if not words or words[-1].lower() in FUNCTION_WORDS | IMAGE_PARTS:
+        return None
+    subject = " ".join(words)
+    return None if subject == " ".join(text.split()) else subject

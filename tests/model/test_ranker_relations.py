@@ -1,5 +1,5 @@
-"""The ranker's relational input: the anchor cut out of a phrase, the relational features, and the predictor
-segmenting the anchor before ranking."""
+"""The ranker's relational input: the anchor and the subject cut out of a phrase, the relational and subject
+features, and the predictor segmenting both before ranking."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from backend.model import build_model, load_config
 from backend.model.config import RankerConfig
 from backend.model.ranker import rerank_logits
-from backend.model.ranker_features import FEATURES, RELATION_FEATURES, candidate_features
-from backend.model.relation_anchor import relation_anchor
+from backend.model.ranker_features import FEATURES, RELATION_FEATURES, SUBJECT_FEATURES, candidate_features
+from backend.model.relation_anchor import relation_anchor, relation_subject
 from backend.predictor import ReferringPredictor
 
 RELATIONAL = RankerConfig(width=16, layers=1, num_heads=2, relations=True)
@@ -41,6 +41,21 @@ def test_the_anchor_follows_the_first_spatial_relation(phrase: str, anchor: str)
 ])
 def test_no_anchor_without_an_object_after_a_relation(phrase: str) -> None:
     assert relation_anchor(phrase) is None
+
+
+@pytest.mark.parametrize(("phrase", "subject"), [
+    ("the tank closest to the right edge", "the tank"),
+    ("the red building at the top left", "the red building"),
+    ("the second largest building", "the building"),
+    ("the large building next to the large pond", "the large building"),
+    ("the pond in the middle", "the pond"),
+    ("the small pond", None),          # nothing but its subject
+    ("the orange building.", None),
+    ("at the top", None),              # no kind named
+    ("the largest", None),
+])
+def test_the_subject_is_what_the_phrase_names_before_placing_or_ranking_it(phrase: str, subject: str | None) -> None:
+    assert relation_subject(phrase) == subject
 
 
 def _three_blobs() -> torch.Tensor:
@@ -110,3 +125,36 @@ def test_predictor_ranks_with_the_segmented_anchor() -> None:
     words, _ = model.clip_encoder.encode_words(texts)
     expected_ranked = rerank_logits(logits, candidates, model.ranker(candidates, tokens, words, pad))
     assert torch.allclose(predictor._rank(texts, logits), expected_ranked)
+
+
+def test_subject_features_measure_each_candidate_under_the_subject_mask() -> None:
+    logits = _three_blobs()
+    subject = torch.zeros(32, 32)
+    subject[2:6, 2:6] = 0.8       # covers blob A entirely
+    subject[2:6, 20:24] = 0.6     # half of blob B
+    out = candidate_features(logits, (1.0, 1.0), relations=True, subjects=True, subject_probs=[subject])
+    assert out.features.shape == (1, 3, FEATURES + RELATION_FEATURES + SUBJECT_FEATURES)
+    labels = out.labels[0]
+    tail = {name: out.features[0, int(labels[r, c]) - 1, -SUBJECT_FEATURES:]
+            for name, (r, c) in {"A": (3, 3), "B": (3, 22), "C": (26, 4)}.items()}
+    assert tail["A"].tolist() == pytest.approx([1.0, 0.8, 0.8])
+    assert tail["B"].tolist() == pytest.approx([1.0, 0.3, 0.6])
+    assert tail["C"].tolist() == pytest.approx([1.0, 0.0, 0.0])
+    alone = candidate_features(logits, (1.0, 1.0), subjects=True, subject_probs=[None])
+    assert alone.features.shape[-1] == FEATURES + SUBJECT_FEATURES and (alone.features[..., FEATURES:] == 0).all()
+
+
+@torch.no_grad()
+def test_predictor_segments_the_subject_unranked() -> None:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(RELATIONAL, subjects=True)
+    model = build_model(dataclasses.replace(load_config("tiny"), ranker=cfg)).eval()
+    predictor = ReferringPredictor(model, device="cpu")
+    predictor.set_image(np.random.default_rng(2).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    texts = ["the tank closest to the right edge", "the small pond"]
+    subjects = predictor.subject_probs(texts)
+    assert subjects[1] is None
+    # every match of "the tank" counts: the decoder's own mask, not the ranker's choice
+    assert torch.allclose(subjects[0], torch.sigmoid(predictor.predict_low_res(["the tank"]))[0, 0])
+    assert model.ranker.feature_mean.shape == (FEATURES + RELATION_FEATURES + SUBJECT_FEATURES,)
+    assert predictor.predict(texts).probs.shape == (2, 256, 256)

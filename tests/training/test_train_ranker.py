@@ -13,7 +13,7 @@ import torch
 from backend.model.checkpoint import load_model
 from backend.model.config import RankerConfig
 from backend.model.ranker import ComponentRanker
-from backend.model.ranker_features import FEATURES, RELATION_FEATURES
+from backend.model.ranker_features import FEATURES, RELATION_FEATURES, SUBJECT_FEATURES
 from backend.predictor import ReferringPredictor
 from training.data.io import read_image
 from training.train_ranker import PhraseCandidates, choice_report, main, train
@@ -79,13 +79,13 @@ def test_command_writes_a_ranked_checkpoint_and_refuses_to_overwrite(synthetic_s
     assert out.read_bytes() == before
 
 
-def test_command_trains_a_relational_ranker_into_a_new_folder(synthetic_set: Path, tmp_path: Path) -> None:
+def test_command_trains_a_relational_subject_ranker_into_a_new_folder(synthetic_set: Path, tmp_path: Path) -> None:
     out = tmp_path / "not-yet" / "relational.safetensors"
     main(["--checkpoint", str(STAGE4), "--data", str(synthetic_set), "--out", str(out), "--epochs", "1",
-          "--batch-size", "4", "--width", "16", "--layers", "1", "--relations"])
+          "--batch-size", "4", "--width", "16", "--layers", "1", "--relations", "--subjects"])
     model = load_model(out)
-    assert model.config.ranker == RankerConfig(width=16, layers=1, relations=True)
-    assert model.ranker.feature_mean.shape == (FEATURES + RELATION_FEATURES,)
+    assert model.config.ranker == RankerConfig(width=16, layers=1, relations=True, subjects=True)
+    assert model.ranker.feature_mean.shape == (FEATURES + RELATION_FEATURES + SUBJECT_FEATURES,)
     predictor = ReferringPredictor(model, device="cpu")
     predictor.set_image(read_image(sorted((synthetic_set / "images").iterdir())[0]))
     prediction = predictor.predict(["the tank nearest to the large pond", "the large pond"])
