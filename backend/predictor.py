@@ -302,7 +302,8 @@ class ReferringPredictor:
         candidates = self.candidates(logits, ranker.cfg, anchors, subjects)
         tokens, _, pad = self.model.clip_encoder.encode_text(texts)
         words, _ = self.model.clip_encoder.encode_words(texts)
-        return rerank_logits(logits, candidates, ranker(candidates, tokens, words, pad))
+        return rerank_logits(logits, candidates, ranker(candidates, tokens, words, pad),
+                             candidate_threshold=ranker.cfg.threshold)
 
     @torch.inference_mode()
     def predict(self, text: str | Sequence[str], with_prompts: bool = False, rank: bool = True) -> Prediction:

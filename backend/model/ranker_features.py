@@ -36,13 +36,11 @@ class Candidates:
         labels: B×D×D int64, 0 = background, k + 1 = candidate k (at most ``max_candidates``).
         features: B×K×F per-candidate features (F = ``feature_count``), zeros where padded.
         valid: B×K bool, True for a real candidate.
-        peak: B×K the highest probability inside each candidate (0 where padded); None when not measured.
     """
 
     labels: torch.Tensor
     features: torch.Tensor
     valid: torch.Tensor
-    peak: torch.Tensor | None = None
 
 
 def label_components(probs: np.ndarray, threshold: float, max_candidates: int) -> np.ndarray:
@@ -182,4 +180,4 @@ def candidate_features(mask_logits: torch.Tensor, valid_frac: tuple[float, float
         features = torch.cat([features, subject], dim=2)
     valid = ids[None] <= labels.flatten(1).amax(dim=1)[:, None]
     features = features * valid[..., None]
-    return Candidates(labels=labels, features=features, valid=valid, peak=features[..., 6])
+    return Candidates(labels=labels, features=features, valid=valid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -58,20 +59,26 @@ def test_candidate_features_measure_geometry() -> None:
     assert candidates.features[0, :, 8].tolist() == [0.0, 1.0]  # rank by mass
 
 
-def test_rerank_keeps_the_choice_and_scales_the_others() -> None:
+def test_rerank_draws_the_choice_as_its_candidate_and_scales_the_others() -> None:
     probs = torch.from_numpy(_blobs())
+    probs[2, 2:6] = 0.4  # the top-left blob's top row lies between the candidate and the answer thresholds
     logits = torch.logit(probs)[None, None]
-    candidates = candidate_features(logits, (1.0, 1.0))
+    candidates = candidate_features(logits, (1.0, 1.0), threshold=0.3)
     ranks = torch.tensor([[0.0, 2.0, -1.0]])  # the ranker prefers candidate 2 (the top-left blob)
-    out = rerank_logits(logits, candidates, ranks)
+    out = rerank_logits(logits, candidates, ranks, candidate_threshold=0.3)
     labels = candidates.labels[0]
-    assert torch.equal(out[0, 0][labels == 2], logits[0, 0][labels == 2])
-    assert torch.equal(out[0, 0][labels == 0], logits[0, 0][labels == 0])
+    lift = math.log(0.5 / 0.5) - math.log(0.3 / 0.7)
+    assert torch.allclose(out[0, 0][labels == 2], logits[0, 0][labels == 2] + lift)
+    assert (torch.sigmoid(out[0, 0][labels == 2]) > 0.5).all()  # the whole candidate is the answer, 0.4 row too
+    assert torch.equal(out[0, 0][labels == 0], logits[0, 0][labels == 0])  # outside every candidate: unchanged
     ratio = torch.softmax(ranks, 1)[0] / torch.softmax(ranks, 1).max()
     for k in (1, 3):
         scaled = torch.sigmoid(out[0, 0][labels == k])
         assert scaled == pytest.approx(probs[labels == k] * ratio[k - 1], rel=1e-4)
     assert (torch.sigmoid(out[0, 0][labels == 1]) < 0.5).all()
+    at_half = rerank_logits(logits, candidate_features(logits, (1.0, 1.0)), ranks, candidate_threshold=0.5)
+    chosen = candidate_features(logits, (1.0, 1.0)).labels[0] == 2
+    assert torch.equal(at_half[0, 0][chosen], logits[0, 0][chosen])  # candidates at the answer's threshold: no lift
 
 
 def _ranker() -> ComponentRanker:
@@ -149,10 +156,10 @@ def test_predictor_applies_the_ranker_to_the_decoder_masks() -> None:
     tokens, _, pad = model.clip_encoder.encode_text(texts)
     words, _ = model.clip_encoder.encode_words(texts)
     ranks = model.ranker(candidates, tokens, words, pad)
-    assert torch.allclose(ranked, rerank_logits(logits, candidates, ranks))
-    for i, choice in enumerate(ranks.argmax(dim=1) + 1):  # the first choice keeps its logits, the others lose
+    assert torch.allclose(ranked, rerank_logits(logits, candidates, ranks, candidate_threshold=SMALL.threshold))
+    for i, choice in enumerate(ranks.argmax(dim=1) + 1):  # the first choice is kept whole, the others lose
         chosen = candidates.labels[i] == choice
-        assert torch.equal(ranked[i, 0][chosen], logits[i, 0][chosen])
+        assert (ranked[i, 0][chosen] >= logits[i, 0][chosen]).all()
         others = (candidates.labels[i] > 0) & ~chosen
         assert (ranked[i, 0][others] < logits[i, 0][others]).all()
     probs = predictor.predict(texts).probs
@@ -163,15 +170,16 @@ def test_predictor_applies_the_ranker_to_the_decoder_masks() -> None:
                                                                        abs=1e-5)
 
 
-def test_a_candidate_below_the_answer_threshold_is_never_chosen() -> None:
+def test_a_faint_choice_still_gives_an_answer_and_no_candidate_changes_nothing() -> None:
     probs = torch.full((32, 32), 0.1)
     probs[2:6, 2:6] = 0.9
-    probs[20:27, 20:27] = 0.4  # a candidate at threshold 0.3 that no answer at 0.5 could keep (the most massive)
+    probs[20:27, 20:27] = 0.4  # a candidate at threshold 0.3 with no pixel above 0.5
     logits = torch.logit(probs)[None, None]
     candidates = candidate_features(logits, (1.0, 1.0), threshold=0.3)
-    assert candidates.peak[0].tolist() == pytest.approx([0.4, 0.9])
-    out = rerank_logits(logits, candidates, torch.tensor([[5.0, 0.0]]))  # the ranker prefers the faint one
-    assert torch.equal(out[0, 0, 2:6, 2:6], logits[0, 0, 2:6, 2:6])  # the answerable one is still the answer
-    assert (torch.sigmoid(out[0, 0, 20:27, 20:27]) < 0.01).all()
-    none_answerable = rerank_logits(logits * 0 - 1, candidate_features(logits * 0 - 1, (1.0, 1.0)), torch.zeros(1, 1))
-    assert torch.equal(none_answerable, logits * 0 - 1)
+    out = rerank_logits(logits, candidates, torch.tensor([[5.0, 0.0]]), candidate_threshold=0.3)
+    assert (torch.sigmoid(out[0, 0, 20:27, 20:27]) > 0.5).all()  # the ranker's choice is the answer
+    assert (torch.sigmoid(out[0, 0, 2:6, 2:6]) < 0.5).all()
+    empty = logits * 0 - 1
+    none = rerank_logits(empty, candidate_features(empty, (1.0, 1.0), threshold=0.3), torch.zeros(1, 1),
+                         candidate_threshold=0.3)
+    assert torch.equal(none, empty)

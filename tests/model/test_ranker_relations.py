@@ -123,7 +123,8 @@ def test_predictor_ranks_with_the_segmented_anchor() -> None:
     assert candidates.features.shape[-1] == FEATURES + RELATION_FEATURES
     tokens, _, pad = model.clip_encoder.encode_text(texts)
     words, _ = model.clip_encoder.encode_words(texts)
-    expected_ranked = rerank_logits(logits, candidates, model.ranker(candidates, tokens, words, pad))
+    expected_ranked = rerank_logits(logits, candidates, model.ranker(candidates, tokens, words, pad),
+                                    candidate_threshold=RELATIONAL.threshold)
     assert torch.allclose(predictor._rank(texts, logits), expected_ranked)
 
 
