@@ -314,7 +314,8 @@ class ReferringPredictor:
             with_prompts: also return the prompter's prompts (``Prediction.prompts``), e.g. to decode other
                 images of the same scene with ``predict_with_prompts``; not available in zero-shot mode.
             rank: when the model has a candidate ranker, let it choose the named object among the mask's
-                connected components (the others keep only the share of probability the ranker gives them);
+                connected components (its choice becomes the answer whole, the others keep only the share of
+                probability the ranker gives them; ``ranker.rerank_logits``);
                 False keeps the decoder's mask as it is (every match, e.g. to find all objects of a kind).
         """
         texts = [text] if isinstance(text, str) else list(text)
