@@ -261,6 +261,13 @@ class ReferringPredictor:
                                   relations=cfg.relations, anchors=anchors, subjects=cfg.subjects,
                                   subject_probs=subjects)
 
+    def phrase_candidates(self, texts: list[str], logits: torch.Tensor, cfg: RankerConfig) -> Candidates:
+        """The candidates of N texts' N×1×D×D ``logits``, with the anchors and subjects ``cfg`` reads segmented
+        first (``anchor_probs``, ``subject_probs``)."""
+        anchors = self.anchor_probs(texts) if cfg.relations else None
+        subjects = self.subject_probs(texts) if cfg.subjects else None
+        return self.candidates(logits, cfg, anchors, subjects)
+
     def _part_probs(self, parts: list[str | None], rank: bool) -> list[torch.Tensor | None]:
         """Each named part phrase segmented on the current image (D×D probabilities, model-input frame)."""
         named = [i for i, part in enumerate(parts) if part is not None]
@@ -297,9 +304,7 @@ class ReferringPredictor:
     def _rank(self, texts: list[str], logits: torch.Tensor) -> torch.Tensor:
         """The model's candidate ranker applied to N×1×D×D ``logits`` (``ranker.rerank_logits``)."""
         ranker = self.model.ranker
-        anchors = self.anchor_probs(texts) if ranker.cfg.relations else None
-        subjects = self.subject_probs(texts) if ranker.cfg.subjects else None
-        candidates = self.candidates(logits, ranker.cfg, anchors, subjects)
+        candidates = self.phrase_candidates(texts, logits, ranker.cfg)
         tokens, _, pad = self.model.clip_encoder.encode_text(texts)
         words, _ = self.model.clip_encoder.encode_words(texts)
         return rerank_logits(logits, candidates, ranker(candidates, tokens, words, pad),

@@ -77,9 +77,7 @@ def collect(predictor: ReferringPredictor, records: list[Record], cfg: RankerCon
         height, width = image.shape[:2]
         predictor.set_image(image)
         texts = [r.sentence for r in group]
-        anchors = predictor.anchor_probs(texts) if cfg.relations else None
-        subjects = predictor.subject_probs(texts) if cfg.subjects else None
-        candidates = predictor.candidates(predictor.predict_low_res(texts), cfg, anchors, subjects)
+        candidates = predictor.phrase_candidates(texts, predictor.predict_low_res(texts), cfg)
         tokens, _, pad = model.clip_encoder.encode_text(texts)
         words, _ = model.clip_encoder.encode_words(texts)
         for i, record in enumerate(group):

@@ -12,7 +12,9 @@ trained after the segmentation model, on that model's own masks, with the model 
 
 With ``RankerConfig.relations`` each candidate also carries how it relates to the others (its rank by area) and
 to the anchor of a relational phrase ("the tank nearest to the large pond"): the predictor segments the anchor's
-own phrase first (``relation_anchor``) and the features measure each candidate against that mask.
+own phrase first (``relation_anchor``) and the features measure each candidate against that mask. With
+``RankerConfig.subjects`` it also carries how much of it the phrase's subject covers ("the tank" of "the tank
+closest to the right edge", segmented unranked). ``rerank_logits`` turns the ranker's choice into the answer.
 """
 
 from __future__ import annotations

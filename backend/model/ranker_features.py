@@ -161,22 +161,21 @@ def candidate_features(mask_logits: torch.Tensor, valid_frac: tuple[float, float
                           for p in probs]).to(probs.device)
     k = max(int(labels.max()), 1)
     ids = torch.arange(1, k + 1, device=probs.device)
-    features = torch.stack([_geometry((label[None] == ids[:, None, None]).float(), p, valid_frac)
-                            for label, p in zip(labels, probs, strict=True)])
+    onehot = (labels[:, None] == ids[None, :, None, None]).float()  # B×K×D×D, one mask per candidate slot
+    features = torch.stack([_geometry(masks, p, valid_frac) for masks, p in zip(onehot, probs, strict=True)])
     if relations:
         anchors = anchors if anchors is not None else [None] * len(labels)
         related = np.zeros((len(labels), k, RELATION_FEATURES), np.float32)
-        for i, (label, anchor) in enumerate(zip(labels.cpu().numpy(), anchors, strict=True)):
-            count = int(label.max())
+        for i, (masks, anchor) in enumerate(zip(onehot.bool().cpu().numpy(), anchors, strict=True)):
+            count = int(labels[i].max())
             if count:
-                related[i, :count] = _relations(label[None] == np.arange(1, count + 1)[:, None, None],
+                related[i, :count] = _relations(masks[:count],
                                                 None if anchor is None else anchor.float().cpu().numpy() > 0.5,
                                                 valid_frac)
         features = torch.cat([features, torch.from_numpy(related).to(features)], dim=2)
     if subjects:
         subject_probs = subject_probs if subject_probs is not None else [None] * len(labels)
-        subject = torch.stack([_subject((label[None] == ids[:, None, None]).float(), probs_s)
-                               for label, probs_s in zip(labels, subject_probs, strict=True)])
+        subject = torch.stack([_subject(masks, probs_s) for masks, probs_s in zip(onehot, subject_probs, strict=True)])
         features = torch.cat([features, subject], dim=2)
     valid = ids[None] <= labels.flatten(1).amax(dim=1)[:, None]
     features = features * valid[..., None]

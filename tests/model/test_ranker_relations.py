@@ -104,12 +104,19 @@ def test_without_an_anchor_only_the_area_rank_is_set() -> None:
     assert (on_anchor.features[0, :, FEATURES + 3] == 0).all()
 
 
+def _predictor(cfg: RankerConfig, image_seed: int) -> ReferringPredictor:
+    """A random tiny model with a ranker of ``cfg``, set on a random 256×256 image."""
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(load_config("tiny"), ranker=cfg)).eval()
+    predictor = ReferringPredictor(model, device="cpu")
+    predictor.set_image(np.random.default_rng(image_seed).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    return predictor
+
+
 @torch.no_grad()
 def test_predictor_ranks_with_the_segmented_anchor() -> None:
-    torch.manual_seed(0)
-    model = build_model(dataclasses.replace(load_config("tiny"), ranker=RELATIONAL)).eval()
-    predictor = ReferringPredictor(model, device="cpu")
-    predictor.set_image(np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    predictor = _predictor(RELATIONAL, image_seed=1)
+    model = predictor.model
     texts = ["the tank nearest to the large pond", "the large pond"]
     anchors = predictor.anchor_probs(texts)
     assert anchors[1] is None
@@ -147,11 +154,8 @@ def test_subject_features_measure_each_candidate_under_the_subject_mask() -> Non
 
 @torch.no_grad()
 def test_predictor_segments_the_subject_unranked() -> None:
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(RELATIONAL, subjects=True)
-    model = build_model(dataclasses.replace(load_config("tiny"), ranker=cfg)).eval()
-    predictor = ReferringPredictor(model, device="cpu")
-    predictor.set_image(np.random.default_rng(2).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    predictor = _predictor(dataclasses.replace(RELATIONAL, subjects=True), image_seed=2)
+    model = predictor.model
     texts = ["the tank closest to the right edge", "the small pond"]
     subjects = predictor.subject_probs(texts)
     assert subjects[1] is None
