@@ -32,16 +32,8 @@ def _wait(condition, seconds: float) -> None:
     loop.exec()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
-    parser.add_argument("--phrase", default="the red building at the top left")
-    parser.add_argument("--resolution", type=float, default=0.0,
-                        help="ground resolution in map units; 0 = automatic (the model's training scale)")
-    args = parser.parse_args()
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    app = QgsApplication([], True)
-    app.initQgis()
+def _render(args: argparse.Namespace) -> None:
+    """One query through the dock, then the window grabbed into ``args.out``."""
     from rsrefseg2_qgis import paths
     from rsrefseg2_qgis.client import BackendClient
     from rsrefseg2_qgis.dock import SegmentDock
@@ -88,7 +80,25 @@ def main() -> None:
     print(f"wrote {args.out}: {outcomes[0].text}")
     client.shutdown()
     dock.unload()
+    outcomes.clear()
+    canvas.setLayers([])
     QgsProject.instance().removeAllMapLayers()
+    window.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
+    parser.add_argument("--phrase", default="the red building at the top left")
+    parser.add_argument("--resolution", type=float, default=0.0,
+                        help="ground resolution in map units; 0 = automatic (the model's training scale)")
+    args = parser.parse_args()
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = QgsApplication([], True)
+    app.initQgis()
+    # Every layer and widget lives in ``_render`` and is gone when it returns: one still alive at exitQgis
+    # crashed the interpreter's exit (rc 139).
+    _render(args)
     app.exitQgis()
 
 
