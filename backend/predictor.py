@@ -258,6 +258,7 @@ class ReferringPredictor:
         size = self.input_size
         return candidate_features(logits, (state.valid_hw[0] / size, state.valid_hw[1] / size),
                                   threshold=cfg.threshold, max_candidates=cfg.max_candidates,
+                                  close_gaps=cfg.close_gaps,
                                   relations=cfg.relations, anchors=anchors, subjects=cfg.subjects,
                                   subject_probs=subjects)
 

@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=RankerConfig.layers)
     parser.add_argument("--threshold", type=float, default=RankerConfig.threshold,
                         help="candidates are the connected components above this probability")
+    parser.add_argument("--close-gaps", type=int, default=RankerConfig.close_gaps,
+                        help="close the thresholded mask this many times (3x3) first, so that the fragments of "
+                             "one weakly drawn object form one candidate")
     parser.add_argument("--relations", action="store_true",
                         help="also read how candidates relate to each other and to a relational phrase's anchor, "
                              "segmented with the checkpoint's own ranker when it has one")
@@ -205,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(args.checkpoint)
     config = dataclasses.replace(model.config, ranker=RankerConfig(width=args.width, layers=args.layers,
                                                                        threshold=args.threshold,
+                                                                       close_gaps=args.close_gaps,
                                                                        relations=args.relations,
                                                                        subjects=args.subjects))
     predictor = ReferringPredictor(model, device="cpu")

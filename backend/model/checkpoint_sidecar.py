@@ -29,7 +29,7 @@ META_TEXT_KEYS = ("title", "description", "dataset")
 # Numbers in the config are sizes and must be > 0, except these (by field name).
 _ANY_SIGN = {"seed", "alpha"}
 _NON_NEGATIVE = {"dropout", "mean", "window_size", "encoder_global_attn_indexes", "global_att_blocks",
-                 "fpn_top_down_levels"}
+                 "fpn_top_down_levels", "close_gaps"}
 # Sizes inside an inline open_clip model config (``clip.model_cfg``), checked wherever they appear.
 _OPEN_CLIP_SIZES = {"embed_dim", "image_size", "layers", "width", "head_width", "heads", "patch_size",
                     "context_length", "vocab_size", "mlp_ratio"}

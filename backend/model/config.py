@@ -194,6 +194,8 @@ class RankerConfig:
         num_heads: attention heads.
         threshold: a candidate is a connected component of the low-res mask above this probability.
         max_candidates: at most this many candidates per mask (the most massive).
+        close_gaps: close the thresholded mask this many times (3×3) before finding components, so that the
+            fragments of one weakly drawn object form one candidate, drawn whole with its gaps when chosen.
         relations: the ranker also reads how candidates relate to each other (rank by area) and to the anchor
             of a relational phrase ("next to the large pond"), which the predictor segments first.
         subjects: the ranker also reads how much of each candidate the phrase's subject covers ("the tank" of
@@ -205,6 +207,7 @@ class RankerConfig:
     num_heads: int = 4
     threshold: float = 0.5
     max_candidates: int = 16
+    close_gaps: int = 0
     relations: bool = False
     subjects: bool = False
 

@@ -43,18 +43,28 @@ class Candidates:
     valid: torch.Tensor
 
 
-def label_components(probs: np.ndarray, threshold: float, max_candidates: int) -> np.ndarray:
+def label_components(probs: np.ndarray, threshold: float, max_candidates: int, close_gaps: int = 0) -> np.ndarray:
     """8-connected components of ``probs > threshold``, numbered by decreasing probability mass.
 
     Args:
         probs: D×D probabilities.
         threshold: foreground is strictly above it.
         max_candidates: components beyond this many (the least massive) are dropped (label 0).
+        close_gaps: first close the foreground with a 3×3 square this many times (0: not at all), so that the
+            fragments of one weakly drawn object, up to about twice this many pixels apart, and the gaps between
+            them form one candidate.
 
     Returns:
         D×D int64 labels, 0 = background, 1 = the most massive component.
     """
-    labels, count = ndimage.label(probs > threshold, structure=np.ones((3, 3), bool))
+    square = np.ones((3, 3), bool)
+    foreground = probs > threshold
+    if close_gaps > 0:
+        # Padded so that closing does not erode at the border (scipy treats outside as background).
+        padded = np.pad(foreground, close_gaps)
+        closed = ndimage.binary_closing(padded, square, iterations=close_gaps)
+        foreground |= closed[close_gaps:-close_gaps, close_gaps:-close_gaps]
+    labels, count = ndimage.label(foreground, structure=square)
     if count == 0:
         return labels.astype(np.int64)
     mass = ndimage.sum_labels(probs, labels, index=np.arange(1, count + 1))
@@ -136,7 +146,7 @@ def _subject(onehot: torch.Tensor, subject: torch.Tensor | None) -> torch.Tensor
 
 
 def candidate_features(mask_logits: torch.Tensor, valid_frac: tuple[float, float], *, threshold: float = 0.5,
-                       max_candidates: int = 16, relations: bool = False,
+                       max_candidates: int = 16, close_gaps: int = 0, relations: bool = False,
                        anchors: list[torch.Tensor | None] | None = None, subjects: bool = False,
                        subject_probs: list[torch.Tensor | None] | None = None) -> Candidates:
     """Candidates and their features for a batch of masks.
@@ -146,6 +156,7 @@ def candidate_features(mask_logits: torch.Tensor, valid_frac: tuple[float, float
         valid_frac: (height, width) of the image as fractions of the padded square input.
         threshold: foreground probability threshold.
         max_candidates: at most this many candidates per mask, the most massive.
+        close_gaps: closing iterations before the components are found (``label_components``).
         relations: add the relational features (``_relations``) to the geometry.
         anchors: per mask, the D×D probabilities of its phrase's anchor (``relation_anchor``) in the same
             frame, or None where the phrase has none; None: no phrase has one.
@@ -157,7 +168,8 @@ def candidate_features(mask_logits: torch.Tensor, valid_frac: tuple[float, float
         ``Candidates`` with K = the largest count in the batch (at least 1).
     """
     probs = torch.sigmoid(mask_logits.detach().float())[:, 0]
-    labels = torch.stack([torch.from_numpy(label_components(p.cpu().numpy(), threshold, max_candidates))
+    labels = torch.stack([torch.from_numpy(label_components(p.cpu().numpy(), threshold, max_candidates,
+                                                            close_gaps))
                           for p in probs]).to(probs.device)
     k = max(int(labels.max()), 1)
     ids = torch.arange(1, k + 1, device=probs.device)

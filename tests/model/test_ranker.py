@@ -41,6 +41,35 @@ def test_components_are_numbered_by_mass_and_capped() -> None:
     assert label_components(np.zeros((8, 8), np.float32), 0.5, 4).max() == 0
 
 
+def _fragments() -> np.ndarray:
+    """16×16 probabilities: a 4×7 object at 0.6 cut by a one-pixel column at 0.1 (two fragments), and a 3×3 blob
+    at 0.8 in the corner, three pixels from it."""
+    probs = np.full((16, 16), 0.1, np.float32)
+    probs[4:8, 4:11] = 0.6
+    probs[4:8, 7] = 0.1
+    probs[0:3, 13:16] = 0.8
+    return probs
+
+
+def test_closing_gaps_joins_the_fragments_of_one_object_only() -> None:
+    assert label_components(_fragments(), 0.3, 16).max() == 3  # two fragments and the blob
+    labels = label_components(_fragments(), 0.3, 16, close_gaps=1)
+    assert labels.max() == 2
+    assert (labels[4:8, 4:11] == 1).all()  # both fragments and the gap between them: one candidate
+    assert (labels[0:3, 13:16] == 2).all() and (labels == 2).sum() == 9  # the blob keeps its extent at the border
+    assert (labels[labels > 0].size == 28 + 9) and labels[3, 5] == labels[8, 5] == 0  # no growth outside
+
+
+def test_rerank_draws_the_closed_gap_of_the_chosen_candidate() -> None:
+    probs = torch.from_numpy(_fragments())
+    logits = torch.logit(probs)[None, None]
+    candidates = candidate_features(logits, (1.0, 1.0), threshold=0.3, close_gaps=1)
+    out = rerank_logits(logits, candidates, torch.tensor([[3.0, 0.0]]), candidate_threshold=0.3)
+    answer = torch.sigmoid(out[0, 0]) > 0.5
+    assert answer[4:8, 4:11].all() and answer.sum() == 28  # the gap column too, nothing else
+    assert config_from_dict({**load_config("tiny").to_dict(), "ranker": {"width": 16}}).ranker.close_gaps == 0
+
+
 def test_candidate_features_measure_geometry() -> None:
     probs = torch.from_numpy(_blobs())
     logits = torch.logit(probs)[None, None]

@@ -79,12 +79,13 @@ def test_command_writes_a_ranked_checkpoint_and_refuses_to_overwrite(synthetic_s
     assert out.read_bytes() == before
 
 
-def test_command_trains_a_relational_subject_ranker_into_a_new_folder(synthetic_set: Path, tmp_path: Path) -> None:
+def test_command_trains_a_relational_subject_gap_closing_ranker_into_a_new_folder(synthetic_set: Path, tmp_path: Path) -> None:
     out = tmp_path / "not-yet" / "relational.safetensors"
     main(["--checkpoint", str(STAGE4), "--data", str(synthetic_set), "--out", str(out), "--epochs", "1",
-          "--batch-size", "4", "--width", "16", "--layers", "1", "--relations", "--subjects"])
+          "--batch-size", "4", "--width", "16", "--layers", "1", "--relations", "--subjects",
+          "--close-gaps", "1"])
     model = load_model(out)
-    assert model.config.ranker == RankerConfig(width=16, layers=1, relations=True, subjects=True)
+    assert model.config.ranker == RankerConfig(width=16, layers=1, close_gaps=1, relations=True, subjects=True)
     assert model.ranker.feature_mean.shape == (FEATURES + RELATION_FEATURES + SUBJECT_FEATURES,)
     predictor = ReferringPredictor(model, device="cpu")
     predictor.set_image(read_image(sorted((synthetic_set / "images").iterdir())[0]))
