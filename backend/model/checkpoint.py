@@ -78,9 +78,12 @@ def trained_state_keys(model: nn.Module) -> list[str]:
 
 def _atomic_write(path: Path, write: Any) -> None:
     fd, tmp = create_scratch(path.parent, prefix=f".{path.name}.")
+    mode = os.fstat(fd).st_mode & 0o777
     os.close(fd)
     try:
         write(tmp)
+        # safetensors' save_file replaces the file with a private (0600) one: give back the umask's mode.
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -42,8 +42,10 @@ def test_scratch_files_follow_the_umask(tmp_path: Path, mask: int, mode: int) ->
 
 def test_a_saved_checkpoint_and_its_sidecar_are_readable_by_others(tmp_path: Path) -> None:
     with _umask(0o022):
-        path = save_checkpoint(build_model(load_config("tiny")), tmp_path / "shared.safetensors", include_base=True)
-    assert _mode(path) == 0o644 and _mode(path.with_suffix(".json")) == 0o644
+        sidecar = save_checkpoint(build_model(load_config("tiny")), tmp_path / "shared.safetensors",
+                                  include_base=True)
+    # safetensors itself writes its files 0600
+    assert _mode(sidecar.with_suffix(".safetensors")) == 0o644 and _mode(sidecar) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.json", "shared.safetensors"]  # no scratch left
 
 
