@@ -60,10 +60,6 @@ def test_fixture_has_at_least_twelve_phrases_of_each_family() -> None:
     assert {"the red building at the top left", "the large pond"} <= texts
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10's target is not met yet: the demo model bundled on 2026-12-03 "
-                   "(stage 4 + candidate ranker with relations and subjects) answers 9 of the 15 phrases with one "
-                   "polygon at IoU >= 0.7 (benchmarks/RESULTS.md); "
-                   "this test starts passing, and must then lose this mark, when a better-trained demo model lands")
 def test_each_phrase_gives_one_polygon_on_its_object(answers, iou_with) -> None:
     report, hits = [], 0
     for phrase in PHRASES:

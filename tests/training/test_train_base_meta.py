@@ -40,7 +40,7 @@ def test_demo_config_parses_and_records_its_training_scale() -> None:
     assert cfg.meta["gsd_range_m"] == [0.6, 2.0]
 
 
-@pytest.mark.parametrize("stage", ["demo-stage2.yaml", "demo-stage3.yaml", "demo-stage4.yaml",
+@pytest.mark.parametrize("stage", ["demo-stage2.yaml", "demo-stage3.yaml", "demo-stage4.yaml", "demo-stage5.yaml",
                                    "demo-stage4-distractor.yaml"])
 def test_demo_stages_start_from_a_committed_model(stage: str) -> None:
     cfg = load_train_config(CONFIGS / stage)
