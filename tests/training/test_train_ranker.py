@@ -79,7 +79,8 @@ def test_command_writes_a_ranked_checkpoint_and_refuses_to_overwrite(synthetic_s
     assert out.read_bytes() == before
 
 
-def test_command_trains_a_relational_subject_gap_closing_ranker_into_a_new_folder(synthetic_set: Path, tmp_path: Path) -> None:
+def test_command_trains_a_relational_subject_gap_closing_ranker_into_a_new_folder(synthetic_set: Path,
+                                                                                  tmp_path: Path) -> None:
     out = tmp_path / "not-yet" / "relational.safetensors"
     main(["--checkpoint", str(STAGE4), "--data", str(synthetic_set), "--out", str(out), "--epochs", "1",
           "--batch-size", "4", "--width", "16", "--layers", "1", "--relations", "--subjects",
