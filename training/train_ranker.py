@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.close_gaps < 0:
+        parser.error(f"--close-gaps must be 0 or more, got {args.close_gaps}")  # before hours of work, not after
     if args.out.exists() or args.out.with_suffix(".json").exists():
         parser.error(f"{args.out} (or its .json) exists; choose another --out")
     args.out.parent.mkdir(parents=True, exist_ok=True)  # before hours of work, not after

@@ -92,3 +92,11 @@ def test_command_trains_a_relational_subject_gap_closing_ranker_into_a_new_folde
     predictor.set_image(read_image(sorted((synthetic_set / "images").iterdir())[0]))
     prediction = predictor.predict(["the tank nearest to the large pond", "the large pond"])
     assert prediction.probs.shape[0] == 2 and np.isfinite(prediction.probs).all()
+
+
+def test_command_refuses_a_negative_gap_closing_before_any_work(synthetic_set: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ranked.safetensors"
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(STAGE4), "--data", str(synthetic_set), "--out", str(out), "--close-gaps", "-1"])
+    assert "--close-gaps must be 0 or more" in capsys.readouterr().err
+    assert not out.exists() and not tmp_path.joinpath("ranked.json").exists()
