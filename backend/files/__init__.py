@@ -1,0 +1,7 @@
+"""File-system primitives every layer of the backend may use.
+
+- ``scratch``: scratch files for atomic writes, created with the umask's permissions (not mkstemp's 0600).
+- ``stale``: names that carry their owner's host and PID, and the sweep of those whose owner has died.
+
+Imports nothing from the backend: it is the bottom layer, beside ``backend.errors`` and ``backend.protocol``.
+"""
