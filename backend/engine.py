@@ -9,7 +9,7 @@ cut by tile borders. Both stitch tile cores into canvases that spill to disk whe
 
 Everything cheap is checked before any model work: the job's fields and text, the output targets (writable,
 not existing unless overwriting, enough free space), the raster and the view; the resolution is resolved first
-("auto" reads the view at the checkpoint's training resolution, see ``backend.resolution``).
+("auto" reads the view at the checkpoint's training resolution, see ``backend.raster.resolution``).
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backend.errors import BackendError
-from backend.normalize import stretch_for_view
-from backend.outputs import PhraseDetections, output_paths, write_outputs
+from backend.files.stale import owned_prefix, sweep
+from backend.output.preflight import check_output_targets, check_utf8
+from backend.output.vectorize import best_components, vectorize
+from backend.output.writing import PhraseDetections, output_paths, write_outputs
 from backend.passes import REFINE_STRATEGIES, RunContext, coarse_pass, find_all_pass, refine_boxes, refine_pass
-from backend.preflight import check_output_targets, check_utf8
 from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, PhraseSummary, Window
-from backend.raster import MAX_VIEW_PIXELS, RasterView, make_view
-from backend.resolution import ResolutionChoice, choose_resolution
-from backend.stale import owned_prefix, sweep
-from backend.tiling import CANVAS_FOLDER_PREFIX, IN_MEMORY_BYTES, ProbabilityCanvas
-from backend.vectorize import best_components, vectorize
+from backend.raster.normalize import stretch_for_view
+from backend.raster.reading import MAX_VIEW_PIXELS, RasterView, make_view
+from backend.raster.resolution import ResolutionChoice, choose_resolution
+from backend.raster.tiling import CANVAS_FOLDER_PREFIX, IN_MEMORY_BYTES, ProbabilityCanvas
 
 MODES = ("view", "find-all")
 ProgressFn = Callable[[float, str, str], None]
@@ -49,7 +49,7 @@ class SegmentJob:
         phrases: referring phrases, one output polygon set each.
         window: the part of the raster (extent in its CRS or pixel window); None for the whole raster.
         resolution: target ground size of a pixel in map units; None for the raster's own; "auto" (the
-            default) for the checkpoint's training resolution (see ``backend.resolution``).
+            default) for the checkpoint's training resolution (see ``backend.raster.resolution``).
         bands: 1-based bands read as R, G, B (one band is replicated); None for the declared RGB / first three.
         mode: "view" (the window is one picture) or "find-all" (every instance, tile by tile).
         refine: how view mode refines a view larger than the model input (``passes.REFINE_STRATEGIES``):

@@ -2,13 +2,13 @@
 
 Used by the worker's ``load`` request and by ``python -m backend segment``:
 
-* a checkpoint → ``backend.model.checkpoint.load_model`` (base weights verified against the checkpoint's record;
+* a checkpoint → ``backend.model.checkpoint.io.load_model`` (base weights verified against the checkpoint's record;
   when not given, they are looked up in the weights folder);
 * a config name without a checkpoint → a randomly initialised model (for tests; a warning is logged);
 * ``mode="zero-shot"`` without a checkpoint → the base CLIP and SAM weights are required (given, or found in
   the weights folder for the config's CLIP model and SAM size).
 
-Base weight options may be file paths or names known to ``backend.weights``.
+Base weight options may be file paths or names known to ``backend.weights.manager``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from backend import weights
 from backend.errors import BackendError
+from backend.weights import manager as weights
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def load_predictor(checkpoint: str | None = None, config: str | None = None, cli
     Args:
         checkpoint: a trained ``.safetensors`` checkpoint (its ``.json`` sidecar beside it), or None.
         config: a bundled config name ("tiny", "rsrefseg2-b16", …) or a JSON path, used without a checkpoint.
-        clip_weights, sam_weights: base weights as paths or ``backend.weights`` names; None = look in the
+        clip_weights, sam_weights: base weights as paths or ``backend.weights.manager`` names; None = look in the
             weights folder when the model needs them.
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         mode: "trained" (the checkpoint's prompter) or "zero-shot" (CLIP similarity prompts, base weights only).
@@ -92,7 +92,7 @@ def load_predictor(checkpoint: str | None = None, config: str | None = None, cli
             or not matching), "device" (accelerator not available), "bad_request" (unknown mode).
     """
     from backend.model.authors.location import resolve_checkpoint
-    from backend.model.checkpoint import load_model
+    from backend.model.checkpoint.io import load_model
     from backend.model.device import select_device
     from backend.predictor import ReferringPredictor
 

@@ -18,9 +18,9 @@ import numpy as np
 
 from backend import protocol
 from backend.errors import BackendError
-from backend.normalize import Stretch
-from backend.raster import RasterView, open_raster, read_tile, read_whole
-from backend.tiling import ProbabilityCanvas, Tile, tile_grid
+from backend.raster.normalize import Stretch
+from backend.raster.reading import RasterView, open_raster, read_tile, read_whole
+from backend.raster.tiling import ProbabilityCanvas, Tile, tile_grid
 
 if TYPE_CHECKING:
     from backend.predictor import PhrasePrompts

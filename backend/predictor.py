@@ -15,16 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backend.model.checkpoint import CheckpointMeta
+from backend.model.architectures.base import ReferringSegmenter
+from backend.model.architectures.zero_shot import encode_images_zero_shot, zero_shot_prompts
+from backend.model.checkpoint.io import CheckpointMeta
 from backend.model.config import RankerConfig
 from backend.model.device import autocast, select_device
 from backend.model.outputs import ImageEmbeddings, RefSegOutput, mask_scores
-from backend.model.ranker import rerank_logits
-from backend.model.ranker_features import Candidates, candidate_features
-from backend.model.refseg_base import ReferringSegmenter
-from backend.model.relation_anchor import relation_anchor, relation_subject
+from backend.model.ranker.features import Candidates, candidate_features
+from backend.model.ranker.ranker import rerank_logits
+from backend.model.ranker.relation_anchor import relation_anchor, relation_subject
 from backend.model.transforms import resize_and_pad, unpad_and_resize
-from backend.model.zero_shot import encode_images_zero_shot, zero_shot_prompts
 
 MODES = ("trained", "zero-shot")
 

@@ -40,7 +40,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from backend.errors import BackendError
 from backend.model import ModelConfig, build_model, load_config
-from backend.model.gemma_tokenizer import tokenizer_folder
+from backend.model.clip.gemma_tokenizer import tokenizer_folder
 from backend.predictor import ReferringPredictor
 
 RESULTS = Path(__file__).with_name("results") / "model_bench.json"

@@ -18,7 +18,7 @@ from .process_dialog import ProcessDialog, Step
 from .settings import REFINEMENTS, PluginSettings
 
 MIN_TILE = 64
-# The authors' checkpoints the backend's weights manager knows (backend/weights_registry.py): name, dataset, and
+# The authors' checkpoints the backend's weights manager knows (backend/weights/registry.py): name, dataset, and
 # whether a SHA-256 is published (without one the download is accepted unverified, as the user asked for it).
 AUTHORS_MODELS = (("rsrefseg2-rrsisd", "RRSIS-D", False), ("rsrefseg2-refsegrs", "RefSegRS", True))
 

@@ -90,7 +90,7 @@ class TrainConfig:
         train_base: train every weight, base encoders included (for models trained from random init, where a
             frozen random base has nothing to preserve and would leave the text tower deaf); False keeps the
             method's frozen/trainable split.
-        meta: what the written checkpoints say about themselves (``backend.model.checkpoint.CheckpointMeta``
+        meta: what the written checkpoints say about themselves (``backend.model.checkpoint.io.CheckpointMeta``
             fields: ``title``, ``description``, ``gsd_range_m`` = the metres per pixel at the model input the
             data covers, ``dataset``), so the plugin can name the model and read views at its scale.
         weights: base-weight files (``clip``, ``sam``) for ``build_model``; empty = random init.

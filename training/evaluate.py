@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from backend.model.authors.location import resolve_checkpoint
-from backend.model.checkpoint import load_model
+from backend.model.checkpoint.io import load_model
 from backend.predictor import ReferringPredictor
 from training.data.io import read_image, read_mask
 from training.data.records import FORMATS, Record, load_records

@@ -14,7 +14,7 @@ from torch.nn.utils import parametrize
 
 from backend.model.authors.location import resolve_checkpoint
 from backend.model.build import build_model
-from backend.model.checkpoint import load_model
+from backend.model.checkpoint.io import load_model
 from backend.model.config import ModelConfig
 from backend.model.lora import LoRAConv2d, LoRADelta, LoRALinear, LoRAPackedLinear
 from training.config import TrainConfig

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from backend.model.checkpoint import CheckpointMeta, save_checkpoint, trained_state_keys
+from backend.model.checkpoint.io import CheckpointMeta, save_checkpoint, trained_state_keys
 from backend.model.config import load_config
 from training.config import TrainConfig, load_train_config
 from training.data.dataset import ReferringDataset, collate

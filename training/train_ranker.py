@@ -2,7 +2,7 @@
 ``python -m training.train_ranker --checkpoint X --data DATASET --out Y.safetensors``.
 
 The segmentation model stays frozen. Each training phrase is run once through the plugin's predictor; the
-connected components of its low-resolution mask become candidates (``ranker_features``), labelled with their
+connected components of its low-resolution mask become candidates (``ranker.features``), labelled with their
 IoU against the phrase's object. The ranker (``ranker.ComponentRanker``) learns to put the candidate that
 overlaps the object most first (softmax cross-entropy over a phrase's candidates; phrases whose mask misses the
 object, or has one candidate only, teach nothing and are skipped). The output is the whole checkpoint with the
@@ -25,10 +25,10 @@ from tqdm import tqdm
 
 from backend.model.authors.location import resolve_checkpoint
 from backend.model.build import build_ranker
-from backend.model.checkpoint import load_model, save_checkpoint
+from backend.model.checkpoint.io import load_model, save_checkpoint
 from backend.model.config import RankerConfig
-from backend.model.ranker import ComponentRanker
-from backend.model.ranker_features import Candidates
+from backend.model.ranker.features import Candidates
+from backend.model.ranker.ranker import ComponentRanker
 from backend.predictor import ReferringPredictor
 from training.data.io import read_image, read_mask
 from training.data.records import Record, load_records
@@ -40,7 +40,7 @@ class PhraseCandidates:
     """One phrase's candidates as the ranker reads them.
 
     Attributes:
-        features: K×F candidate features (``ranker_features.feature_count``).
+        features: K×F candidate features (``ranker.features.feature_count``).
         ious: K IoU of each candidate with the phrase's object (low-resolution input frame).
         tokens: L×C the phrase's contextual text tokens (no padding).
         words: L×W its context-free word features.

@@ -14,7 +14,7 @@ import logging
 import sys
 
 from backend.errors import EXIT_CODES, BackendError
-from backend.preflight import check_utf8
+from backend.output.preflight import check_utf8
 
 log = logging.getLogger(__name__)
 

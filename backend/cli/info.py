@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from backend import weights
 from backend.threads import choose_threads
+from backend.weights import manager as weights
 
 
 def _probe(fn: Callable[[], Any]) -> Any:

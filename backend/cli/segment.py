@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from backend.errors import BackendError
-from backend.preflight import check_output_targets, check_utf8, decode_utf8
+from backend.output.preflight import check_output_targets, check_utf8, decode_utf8
 from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO
 
 EPILOG = """\
@@ -148,7 +148,7 @@ def _check_output(output: Path, overwrite: bool) -> None:
 
 def _check_raster(args: argparse.Namespace, window) -> None:
     """Open the raster and define the requested area without reading pixels (CRS, bands, window, size)."""
-    from backend.raster import MAX_VIEW_PIXELS, make_view
+    from backend.raster.reading import MAX_VIEW_PIXELS, make_view
 
     explicit = args.resolution not in (None, RESOLUTION_AUTO)
     make_view(args.raster, extent=window.extent if window else None, pixels=window.pixels if window else None,

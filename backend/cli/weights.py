@@ -13,11 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-from backend import weights
 from backend.cli import import_authors
 from backend.errors import BackendError
 from backend.protocol import WEIGHTS_DIR_ENV
-from backend.weights_registry import AuthorsEntry
+from backend.weights import manager as weights
+from backend.weights.registry import AuthorsEntry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

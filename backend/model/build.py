@@ -8,17 +8,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .base_weights import check_base_file, load_sam_weights, weight_record
-from .clip_encoder import ClipDualEncoder, create_open_clip
+from .architectures.base import ReferringSegmenter
+from .architectures.rsrefseg import RSRefSeg
+from .architectures.rsrefseg2 import RSRefSeg2
+from .clip.encoder import ClipDualEncoder, create_open_clip
 from .config import ModelConfig, RankerConfig, Sam2Config
-from .prompter_v1 import TextFilterPrompter
-from .prompter_v2 import CascadedPrompter
-from .ranker import ComponentRanker
-from .refseg_base import ReferringSegmenter
-from .rsrefseg import RSRefSeg
-from .rsrefseg2 import RSRefSeg2
+from .prompter.v1 import TextFilterPrompter
+from .prompter.v2 import CascadedPrompter
+from .ranker.ranker import ComponentRanker
+from .sam.head import SamHead, build_sam_parts
 from .sam2 import Sam2Head, build_sam2_parts, load_sam2_weights
-from .sam_head import SamHead, build_sam_parts
+from .weight_io.base_weights import check_base_file, load_sam_weights, weight_record
 
 AnySamHead = SamHead | Sam2Head
 

@@ -31,9 +31,9 @@ import shapely
 from rasterio.crs import CRS
 
 from backend.errors import BackendError
-from backend.preflight import MIN_FREE_BYTES, check_output_targets, os_error
-from backend.stale import owned_prefix, sweep
-from backend.vectorize import Detection
+from backend.files.stale import owned_prefix, sweep
+from backend.output.preflight import MIN_FREE_BYTES, check_output_targets, os_error
+from backend.output.vectorize import Detection
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.errors import BackendError
-from backend.raster import RasterView, read_whole
+from backend.raster.reading import RasterView, read_whole
 
 # Long side of the decimated read the percentiles are estimated from.
 STRETCH_SAMPLE_SIDE = 1024

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.stale import owned_prefix, sweep
+from backend.files.stale import owned_prefix, sweep
 
 # Canvases above this many bytes live in a memory-mapped temp file instead of RAM.
 IN_MEMORY_BYTES = 64 * 2**20

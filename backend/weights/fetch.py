@@ -1,6 +1,6 @@
 """Moving bytes for the weights manager: resumable HTTP downloads, hashing and hashed copies.
 
-Nothing here knows the registry or the record; ``backend.weights`` decides what to fetch and what it means.
+Nothing here knows the registry or the record; ``backend.weights.manager`` decides what to fetch and what it means.
 """
 
 from __future__ import annotations

@@ -2,11 +2,11 @@
 
 The folder is ``$RSREFSEG2_WEIGHTS_DIR`` if set, else the platform's cache folder (``%LOCALAPPDATA%\\rsrefseg2``
 on Windows, ``~/Library/Caches/rsrefseg2`` on macOS, ``$XDG_CACHE_HOME/rsrefseg2`` or ``~/.cache/rsrefseg2``
-elsewhere). What each file is stays recorded beside the files (``backend.weights_record``): verified against its
+elsewhere). What each file is stays recorded beside the files (``backend.weights.record``): verified against its
 published SHA-256, unverified (none is published), mismatch (not the published file: never used or listed as it)
 or unchecked (not hashed yet: ``weights verify``). Downloads are resumable (HTTP Range on a ``.part`` file) and
 renamed into place atomically; an existing file is never replaced unless ``force`` is given. Nothing here loads
-a weight file; ``backend.model.checkpoint`` does that.
+a weight file; ``backend.model.checkpoint.io`` does that.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from backend import weights_record as record
 from backend.errors import BackendError
 from backend.protocol import WEIGHTS_DIR_ENV, weights_dir
-from backend.weights_fetch import copy_hashing, fetch, sha256_file
-from backend.weights_record import FileCheck
-from backend.weights_registry import REGISTRY, Entry, FolderEntry, WeightsEntry, WeightsFile
+from backend.weights import record
+from backend.weights.fetch import copy_hashing, fetch, sha256_file
+from backend.weights.record import FileCheck
+from backend.weights.registry import REGISTRY, Entry, FolderEntry, WeightsEntry, WeightsFile
 
 __all__ = ["REGISTRY", "Entry", "FolderEntry", "Presence", "WeightsEntry", "WeightsFile", "download",
            "import_file", "installed", "inventory", "resolve", "sha256_file", "tokenizer_dir", "verify",
@@ -41,7 +41,7 @@ class Presence:
     Attributes:
         name: the registry name.
         path: its file (or folder) when every required file is there, else None.
-        status: "missing", or the worst of its present files' statuses (``weights_record``).
+        status: "missing", or the worst of its present files' statuses (``weights.record``).
         files: the status of each of its files.
     """
 

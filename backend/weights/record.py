@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from backend.scratch_file import create_scratch
+from backend.files.scratch import create_scratch
 
 log = logging.getLogger(__name__)
 

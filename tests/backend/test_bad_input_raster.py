@@ -16,8 +16,8 @@ from rasterio.control import GroundControlPoint
 from rasters import gradient_rgb, write_geotiff
 
 from backend.errors import BackendError
-from backend.normalize import stretch_for_view
-from backend.raster import make_view, read_tile
+from backend.raster.normalize import stretch_for_view
+from backend.raster.reading import make_view, read_tile
 
 WGS84_GRID = Affine(1e-5, 0, 10.0, 0, -1e-5, 50.0)  # ≈ 0.7 × 1.1 m pixels at 50° N
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.stale import owned_prefix, owner_pid, pid_alive, sweep
-from backend.tiling import CANVAS_FOLDER_PREFIX, ProbabilityCanvas
+from backend.files.stale import owned_prefix, owner_pid, pid_alive, sweep
+from backend.raster.tiling import CANVAS_FOLDER_PREFIX, ProbabilityCanvas
 
 OURS = owned_prefix(CANVAS_FOLDER_PREFIX)  # rsrefseg-canvas-<this machine>-
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # A child that holds a 2 MiB disk-backed canvas, says so, then waits to be killed.
 HOLD_CANVAS = """
 import sys, time
-from backend.tiling import ProbabilityCanvas
+from backend.raster.tiling import ProbabilityCanvas
 canvas = ProbabilityCanvas(shape=(1024, 512), in_memory_bytes=0, directory=sys.argv[1])
 canvas.array[:] = 0.25
 print("ready", flush=True)

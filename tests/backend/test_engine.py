@@ -21,7 +21,7 @@ from backend.model.config import load_config
 from backend.passes import REFINE_MARGIN_FRACTION, REFINE_MARGIN_MIN_PX
 from backend.predictor import ReferringPredictor
 from backend.protocol import Window
-from backend.tiling import tile_grid
+from backend.raster.tiling import tile_grid
 
 QUARTER = Window(pixels=(0, 0, 256, 256))  # a 256² view: 9 tiles of 128 px with 16 px overlap
 

@@ -13,7 +13,7 @@ from rasters import write_geotiff
 from backend.engine import Engine, SegmentJob
 from backend.errors import BackendError
 from backend.model.build import build_model
-from backend.model.checkpoint import CheckpointMeta
+from backend.model.checkpoint.io import CheckpointMeta
 from backend.model.config import load_config
 from backend.predictor import ReferringPredictor
 

@@ -12,8 +12,8 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasters import write_geotiff
 
-from backend.raster import make_view, read_tile
-from backend.vectorize import vectorize
+from backend.output.vectorize import vectorize
+from backend.raster.reading import make_view, read_tile
 
 # Object: source rows 40..80, cols 100..160 of a 200×300 raster.
 ROWS, COLS = (40, 80), (100, 160)

@@ -15,10 +15,10 @@ from rasterio.crs import CRS
 from readonly import immutable, read_only
 
 from backend.errors import BackendError
-from backend.outputs import SCRATCH_PREFIX, PhraseDetections, output_paths, replace_together, write_outputs
-from backend.preflight import check_output_targets
-from backend.stale import owned_prefix
-from backend.vectorize import vectorize
+from backend.files.stale import owned_prefix
+from backend.output.preflight import check_output_targets
+from backend.output.vectorize import vectorize
+from backend.output.writing import SCRATCH_PREFIX, PhraseDetections, output_paths, replace_together, write_outputs
 
 UTM = CRS.from_epsg(32633)
 

@@ -12,8 +12,8 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from backend.errors import BackendError
-from backend.outputs import PhraseDetections, output_paths, write_outputs
-from backend.vectorize import vectorize
+from backend.output.vectorize import vectorize
+from backend.output.writing import PhraseDetections, output_paths, write_outputs
 
 UTM = CRS.from_epsg(32633)
 

@@ -10,8 +10,8 @@ from rasterio.enums import ColorInterp
 from rasters import gradient_rgb, write_geotiff
 
 from backend.errors import BackendError
-from backend.normalize import stretch_for_view
-from backend.raster import make_view, read_tile, read_whole
+from backend.raster.normalize import stretch_for_view
+from backend.raster.reading import make_view, read_tile, read_whole
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from backend.passes import REFINE_MARGIN_MIN_PX, refine_boxes
-from backend.tiling import tile_grid
+from backend.raster.tiling import tile_grid
 
 
 def test_one_box_per_part_scaled_to_the_view_with_a_margin() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 from rasterio.crs import CRS
 
-from backend.resolution import choose_resolution, ground_metres_per_unit
+from backend.raster.resolution import choose_resolution, ground_metres_per_unit
 
 UTM = CRS.from_epsg(32633)
 RANGE = (0.8, 1.2)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from backend.files.scratch import create_scratch
 from backend.model import build_model, load_config
-from backend.model.checkpoint import save_checkpoint
-from backend.scratch_file import create_scratch
+from backend.model.checkpoint.io import save_checkpoint
 
 
 @contextmanager

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from rasters import gradient_rgb, write_geotiff
 
-from backend.normalize import estimate_stretch, stretch_for_view
-from backend.raster import make_view, read_tile, read_whole
-from backend.tiling import ProbabilityCanvas, tile_grid
-from backend.vectorize import vectorize
+from backend.output.vectorize import vectorize
+from backend.raster.normalize import estimate_stretch, stretch_for_view
+from backend.raster.reading import make_view, read_tile, read_whole
+from backend.raster.tiling import ProbabilityCanvas, tile_grid
 
 
 @pytest.mark.parametrize(("shape", "tile", "overlap"), [((100, 130), 32, 8), ((64, 64), 64, 16),

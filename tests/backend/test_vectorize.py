@@ -9,8 +9,8 @@ import pytest
 from affine import Affine
 from rasterio.crs import CRS
 
-from backend.tiling import ProbabilityCanvas, tile_grid
-from backend.vectorize import area_m2, vectorize
+from backend.output.vectorize import area_m2, vectorize
+from backend.raster.tiling import ProbabilityCanvas, tile_grid
 
 UTM = CRS.from_epsg(32633)
 UTM_GRID = Affine(0.5, 0, 500000.0, 0, -0.5, 4000000.0)

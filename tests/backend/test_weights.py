@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from backend import weights
 from backend.errors import EXIT_CODES, BackendError
-from backend.weights import REGISTRY, WeightsEntry
+from backend.weights import manager as weights
+from backend.weights.manager import REGISTRY, WeightsEntry
 
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # a little over 3 MiB: several read chunks
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()

@@ -27,8 +27,8 @@ from backend.cli import main  # noqa: E402
 from backend.errors import EXIT_CODES  # noqa: E402
 from backend.loading import load_predictor  # noqa: E402
 from backend.model.authors.location import imported_checkpoint  # noqa: E402
-from backend.weights import REGISTRY  # noqa: E402
-from backend.weights_registry import AuthorsEntry  # noqa: E402
+from backend.weights.manager import REGISTRY  # noqa: E402
+from backend.weights.registry import AuthorsEntry  # noqa: E402
 
 NAME = "rsrefseg2-refsegrs"
 

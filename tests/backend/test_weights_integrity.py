@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from backend import weights
 from backend.cli import main
 from backend.errors import EXIT_CODES, BackendError
-from backend.weights import REGISTRY, WeightsEntry
-from backend.weights_record import RECORD_NAME
+from backend.weights import manager as weights
+from backend.weights.manager import REGISTRY, WeightsEntry
+from backend.weights.record import RECORD_NAME
 
 PUBLISHED = os.urandom(200_000)
 OTHER = b"a fine-tuned variant, or a corrupt copy"
@@ -182,7 +182,7 @@ def test_a_folder_where_the_record_cannot_be_written_still_answers(served, tmp_p
     def read_only(*args: object) -> None:  # as root here, a real read-only folder cannot be made
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr("backend.weights_record._write", read_only)
+    monkeypatch.setattr("backend.weights.record._write", read_only)
     assert weights.download(NAME, tmp_path, progress=False) == tmp_path / FILE
     assert "cannot update the weights record" in caplog.text and "status is verified" in caplog.text
 

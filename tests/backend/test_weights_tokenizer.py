@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from backend import weights
 from backend.cli import main
 from backend.cli.info import collect, format_text
 from backend.errors import BackendError
-from backend.weights import REGISTRY, FolderEntry
+from backend.weights import manager as weights
+from backend.weights.manager import REGISTRY, FolderEntry
 
 NAME = "siglip2-tokenizer"
 FILES = {"tokenizer.json": b'{"model": {"type": "BPE"}}', "tokenizer_config.json": b'{"do_lower_case": false}'}

@@ -22,14 +22,13 @@ import torch
 from rasters import write_geotiff
 from safetensors.torch import save_file
 
-from backend import weights
 from backend.errors import BackendError
 from backend.loading import describe, load_predictor
 from backend.model.build import build_model
-from backend.model.checkpoint import save_checkpoint
-from backend.model.clip_encoder import create_open_clip
+from backend.model.checkpoint.io import save_checkpoint
+from backend.model.clip.encoder import create_open_clip
 from backend.model.config import load_config
-from backend.model.sam_head import build_sam_parts
+from backend.model.sam.head import build_sam_parts
 from backend.protocol import (
     PROTOCOL_VERSION,
     Cancel,
@@ -42,7 +41,8 @@ from backend.protocol import (
     decode,
     encode,
 )
-from backend.weights import REGISTRY, WeightsEntry
+from backend.weights import manager as weights
+from backend.weights.manager import REGISTRY, WeightsEntry
 from backend.worker import Worker, error_reply, output_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -366,7 +366,7 @@ def test_worker_sets_the_chosen_thread_count_before_loading(spawn, monkeypatch) 
 
 
 def test_load_reply_carries_the_checkpoint_meta_and_the_result_its_resolution(scene: Path, tmp_path: Path) -> None:
-    from backend.model.checkpoint import CheckpointMeta
+    from backend.model.checkpoint.io import CheckpointMeta
 
     checkpoint = tmp_path / "described.safetensors"
     meta = CheckpointMeta(title="Demo model — synthetic scenes only", description="Roofs, tanks and ponds.",

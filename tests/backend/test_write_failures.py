@@ -16,8 +16,8 @@ from rasters import write_geotiff
 
 from backend.engine import Engine, SegmentJob
 from backend.errors import BackendError
-from backend.model.checkpoint import CheckpointMeta
-from backend.outputs import SCRATCH_PREFIX
+from backend.model.checkpoint.io import CheckpointMeta
+from backend.output.writing import SCRATCH_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +29,8 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from backend.errors import BackendError
-from backend.outputs import PhraseDetections, output_paths, write_outputs
-from backend.vectorize import vectorize
+from backend.output.writing import PhraseDetections, output_paths, write_outputs
+from backend.output.vectorize import vectorize
 probs = np.zeros((20, 20), np.float32)
 probs[2:8, 2:8] = 0.9  # one polygon: an empty GeoPackage alone is far more than 8 KiB
 utm = CRS.from_epsg(32633)

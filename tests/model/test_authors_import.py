@@ -13,8 +13,8 @@ from authors_prompter_reference import authors_prompter
 from safetensors import safe_open
 
 from backend.model.authors import import_authors
-from backend.model.checkpoint import load_model, read_checkpoint_meta
-from backend.model.clip_towers import text_tokens
+from backend.model.checkpoint.io import load_model, read_checkpoint_meta
+from backend.model.clip.towers import text_tokens
 from backend.model.sam2 import Sam2Head, build_sam2_parts
 
 TOL = {"atol": 2e-4, "rtol": 2e-4}

@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 
 from backend.errors import BackendError
 from backend.model import build_model, load_config, load_model, save_checkpoint
-from backend.model.base_weights import file_sha256
-from backend.model.sam_head import build_sam_parts
+from backend.model.sam.head import build_sam_parts
+from backend.model.weight_io.base_weights import file_sha256
 
 
 def _perturb(model: torch.nn.Module) -> None:

@@ -18,7 +18,7 @@ import pytest
 from backend.errors import BackendError
 from backend.loading import load_predictor
 from backend.model import build_model, load_config, load_model, save_checkpoint
-from backend.model.checkpoint import read_checkpoint_meta
+from backend.model.checkpoint.io import read_checkpoint_meta
 from backend.worker import error_reply
 
 

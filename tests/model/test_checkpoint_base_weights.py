@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 from backend.errors import BackendError
 from backend.loading import load_predictor
 from backend.model import build_model, load_config, load_model, save_checkpoint
-from backend.model.base_weights import check_base_file, file_sha256
-from backend.model.sam_head import build_sam_parts
+from backend.model.sam.head import build_sam_parts
+from backend.model.weight_io.base_weights import check_base_file, file_sha256
 from backend.worker import error_reply
 
 

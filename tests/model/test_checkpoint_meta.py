@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from backend.model import build_model, load_config, load_model, save_checkpoint
-from backend.model.checkpoint import CheckpointMeta, read_checkpoint_meta
+from backend.model.checkpoint.io import CheckpointMeta, read_checkpoint_meta
 from backend.predictor import ReferringPredictor
 
 

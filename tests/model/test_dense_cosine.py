@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backend.model.dense_cosine import upsampled_cosine
+from backend.model.prompter.dense_cosine import upsampled_cosine
 
 
 def _literal(x: torch.Tensor, t: torch.Tensor, size: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from backend.model import build_model, load_config
-from backend.model.clip_encoder import ClipDualEncoder, create_open_clip
+from backend.model.clip.encoder import ClipDualEncoder, create_open_clip
 from backend.model.config import LoRAConfig
 from backend.model.lora import LoRALinear, LoRAPackedLinear, apply_lora, lora_parameter_names, merge_lora
 

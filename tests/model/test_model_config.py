@@ -7,9 +7,9 @@ import json
 import pytest
 
 from backend.model import MODEL_REGISTRY, build_model, load_config
+from backend.model.architectures.rsrefseg import RSRefSeg
+from backend.model.architectures.rsrefseg2 import RSRefSeg2
 from backend.model.config import available_configs, config_from_dict
-from backend.model.rsrefseg import RSRefSeg
-from backend.model.rsrefseg2 import RSRefSeg2
 
 
 def test_bundled_configs_parse_and_round_trip() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from backend.model import ImageEmbeddings, RefSegOutput, build_model, load_config
-from backend.model.prompter_v1 import TextFilterPrompter
-from backend.model.prompter_v2 import CascadedPrompter
+from backend.model.prompter.v1 import TextFilterPrompter
+from backend.model.prompter.v2 import CascadedPrompter
 
 
 def test_clip_encoder_shapes(tiny_model, images, texts) -> None:

@@ -8,9 +8,9 @@ import torch
 from torch.nn.utils import parametrize
 
 from backend.model import build_model, load_config
-from backend.model.clip_towers import text_tokens
+from backend.model.clip.towers import text_tokens
 from backend.model.lora import LoRALinear, LoRAPackedLinear
-from backend.model.prompter_v2 import CascadedPrompter
+from backend.model.prompter.v2 import CascadedPrompter
 
 
 def _millions(module: torch.nn.Module) -> float:

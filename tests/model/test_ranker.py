@@ -12,10 +12,10 @@ import torch
 
 from backend.errors import BackendError
 from backend.model import build_model, load_config
-from backend.model.checkpoint import load_model, save_checkpoint
+from backend.model.checkpoint.io import load_model, save_checkpoint
 from backend.model.config import RankerConfig, config_from_dict
-from backend.model.ranker import ComponentRanker, rerank_logits
-from backend.model.ranker_features import FEATURES, Candidates, candidate_features, label_components
+from backend.model.ranker.features import FEATURES, Candidates, candidate_features, label_components
+from backend.model.ranker.ranker import ComponentRanker, rerank_logits
 from backend.model.transforms import unpad_and_resize
 from backend.predictor import ReferringPredictor
 

@@ -11,9 +11,9 @@ import torch
 
 from backend.model import build_model, load_config
 from backend.model.config import RankerConfig
-from backend.model.ranker import rerank_logits
-from backend.model.ranker_features import FEATURES, RELATION_FEATURES, SUBJECT_FEATURES, candidate_features
-from backend.model.relation_anchor import relation_anchor, relation_subject
+from backend.model.ranker.features import FEATURES, RELATION_FEATURES, SUBJECT_FEATURES, candidate_features
+from backend.model.ranker.ranker import rerank_logits
+from backend.model.ranker.relation_anchor import relation_anchor, relation_subject
 from backend.predictor import ReferringPredictor
 
 RELATIONAL = RankerConfig(width=16, layers=1, num_heads=2, relations=True)

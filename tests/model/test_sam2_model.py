@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from backend.model import build_model, load_config
-from backend.model.checkpoint import load_model, save_checkpoint
+from backend.model.checkpoint.io import load_model, save_checkpoint
 from backend.model.config import Sam2Config, SamConfig, config_from_dict
 from backend.model.sam2 import Sam2Head
 from backend.predictor import ReferringPredictor

@@ -11,7 +11,7 @@ from tiny_gemma import write_gemma_like_tokenizer
 from tokenizers import Tokenizer
 
 from backend.errors import BackendError
-from backend.model.gemma_tokenizer import GemmaTokenizer, tokenizer_folder
+from backend.model.clip.gemma_tokenizer import GemmaTokenizer, tokenizer_folder
 
 TEXT = "The Red building, at the TOP left!"
 

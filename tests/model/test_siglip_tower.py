@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tiny_gemma import write_gemma_like_tokenizer
 
 from backend.model import build_model, load_config
-from backend.model.clip_towers import text_tokens
+from backend.model.clip.towers import text_tokens
 from backend.model.config import config_from_dict
 from backend.model.lora import LoRAPackedLinear
 from backend.predictor import ReferringPredictor

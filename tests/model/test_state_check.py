@@ -12,9 +12,9 @@ import torch
 
 from backend.errors import BackendError
 from backend.model import load_config
-from backend.model.base_weights import load_sam_weights
-from backend.model.sam_head import build_sam_parts
-from backend.model.state_check import key_problems
+from backend.model.sam.head import build_sam_parts
+from backend.model.weight_io.base_weights import load_sam_weights
+from backend.model.weight_io.state_check import key_problems
 
 
 def test_key_problems_lists_each_kind_and_caps_long_lists() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from backend.model.zero_shot import zero_shot_prompts
+from backend.model.architectures.zero_shot import zero_shot_prompts
 
 
 def _map_with_region(text: torch.Tensor, rows: slice, cols: slice, grid: int = 8) -> torch.Tensor:

@@ -26,7 +26,7 @@ from authors_layout import tiny_config as authors_tiny_config  # noqa: E402
 from backend.model.authors import import_authors  # noqa: E402
 from backend.model.authors.location import imported_checkpoint  # noqa: E402
 from backend.model.config import config_from_dict  # noqa: E402
-from backend.weights import weights_dir as backend_weights_dir  # noqa: E402
+from backend.weights.manager import weights_dir as backend_weights_dir  # noqa: E402
 
 NAME = "rsrefseg2-rrsisd"
 LABEL = "rsrefseg2-rrsisd — RRSIS-D, gIoU 69.06 / cIoU 79.66"

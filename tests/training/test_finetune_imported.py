@@ -19,7 +19,7 @@ from authors_layout import tiny_config as authors_tiny_config  # noqa: E402
 
 from backend.model.authors import import_authors  # noqa: E402
 from backend.model.authors.location import imported_checkpoint  # noqa: E402
-from backend.model.checkpoint import CheckpointMeta, load_model  # noqa: E402
+from backend.model.checkpoint.io import CheckpointMeta, load_model  # noqa: E402
 from backend.model.config import config_from_dict  # noqa: E402
 from training.config import ScheduleConfig, load_train_config  # noqa: E402
 from training.evaluate import main as evaluate_main  # noqa: E402

@@ -9,7 +9,7 @@ import yaml
 from conftest import tiny_config
 from safetensors.torch import load_file
 
-from backend.model.checkpoint import load_model
+from backend.model.checkpoint.io import load_model
 from training.train import main as train_main
 from training.train import resumable_weights, train
 

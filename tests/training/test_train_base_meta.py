@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import CONFIGS, tiny_config
 
-from backend.model.checkpoint import read_checkpoint_meta
+from backend.model.checkpoint.io import read_checkpoint_meta
 from training.config import load_train_config
 from training.train import build_train_module, train
 

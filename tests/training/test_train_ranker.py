@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from backend.model.checkpoint import load_model
+from backend.model.checkpoint.io import load_model
 from backend.model.config import RankerConfig
-from backend.model.ranker import ComponentRanker
-from backend.model.ranker_features import FEATURES, RELATION_FEATURES, SUBJECT_FEATURES
+from backend.model.ranker.features import FEATURES, RELATION_FEATURES, SUBJECT_FEATURES
+from backend.model.ranker.ranker import ComponentRanker
 from backend.predictor import ReferringPredictor
 from training.data.io import read_image
 from training.train_ranker import PhraseCandidates, choice_report, main, train

@@ -7,7 +7,7 @@ import json
 import torch
 from conftest import tiny_config
 
-from backend.model.checkpoint import load_model
+from backend.model.checkpoint.io import load_model
 from training.config import ScheduleConfig
 from training.evaluate import main as evaluate_main
 from training.synthetic import write_split

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .clip_encoder import ClipDualEncoder
-from .config import ModelConfig
-from .mask_head import PromptedMaskHead
-from .outputs import ImageEmbeddings, RefSegOutput, mask_scores
-from .prompter_v2 import PrompterOutput
+from ..clip.encoder import ClipDualEncoder
+from ..config import ModelConfig
+from ..outputs import ImageEmbeddings, RefSegOutput, mask_scores
+from ..prompter.v2 import PrompterOutput
+from ..sam.mask_head import PromptedMaskHead
 
 
 class ReferringSegmenter(nn.Module):

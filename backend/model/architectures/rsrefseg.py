@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .prompter_v2 import PrompterOutput
-from .refseg_base import ReferringSegmenter
+from ..prompter.v2 import PrompterOutput
+from .base import ReferringSegmenter
 
 
 class RSRefSeg(ReferringSegmenter):

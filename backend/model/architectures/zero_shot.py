@@ -1,7 +1,7 @@
 """Zero-shot referring segmentation from base CLIP and SAM weights alone (no trained checkpoint).
 
 Dense CLIP features are made spatially meaningful with ClearCLIP's training-free last block (query–query
-attention, no residual, no feed-forward; see ``clip_towers``). The cosine map between those patch features
+attention, no residual, no feed-forward; see ``clip.towers``). The cosine map between those patch features
 and the pooled text gives a peak cell (→ a foreground point) and the connected region of cells whose
 min–max-normalised similarity is at least ``REGION_THRESHOLD`` around the peak (→ a box). SAM's own prompt
 encoder turns the point and box into a mask. Nouns and colours work to the extent CLIP separates them;
@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .outputs import ImageEmbeddings
-from .refseg_base import ReferringSegmenter
+from ..outputs import ImageEmbeddings
+from .base import ReferringSegmenter
 
 REGION_THRESHOLD = 0.5
 

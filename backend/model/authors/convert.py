@@ -3,7 +3,7 @@
 The file is opened with ``torch.load(weights_only=True, mmap=True)``: nothing in it runs (a file holding other
 Python objects is refused, with no fallback to full unpickling) and tensors are read from disk only when they are
 converted, one at a time, straight into the output file. Peak memory is about the file's size (its pages, mapped)
-plus the largest tensor being converted. The result loads with ``backend.model.checkpoint.load_model`` like any
+plus the largest tensor being converted. The result loads with ``backend.model.checkpoint.io.load_model`` like any
 checkpoint saved with ``include_base=True``.
 """
 
@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 
 from backend.errors import BackendError
-from backend.scratch_file import create_scratch
+from backend.files.scratch import create_scratch
 
 from ..build import build_model
-from ..checkpoint import CheckpointMeta
-from ..checkpoint_sidecar import FORMAT, FORMAT_VERSION
+from ..checkpoint.io import CheckpointMeta
+from ..checkpoint.sidecar import FORMAT, FORMAT_VERSION
 from ..config import ModelConfig, load_config
-from ..weight_files import kind_of, read_torch_pickle
+from ..weight_io.files import kind_of, read_torch_pickle
 from .plan import build_plan
 from .stream_write import write_streamed
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from backend.scratch_file import create_scratch
+from backend.files.scratch import create_scratch
 
 DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
           torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}

@@ -3,7 +3,7 @@
 Our checkpoints are ``.safetensors`` (never pickles) plus a sidecar ``.json`` with the model config, the
 format version and the base CLIP/SAM weight files the model was built on (name and SHA-256). Key renames,
 if a checkpoint layout ever changes, belong in this file. Base weights are read by ``base_weights.py``; the
-sidecar is checked by ``checkpoint_sidecar.py`` and the weight files by ``weight_files.py`` before anything is
+sidecar is checked by ``checkpoint/sidecar.py`` and the weight files by ``weight_io/files.py`` before anything is
 built, so a damaged, truncated, edited or pickled file fails with a "checkpoint" or "weights" error naming it.
 """
 
@@ -20,15 +20,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 from backend.errors import BackendError
-from backend.scratch_file import create_scratch
+from backend.files.scratch import create_scratch
 
-from .base_weights import file_sha256
-from .build import build_model
-from .checkpoint_sidecar import FORMAT, FORMAT_VERSION, read_sidecar
-from .config import config_from_dict
-from .device import select_device
-from .state_check import key_problems
-from .weight_files import check_safetensors, kind_of, read_safetensors
+from ..build import build_model
+from ..config import config_from_dict
+from ..device import select_device
+from ..weight_io.base_weights import file_sha256
+from ..weight_io.files import check_safetensors, kind_of, read_safetensors
+from ..weight_io.state_check import key_problems
+from .sidecar import FORMAT, FORMAT_VERSION, read_sidecar
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointMeta", "load_model", "read_checkpoint_meta", "save_checkpoint",
            "trained_state_keys"]
@@ -135,7 +135,7 @@ def read_checkpoint_meta(checkpoint: str | Path) -> CheckpointMeta:
     """The ``meta`` of a checkpoint's sidecar (empty when the sidecar has none), without loading weights.
 
     Raises:
-        BackendError("checkpoint"): the sidecar is missing or malformed (``checkpoint_sidecar.read_sidecar``).
+        BackendError("checkpoint"): the sidecar is missing or malformed (``checkpoint.sidecar.read_sidecar``).
     """
     return CheckpointMeta.from_dict(read_sidecar(Path(checkpoint)).get("meta", {}))
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from backend.errors import BackendError
 
-from .config import ARCHS, SAM_FAMILIES, ModelConfig, Sam2Config, SamConfig
+from ..config import ARCHS, SAM_FAMILIES, ModelConfig, Sam2Config, SamConfig
 
 FORMAT = "rsrefseg2-checkpoint"
 FORMAT_VERSION = 1

@@ -5,5 +5,5 @@
 - ``gemma_tokenizer``: SigLIP 2's Gemma tokenizer from a local ``tokenizer.json``.
 
 May import ``backend.model.config`` and ``backend.model.lora``, ``backend.errors`` and (for the tokenizer's
-folder) ``backend.weights``; never the prompter, SAM, the full architectures or the checkpoint code.
+folder) ``backend.weights.manager``; never the prompter, SAM, the full architectures or the checkpoint code.
 """

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip_towers import native_vision_tokens, text_tokens, timm_vision_tokens, word_embeddings
-from .config import ClipConfig
+from ..config import ClipConfig
+from ..lora import apply_lora
 from .gemma_tokenizer import GemmaTokenizer, tokenizer_folder
-from .lora import apply_lora
+from .towers import native_vision_tokens, text_tokens, timm_vision_tokens, word_embeddings
 
 # timm's ViTs (open_clip's SigLIP towers) pack q, k and v into one ``attn.qkv`` Linear where Hugging Face's SigLIP,
 # which the authors adapt with PEFT, has separate q/k/v_proj: each projection gets its own adapter.
@@ -100,7 +100,7 @@ class ClipDualEncoder(nn.Module):
         Args:
             images: B×3×S×S in [0, 1] at the model input size; resized bilinearly (no antialias) to the CLIP
                 input size, then normalised.
-            clear_last_block: ClearCLIP last block (zero-shot mode; see ``clip_towers``).
+            clear_last_block: ClearCLIP last block (zero-shot mode; see ``clip.towers``).
 
         Returns:
             B×C×g×g patch features (post final LN, in the joint space).

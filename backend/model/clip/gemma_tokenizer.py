@@ -44,7 +44,7 @@ def tokenizer_folder(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
-    from backend.weights import tokenizer_dir  # the weights manager knows where downloads are cached
+    from backend.weights.manager import tokenizer_dir  # the weights manager knows where downloads are cached
 
     return tokenizer_dir(str(name_or_path))
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .prompter_v2 import PrompterOutput
+from .v2 import PrompterOutput
 
 
 def _conv_bn_gelu(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import PrompterConfig
+from ..config import PrompterConfig
+from .blocks import MLP, ActivationLayer, PromptLayer, TextDecompositionLayer
 from .dense_cosine import upsampled_cosine
-from .prompter_blocks import MLP, ActivationLayer, PromptLayer, TextDecompositionLayer
 
 
 @dataclass

@@ -24,8 +24,8 @@ import math
 import torch
 from torch import nn
 
-from .config import RankerConfig
-from .ranker_features import Candidates, feature_count
+from ..config import RankerConfig
+from .features import Candidates, feature_count
 
 # How far above the answer threshold (in logits) a closed gap of the chosen candidate is drawn.
 GAP_MARGIN = 1e-3

@@ -8,7 +8,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 
-from .config import SamConfig
+from ..config import SamConfig
 from .mask_head import PromptedMaskHead
 
 # SAM's pixel statistics on the 0–255 scale (ImageNet mean/std × 255), as segment_anything's ``Sam`` uses.

@@ -11,8 +11,8 @@ import torch
 from segment_anything.modeling import PromptEncoder
 from torch import nn
 
-from .config import LoRAConfig
-from .lora import apply_lora
+from ..config import LoRAConfig
+from ..lora import apply_lora
 
 
 class PromptedMaskHead(nn.Module):

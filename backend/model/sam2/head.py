@@ -20,7 +20,7 @@ from segment_anything.modeling import PromptEncoder
 from torch import nn
 
 from ..config import Sam2Config
-from ..mask_head import PromptedMaskHead
+from ..sam.mask_head import PromptedMaskHead
 from .hiera import Hiera
 from .image_encoder import FpnNeck, ImageEncoder
 from .mask_decoder import MaskDecoder

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..prompter_blocks import Attention as PrompterAttention
+from ..prompter.blocks import Attention as PrompterAttention
 from .common import MLP
 
 

@@ -1,6 +1,6 @@
 """Meta's SAM 2.1 checkpoints (``sam2.1_hiera_*.pt``) into the image-path parts, strictly.
 
-A ``.pt`` is read with ``torch.load(weights_only=True)`` through ``weight_files`` (nothing in a pickle runs) and
+A ``.pt`` is read with ``torch.load(weights_only=True)`` through ``weight_io.files`` (nothing in a pickle runs) and
 holds ``{"model": state}`` with SAM2Base's keys. The video-memory modules are not built here, so their keys are
 skipped BY NAME; any other key the parts do not have, any key they miss and any shape that differs is an error
 that names it. A flat ``.safetensors`` of the same keys is accepted too.
@@ -15,8 +15,8 @@ from torch import nn
 
 from backend.errors import BackendError
 
-from ..state_check import key_problems
-from ..weight_files import kind_of, read_safetensors, read_torch_pickle
+from ..weight_io.files import kind_of, read_safetensors, read_torch_pickle
+from ..weight_io.state_check import key_problems
 
 # SAM2Base's video-memory parameters (memory attention/encoder, object pointers, temporal encodings).
 MEMORY_PREFIXES = ("memory_attention.", "memory_encoder.", "obj_ptr_proj.", "obj_ptr_tpos_proj.", "mask_downsample.")

@@ -1,6 +1,6 @@
 """Base (pre-trained) weights from local files: SAM checkpoints and the SHA-256 records checkpoints keep.
 
-open_clip checkpoints are loaded by open_clip itself (``clip_encoder.create_open_clip``); SAM ``.pth`` files
+open_clip checkpoints are loaded by open_clip itself (``clip.encoder.create_open_clip``); SAM ``.pth`` files
 are read with ``torch.load(weights_only=True)``, never unpickled freely; ``check_base_file`` refuses a damaged,
 truncated or general-pickle file before any library reads it.
 """
@@ -14,8 +14,8 @@ from torch import nn
 
 from backend.errors import BackendError
 
+from .files import check_weights_file, read_state_dict
 from .state_check import key_problems
-from .weight_files import check_weights_file, read_state_dict
 
 # SAM .pth keys that belong to segment_anything's ``Sam`` wrapper, not to its three parts.
 SAM_WRAPPER_KEYS = ("pixel_mean", "pixel_std")
