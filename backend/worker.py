@@ -89,13 +89,18 @@ def error_reply(req_id: str, exc: BaseException) -> Error:
     if isinstance(exc, ProtocolError):
         return Error(id=req_id, code="bad_request", message=str(exc),
                      hint="this is a bug in the client: its request does not follow the protocol")
-    torch = sys.modules.get("torch")
-    if isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)):
+    if is_out_of_memory(exc):
         return Error(id=req_id, code="out_of_memory", message=safe_text(f"out of memory: {exc}".strip(": ")),
                      hint=OOM_HINT)
     log.error("request %s failed unexpectedly", req_id, exc_info=exc)
     return Error(id=req_id, code="internal", message=safe_text(f"{type(exc).__name__}: {exc}"),
                  hint="this is a bug; please report it with the worker log and `python -m backend info`")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the host or CUDA running out of memory."""
+    torch = sys.modules.get("torch")
+    return isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError))
 
 
 @dataclass
@@ -224,14 +229,24 @@ class Worker:
 
     def _load(self, req: Load) -> Loaded:
         from backend.engine import Engine
-        from backend.loading import describe, load_predictor
+        from backend.loading import describe
 
         log.info("loading checkpoint=%s config=%s device=%s mode=%s", req.checkpoint, req.config, req.device,
                  req.mode)
-        self._engine = None  # free the previous model before building the next one
         self._set_threads()
-        predictor = load_predictor(checkpoint=req.checkpoint, config=req.config, clip_weights=req.clip_weights,
-                                   sam_weights=req.sam_weights, device=req.device, mode=req.mode)
+        # The working model stays loaded until the next one has been built: a load that fails (missing base
+        # weights, a bad file, no CUDA) leaves the previous model answering, never no model at all. Only running
+        # out of memory beside it frees the previous model, for one more try with the room that leaves.
+        try:
+            predictor = self._build(req)
+        except Exception as exc:
+            if self._engine is None or not is_out_of_memory(exc):
+                raise
+            log.warning("out of memory while loading beside the current model; freeing it and trying again")
+            self._engine = None
+            self._model_name = self._checkpoint_name = ""
+            _release_accelerator_memory()
+            predictor = self._build(req)
         self._engine = Engine(predictor)
         self._model_name = describe(predictor)
         self._checkpoint_name = Path(req.checkpoint).name if req.checkpoint else f"none (config {req.config})"
@@ -240,6 +255,14 @@ class Worker:
         return Loaded(id=req.id, model=self._model_name, device=str(predictor.device), title=meta.title or "",
                       description=meta.description or "", gsd_range_m=meta.gsd_range_m,
                       input_size=int(predictor.input_size))
+
+    @staticmethod
+    def _build(req: Load) -> Any:
+        """The predictor ``req`` asks for (imported here: the worker imports torch only once a model loads)."""
+        from backend.loading import load_predictor
+
+        return load_predictor(checkpoint=req.checkpoint, config=req.config, clip_weights=req.clip_weights,
+                              sam_weights=req.sam_weights, device=req.device, mode=req.mode)
 
     def _set_threads(self) -> None:
         """Give torch the chosen thread count, once, before the first model is built."""

@@ -384,3 +384,21 @@ def test_load_reply_carries_the_checkpoint_meta_and_the_result_its_resolution(sc
     result = replies["s"]
     assert result.TYPE == "result", result
     assert result.resolution_used == 0.5 and result.resolution_note  # the scene's native 0.5 m, said why
+
+
+def test_a_failed_load_keeps_the_working_model_answering(scene: Path, tmp_path: Path) -> None:
+    """Zero-shot without base weights fails; the trained model loaded before it still answers the next query."""
+    out = io.StringIO()
+    worker = Worker(out)
+    requests = [Load(id="good", config="tiny", device="cpu"),
+                Load(id="bad", mode="zero-shot", config="tiny", device="cpu"),
+                Segment(id="after", raster=str(scene), phrases=("the bright roof",), output_dir=str(tmp_path),
+                        tile_size=128, overlap=16),
+                Shutdown(id="bye")]
+    assert worker.serve([encode(r) for r in requests]) == 0
+    replies = [decode(line) for line in out.getvalue().splitlines()]
+    final = {m.id: m for m in replies if m.TYPE != "progress"}
+    assert final["good"].TYPE == "loaded"
+    assert final["bad"].TYPE == "error" and final["bad"].code == "weights", final["bad"]
+    assert final["after"].TYPE == "result", final["after"]
+    assert Path(final["after"].outputs.geojson).is_file()
