@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qgis.core import QgsProcessingContext, QgsProcessingLayerPostProcessorInterface, QgsVectorLayer
+from qgis.PyQt import sip
 
 from ..result_style import next_colour, style_result
 
@@ -15,11 +16,15 @@ class ResultStyler(QgsProcessingLayerPostProcessorInterface):
             style_result(layer, next_colour(context.project()))
 
 
-# QGIS keeps only a pointer to a post-processor: one stateless instance lives as long as the module.
-RESULT_STYLER = ResultStyler()
+# ``setPostProcessor`` hands the styler to QGIS, which deletes it once the run's layer is loaded: each run gets
+# its own, and the Python side keeps it until QGIS has deleted it (a batch has several waiting at once).
+_WAITING: list[ResultStyler] = []
 
 
 def style_on_load(context: QgsProcessingContext, layer_id: str) -> None:
     """Style the output ``layer_id`` when QGIS loads it at the end of the run (no-op when it is not loaded)."""
     if context.willLoadLayerOnCompletion(layer_id):
-        context.layerToLoadOnCompletionDetails(layer_id).setPostProcessor(RESULT_STYLER)
+        _WAITING[:] = [styler for styler in _WAITING if not sip.isdeleted(styler)]
+        styler = ResultStyler()
+        _WAITING.append(styler)
+        context.layerToLoadOnCompletionDetails(layer_id).setPostProcessor(styler)

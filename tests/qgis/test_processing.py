@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from qgis.core import (
     QgsApplication,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
@@ -106,15 +108,45 @@ def test_the_log_never_shows_the_workers_temporary_files(provider, sample_tif: P
     assert not leaked, leaked
 
 
-def test_a_loaded_output_is_styled_like_the_docks_results(provider, sample_tif: Path, tmp_path: Path,
-                                                         qgis_iface) -> None:
+def _vector_layers() -> list[QgsVectorLayer]:
+    return [layer for layer in QgsProject.instance().mapLayers().values() if layer.type() == layer.VectorLayer]
+
+
+def test_three_loaded_runs_in_one_session_are_each_styled_like_the_docks_results(provider, sample_tif: Path,
+                                                                                tmp_path: Path, qgis_iface) -> None:
+    """Every run after the first used to fail: QGIS had deleted the one styler the module kept."""
     import processing
 
-    out = tmp_path / "styled.gpkg"
-    processing.runAndLoadResults(ALGORITHM, _parameters(
-        sample_tif, out, EXTENT="603000,603128,5339872,5340000 [EPSG:32633]"))
-    (layer,) = [layer for layer in QgsProject.instance().mapLayers().values() if layer.type() == layer.VectorLayer]
-    assert layer.customProperty(COLOUR_PROPERTY) == PALETTE[0] and layer.labelsEnabled()
+    for run in range(3):
+        processing.runAndLoadResults(ALGORITHM, _parameters(
+            sample_tif, tmp_path / f"styled{run}.gpkg", EXTENT="603000,603128,5339872,5340000 [EPSG:32633]"))
+    layers = _vector_layers()
+    assert len(layers) == 3 and all(layer.labelsEnabled() for layer in layers)
+    assert sorted(layer.customProperty(COLOUR_PROPERTY) for layer in layers) == sorted(PALETTE[:3])
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_a_batch_of_three_loads_and_styles_each_output(provider, sample_tif: Path, tmp_path: Path,
+                                                      qgis_iface) -> None:
+    """As the batch dialog does: one context per row, every row run before the results are loaded."""
+    import processing
+    from processing.gui.Postprocessing import handleAlgorithmResults
+
+    algorithm = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
+    finished = []
+    for row in range(3):
+        context = QgsProcessingContext()
+        context.setProject(QgsProject.instance())
+        parameters = _parameters(sample_tif, tmp_path / f"row{row}.gpkg",
+                                 EXTENT="603000,603128,5339872,5340000 [EPSG:32633]")
+        parameters["OUTPUT"] = QgsProcessingOutputLayerDefinition(parameters["OUTPUT"], QgsProject.instance())
+        processing.run(ALGORITHM, parameters, context=context)
+        finished.append(context)
+    for context in finished:
+        assert handleAlgorithmResults(algorithm, context, None, False)
+    layers = _vector_layers()
+    assert len(layers) == 3 and all(layer.labelsEnabled() for layer in layers)
+    assert len({layer.customProperty(COLOUR_PROPERTY) for layer in layers}) == 3
     QgsProject.instance().removeAllMapLayers()
 
 
