@@ -180,6 +180,9 @@ class BackendClient:
         with self._call_lock:
             if self._loaded is not None and self._loaded[0] == request and self.running:
                 return self._loaded[1]
+            # Forgotten first: after a failed load the worker may hold the old model or none (it frees the old
+            # one when the new one does not fit beside it), so the next query loads again rather than trust it.
+            self._loaded = None
             reply = self._call_locked(dataclasses.replace(request, id=_new_id()), None, is_cancelled)
             self._loaded = (request, reply)
             return reply

@@ -55,3 +55,22 @@ def test_the_thread_setting_reaches_the_worker() -> None:
     finally:
         client.shutdown()
     assert "torch threads: 3 (RSREFSEG2_THREADS)" in log, log
+
+
+def test_a_failed_load_does_not_break_the_next_query(sample_tif: Path, tmp_path: Path) -> None:
+    """Trained, then zero-shot without base weights (fails), then Trained again: the query answers."""
+    client = BackendClient(python=PYTHON, backend_root=paths.backend_root())
+    try:
+        client.load(checkpoint=None, config="tiny", device="cpu")
+        with pytest.raises(WorkerError) as info:
+            client.load(checkpoint=None, config="tiny", device="cpu", mode="zero-shot")
+        assert info.value.code == "weights"
+        client.load(checkpoint=None, config="tiny", device="cpu")
+        result = client.segment(raster=str(sample_tif), phrases=("the white tank",), output_dir=str(tmp_path),
+                                tile_size=256, overlap=32)
+        log = client.stderr_tail()
+    finally:
+        client.shutdown()
+    assert Path(result.outputs.geojson).is_file()
+    # The client forgot the model after the failure and asked the worker again, rather than trust its record.
+    assert log.count("loading checkpoint=None config=tiny device=cpu mode=trained") == 2, log
