@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import enum
 import importlib
 import sys
 from collections.abc import Iterable, Iterator
@@ -64,13 +65,17 @@ def unscoped_members() -> dict[str, dict[str, str]]:
 
     Returns:
         ``{"Qt": {"AlignLeft": "Qt.AlignmentFlag", ...}, "QLabel": {"StyledPanel": "QLabel.Shape", ...}, ...}``,
-        read from the installed bindings (sip enum types; Python ``enum`` classes are scoped already and never
-        listed). Where the class does not carry the enum type itself (a member re-exported from elsewhere), the
-        prefix is the enum's own qualified name.
+        read from the installed bindings: sip enum types, and the Python enums of newer QGIS, whose members QGIS
+        also sets on the class under their old names (``QgsWkbTypes.PolygonGeometry``). Where the class does not
+        carry the enum type itself (a member re-exported from elsewhere), the prefix is the enum's qualified name.
     """
     from qgis.PyQt.QtCore import Qt
 
     sip_enum_type = type(type(Qt.AlignmentFlag.AlignLeft))  # the metatype of every PyQt5/sip enum
+
+    def is_enum(kind: type) -> bool:  # QGIS ≥ 3.30 turns many of its enums into Python enums, with old-name aliases
+        return type(kind) is sip_enum_type or (isinstance(kind, type) and issubclass(kind, enum.Enum))
+
     table: dict[str, dict[str, str]] = {}
     for module_name in ENUM_MODULES:
         try:
@@ -84,10 +89,10 @@ def unscoped_members() -> dict[str, dict[str, str]]:
             members = {}
             for attr in dir(cls):
                 value = getattr(cls, attr, None)
-                enum = type(value)
-                if type(enum) is sip_enum_type and getattr(enum, attr, None) == value:  # a member, not a constant
-                    carried = getattr(cls, enum.__name__, None) is enum
-                    members[attr] = f"{class_name}.{enum.__name__}" if carried else enum.__qualname__
+                kind = type(value)
+                if is_enum(kind) and getattr(kind, attr, None) == value:  # a member (or alias), not a constant
+                    carried = getattr(cls, kind.__name__, None) is kind
+                    members[attr] = f"{class_name}.{kind.__name__}" if carried else kind.__qualname__
             if members:
                 table[class_name] = members
     return table
@@ -199,7 +204,7 @@ def check_sources(sources: dict[Path, str]) -> list[Finding]:
     trees = {path: ast.parse(text, filename=str(path)) for path, text in sources.items()}
     classes = _local_classes(trees.values(), unscoped_members())
     variant_types = {"Type", *(name for name in dir(QVariant.Type) if not name.startswith("_"))}
-    variant_types.update(name for name, enum in classes.get("QVariant", {}).items() if enum == "QVariant.Type")
+    variant_types.update(name for name, prefix in classes.get("QVariant", {}).items() if prefix == "QVariant.Type")
     findings = []
     for path, tree in trees.items():
         old_qgis = _old_qgis_nodes(tree)
