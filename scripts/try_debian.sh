@@ -66,6 +66,9 @@ fi
 for file in /etc/pip.conf /etc/xdg/pip/pip.conf /etc/xdg/pip/constraints.txt; do
   if [ -f "$file" ]; then mkdir -p "$ROOT$(dirname "$file")" && cp "$file" "$ROOT$file"; fi
 done
+# sid's Release file is valid for a week only; a mirror snapshot older than that (as on the machine this was
+# first run on) makes apt refuse it. The date check goes for this scratch root only, never for the host.
+echo 'Acquire::Check-Valid-Until "false";' >"$ROOT/etc/apt/apt.conf.d/99try-debian-snapshot"
 env_file=$ROOT/root/try-env
 {
   env | grep -E '^(PIP_[A-Z_]+|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY|SSL_CERT_FILE|REQUESTS_CA_BUNDLE)=' \
@@ -94,7 +97,7 @@ t0=$(date +%s)
 status=0
 in_root "$setup_log" "./scripts/setup.sh && ./scripts/demo.sh" || status=$?
 setup_s=$(($(date +%s) - t0))
-grep -E "^(==>|present|installing|created|installed|QGIS |Setup done)" "$setup_log" | sed 's/^/    /' || true
+grep -E "^(==>|present|installing|created|installed|removed|numpy |QGIS |Setup done)" "$setup_log" | sed 's/^/    /' || true
 echo "==> README command 1 (./scripts/setup.sh && ./scripts/demo.sh): exit $status in ${setup_s} s (log: $setup_log)"
 echo "    compilers in the root after setup: $(compilers | tr '\n' ' ')"
 chroot "$ROOT" /bin/bash -c ". /root/try-env; cd /root/rsrefseg2 && QT_QPA_PLATFORM=offscreen .venv/bin/python -c \
