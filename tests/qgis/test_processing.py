@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from qgis.core import (
     QgsApplication,
+    QgsLayerTreeModel,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
 )
+from qgis.gui import QgsLayerTreeView
 from qgis_helpers import PYTHON, write_xyz_tiles
 
 from rsrefseg2_qgis import paths
@@ -107,9 +109,14 @@ def test_the_log_never_shows_the_workers_temporary_files(provider, sample_tif: P
 
 
 def test_a_loaded_output_is_styled_like_the_docks_results(provider, sample_tif: Path, tmp_path: Path,
-                                                         qgis_iface) -> None:
+                                                         qgis_iface, monkeypatch) -> None:
     import processing
 
+    # pytest-qgis's iface answers what it lacks with a MagicMock; from QGIS 3.44 on, Processing hands
+    # iface.layerTreeView() to C++ (QgsProcessingGuiUtils.addResultLayers), which needs a real view.
+    view = QgsLayerTreeView()
+    view.setModel(QgsLayerTreeModel(QgsProject.instance().layerTreeRoot(), view))
+    monkeypatch.setattr(qgis_iface, "layerTreeView", lambda: view, raising=False)
     out = tmp_path / "styled.gpkg"
     processing.runAndLoadResults(ALGORITHM, _parameters(
         sample_tif, out, EXTENT="603000,603128,5339872,5340000 [EPSG:32633]"))
