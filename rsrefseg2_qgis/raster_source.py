@@ -225,8 +225,9 @@ def materialize(plan: RasterPlan, temp_dir: Path, feedback: QgsRasterBlockFeedba
     if status == QgsRasterFileWriter.WriterError.WriteCanceled:
         raise RasterInputError(tr("Reading the layer was cancelled."))
     if status != QgsRasterFileWriter.WriterError.NoError or not path.is_file():
+        code = getattr(status, "value", status)  # a Python enum on Qt 6 (int() refuses it), an int on Qt 5
         raise RasterInputError(tr("Could not copy the layer's pixels into a temporary GeoTIFF (error {code})."
-                                  ).format(code=int(status)), tr("Try a smaller extent or a coarser resolution."))
+                                  ).format(code=code), tr("Try a smaller extent or a coarser resolution."))
     bands = plan.bands
     if bands is None and plan.provider.dataType(1) in _ARGB_TYPES:
         bands = (1, 2, 3)  # rendered web maps are written as R, G, B, A

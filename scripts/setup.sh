@@ -2,13 +2,25 @@
 # Set up everything on a fresh Debian/Ubuntu machine: QGIS's Python bindings, the project venv, torch, the project.
 #
 # Idempotent: every step checks first and skips what is already done, so a second run takes seconds.
+# Never compiles anything and never replaces the system's numpy (the one QGIS's and GDAL's bindings were built
+# against): the venv sees the system site packages, and every pip install here is constrained to the system's
+# numpy version, whatever its major version (Debian 12: 1.24, Debian 13: 2.2), so pip picks dependency releases
+# that work with it instead of installing another numpy.
+# Tried on Debian 12, 13 and sid: scripts/try_debian.sh, results in benchmarks/RESULTS.md.
+#
+# torch and torchvision: the pair pip installs (PIP_TORCH below, the pair this project is tested on) when the
+# machine lists an NVIDIA GPU or the distribution has no recent enough PyTorch; otherwise the distribution's own
+# CPU pair (python3-torch, python3-torchvision: Debian 13 and later), built for the system's Python and numpy.
+# (PyPI's Linux torch wheels are CUDA builds that pull about 3 GB of NVIDIA libraries; the CPU wheels live on
+# download.pytorch.org only.)
 # Environment overrides:
-#   RSREFSEG2_TORCH="torch==X torchvision==Y"  the torch pair to install (default: the pair this project is tested on)
+#   RSREFSEG2_TORCH="torch==X torchvision==Y"  a pip pair to install instead (e.g. with a CPU index in PIP_INDEX_URL)
 #   RSREFSEG2_EXTRAS="train,dev"                 the project extras to install
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TORCH_SPEC=${RSREFSEG2_TORCH:-"torch==2.14.1 torchvision==0.29.1"}
+PIP_TORCH="torch==2.14.1 torchvision==0.29.1"
+DISTRO_TORCH_MIN=2.1  # the floor in backend/requirements.txt
 EXTRAS=${RSREFSEG2_EXTRAS:-"train,dev"}
 SYSTEM_PYTHON=/usr/bin/python3
 VENV=.venv
@@ -24,7 +36,7 @@ elif command -v apt-get >/dev/null; then
   echo "installing python3-qgis, qgis-providers, xvfb from the distribution (about 75 s)"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-    python3-qgis qgis-providers qgis xvfb python3-venv >/dev/null
+    python3-qgis qgis-providers qgis xvfb python3-venv python3-numpy >/dev/null
 else
   echo "error: no apt-get here. Install QGIS (>= 3.22) with its Python bindings for $SYSTEM_PYTHON, then rerun." >&2
   exit 1
@@ -44,11 +56,50 @@ fi
 if [ -d /usr/share/proj ] && [ ! -e "$VENV/share/proj" ]; then
   mkdir -p "$VENV/share" && ln -s /usr/share/proj "$VENV/share/proj"
 fi
-PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+
+step "numpy: the system's, never one of the venv's own"
+SYSTEM_NUMPY=$("$SYSTEM_PYTHON" -c "import numpy; print(numpy.__version__)")
+# An older setup may have left a numpy inside the venv, shadowing the system's: remove it.
+if "$VENV/bin/python" -c "import numpy, sys; sys.exit(not numpy.__file__.startswith(sys.prefix))" 2>/dev/null; then
+  "$VENV/bin/python" -m pip uninstall -q -y numpy
+  echo "removed the venv's own numpy"
+fi
+SYSTEM_PINS=$VENV/system-pins.txt
+echo "numpy==$SYSTEM_NUMPY" > "$SYSTEM_PINS"
+echo "numpy $SYSTEM_NUMPY from $("$VENV/bin/python" -c 'import numpy; print(numpy.__file__)'); pip constrained to it"
+# --prefer-binary: never pick a newer source release over a wheel (nothing here is compiled).
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check --prefer-binary -c "$SYSTEM_PINS")
+
+has_gpu() { command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | grep -q GPU; }
+distro_torch() {  # the distribution's candidate python3-torch version, when it has a recent enough pair
+  command -v apt-cache >/dev/null || return 0
+  local torch vision
+  torch=$(apt-cache policy python3-torch 2>/dev/null | awk '/Candidate:/ {print $2}')
+  vision=$(apt-cache policy python3-torchvision 2>/dev/null | awk '/Candidate:/ {print $2}')
+  if [ -n "$torch" ] && [ "$torch" != "(none)" ] && [ -n "$vision" ] && [ "$vision" != "(none)" ] \
+     && dpkg --compare-versions "${torch#*:}" ge "$DISTRO_TORCH_MIN"; then
+    echo "$torch"
+  fi
+}
+if [ -n "${RSREFSEG2_TORCH:-}" ]; then
+  TORCH_SPEC=$RSREFSEG2_TORCH
+elif ! has_gpu && [ -n "$(distro_torch)" ]; then
+  TORCH_SPEC=distribution
+else
+  TORCH_SPEC=$PIP_TORCH
+fi
 
 step "torch and torchvision, installed together and first ($TORCH_SPEC)"
+if [ "$TORCH_SPEC" = distribution ]; then
+  if dpkg -s python3-torch python3-torchvision >/dev/null 2>&1; then
+    echo "present: python3-torch $(dpkg-query -W -f '${Version}' python3-torch)"
+  else
+    echo "installing the distribution's CPU build: python3-torch $(distro_torch), python3-torchvision"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+      python3-torch python3-torchvision >/dev/null
+  fi
 # shellcheck disable=SC2086  # TORCH_SPEC is a list of requirement specifiers
-if "$VENV/bin/python" - $TORCH_SPEC <<'EOF' 2>/dev/null
+elif "$VENV/bin/python" - $TORCH_SPEC <<'EOF' 2>/dev/null
 import sys
 from importlib.metadata import version
 import torchvision  # noqa: F401  (imports torch too: proves the pair loads together)
@@ -64,7 +115,7 @@ fi
 
 step "the project and its dependencies (extras: $EXTRAS)"
 stamp="$VENV/.rsrefseg2-installed"
-fingerprint=$(cat pyproject.toml backend/requirements.txt; echo "$EXTRAS")
+fingerprint=$(cat pyproject.toml backend/requirements.txt "$SYSTEM_PINS"; echo "$EXTRAS")
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ] \
    && "$VENV/bin/python" -c "import open_clip, segment_anything, rasterio, backend" 2>/dev/null; then
   echo "up to date"

@@ -27,6 +27,16 @@ class DistInfo:
         return self.world_size > 1
 
 
+def _libuv_store_available() -> bool:
+    """Whether this torch build's TCPStore has its libuv backend: the rendezvous's default since torch 2.4, but
+    distribution builds (Debian's python3-torch) leave it out."""
+    try:
+        dist.TCPStore("127.0.0.1", 0, world_size=1, is_master=True, use_libuv=True, wait_for_workers=False)
+    except RuntimeError:
+        return False
+    return True
+
+
 def setup_distributed() -> DistInfo:
     """Join the process group that ``torchrun`` describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK,
     MASTER_ADDR/PORT): NCCL on CUDA, gloo on CPU. Without those variables, a single process on the first GPU
@@ -38,6 +48,8 @@ def setup_distributed() -> DistInfo:
     if cuda:
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
+        if "USE_LIBUV" not in os.environ and not _libuv_store_available():
+            os.environ["USE_LIBUV"] = "0"  # the rendezvous would ask for the libuv store and fail
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return DistInfo(rank=dist.get_rank() if world_size > 1 else 0, world_size=world_size, device=device)
 

@@ -55,6 +55,8 @@ def test_qgis_loads_and_unloads_the_plugin_from_the_unpacked_zip(qgis_iface, plu
     for field in REQUIRED_METADATA:
         assert metadata.get("general", field).strip(), field
     assert metadata.get("general", "qgisMinimumVersion") == "3.22"
+    # Without it QGIS reads 3.99 and QGIS 4 refuses to install the plugin.
+    assert metadata.get("general", "qgisMaximumVersion") == "4.99"
 
     # Import the plugin from the unpacked archive, not from the checkout (restored after the test).
     saved_modules = {name: mod for name, mod in sys.modules.items() if name.split(".")[0] == PLUGIN}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from qgis.core import (
     QgsApplication,
+    QgsLayerTreeModel,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -22,6 +23,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
+from qgis.gui import QgsLayerTreeView
 from qgis_helpers import PYTHON, write_xyz_tiles
 
 from rsrefseg2_qgis import paths
@@ -108,12 +110,22 @@ def test_the_log_never_shows_the_workers_temporary_files(provider, sample_tif: P
     assert not leaked, leaked
 
 
+@pytest.fixture
+def real_layer_tree_view(qgis_iface, monkeypatch) -> QgsLayerTreeView:
+    """pytest-qgis's iface answers what it lacks with a MagicMock; from QGIS 3.44 on, Processing hands
+    iface.layerTreeView() to C++ (QgsProcessingGuiUtils.addResultLayers), which needs a real view."""
+    view = QgsLayerTreeView()
+    view.setModel(QgsLayerTreeModel(QgsProject.instance().layerTreeRoot(), view))
+    monkeypatch.setattr(qgis_iface, "layerTreeView", lambda: view, raising=False)
+    return view
+
+
 def _vector_layers() -> list[QgsVectorLayer]:
     return [layer for layer in QgsProject.instance().mapLayers().values() if layer.type() == layer.VectorLayer]
 
 
 def test_three_loaded_runs_in_one_session_are_each_styled_like_the_docks_results(provider, sample_tif: Path,
-                                                                                tmp_path: Path, qgis_iface) -> None:
+                                                                                tmp_path: Path, real_layer_tree_view) -> None:
     """Every run after the first used to fail: QGIS had deleted the one styler the module kept."""
     import processing
 
@@ -127,7 +139,7 @@ def test_three_loaded_runs_in_one_session_are_each_styled_like_the_docks_results
 
 
 def test_a_batch_of_three_loads_and_styles_each_output(provider, sample_tif: Path, tmp_path: Path,
-                                                      qgis_iface) -> None:
+                                                      real_layer_tree_view) -> None:
     """As the batch dialog does: one context per row, every row run before the results are loaded."""
     import processing
     from processing.gui.Postprocessing import handleAlgorithmResults

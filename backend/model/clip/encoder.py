@@ -24,9 +24,10 @@ PACKED_QKV = r"(.+\.)?attn\.qkv"
 def create_open_clip(cfg: ClipConfig, weights: str | Path | None) -> nn.Module:
     """The open_clip model of ``cfg`` with weights from a local file (None: random init, nothing downloaded)."""
     if cfg.model_cfg is None:
-        # open_clip moves the model to ``device``: keep it on the default device (meta for size-only builds).
+        # open_clip moves the model to ``device``: keep it on the default device (meta for size-only builds). A new
+        # tensor's device, because torch.get_default_device() ignores a `with torch.device(...)` block before 2.7.
         return open_clip.create_model(cfg.name, pretrained=None if weights is None else str(weights),
-                                      load_weights=weights is not None, device=torch.get_default_device())
+                                      load_weights=weights is not None, device=torch.empty(0).device)
     model_cfg = copy.deepcopy(cfg.model_cfg)
     custom_text = model_cfg.pop("custom_text", False)
     model = (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**model_cfg)
