@@ -52,12 +52,21 @@ class Prediction:
         scores: N float32 confidences (mean probability inside each mask).
         low_res_logits: N×1×D×D float32 logits in the model-input frame (CPU).
         prompts: the prompter's prompts, when asked for (``predict(..., with_prompts=True)``).
+        decoded_logits: with clicks, N×1×D×D the mask decoder's own logits before the ranker and the clicks
+            acted on them (CPU); None otherwise.
     """
 
     probs: np.ndarray
     scores: np.ndarray
     low_res_logits: torch.Tensor
     prompts: PhrasePrompts | None = None
+    decoded_logits: torch.Tensor | None = None
+
+    @property
+    def next_mask_input(self) -> torch.Tensor:
+        """What the next click's ``mask_input`` is (SAM's loop feeds back the decoder's logits, the clicks are
+        passed again): ``decoded_logits`` after a click, the answer's logits after the phrase alone."""
+        return self.low_res_logits if self.decoded_logits is None else self.decoded_logits
 
 
 @dataclass
@@ -343,9 +352,9 @@ class ReferringPredictor:
             points: K×2 (x, y) user clicks in pixels of the image given to ``set_image`` (SAM's convention).
             point_labels: K labels, 1 = include the object there, 0 = exclude it.
             box: (4,) x0, y0, x1, y1 in image pixels: the object lies inside.
-            mask_input: 1×1×D×D low-resolution logits of a previous answer (``Prediction.low_res_logits``),
+            mask_input: 1×1×D×D low-resolution logits of the previous answer (``Prediction.next_mask_input``),
                 fed back as SAM's mask prompt instead of the phrase's dense prompt, so that clicks edit that
-                answer rather than starting over.
+                answer rather than starting over; pass every click so far with it, as SAM's loop does.
 
         With clicks, a box or ``mask_input``, the phrase's prompter tokens and SAM's point/box tokens are decoded
         together on the cached image embedding (``decode_with_clicks``; the image is never re-encoded); the
@@ -403,6 +412,7 @@ class ReferringPredictor:
         if cells:
             logits = apply_clicks(logits, labels, torch.sigmoid(decoded[0, 0]).cpu().numpy(), cells, click_labels)
         prediction = self._to_prediction(state, logits, mask_scores(logits))
+        prediction.decoded_logits = decoded.cpu()
         if with_prompts:
             dense = unpad_and_resize(prompts.dense.float(), state.valid_hw, state.image_hw, self.input_size)
             prediction.prompts = PhrasePrompts(sparse=prompts.sparse.float().cpu(),
