@@ -27,12 +27,23 @@ import numpy as np
 from backend.errors import BackendError
 from backend.files.stale import owned_prefix, sweep
 from backend.output.preflight import check_output_targets, check_utf8
+from backend.output.probability import ProbabilityMaps
 from backend.output.vectorize import best_components, vectorize
 from backend.output.writing import PhraseDetections, output_paths, write_outputs
-from backend.passes import REFINE_STRATEGIES, RunContext, coarse_pass, find_all_pass, refine_boxes, refine_pass
-from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, PhraseSummary, Window
+from backend.passes import (
+    REFINE_STRATEGIES,
+    AnswerMemo,
+    RunContext,
+    ViewClicks,
+    coarse_pass,
+    find_all_pass,
+    refine_boxes,
+    refine_pass,
+    view_clicks,
+)
+from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, Click, PhraseSummary, Window
 from backend.raster.normalize import stretch_for_view
-from backend.raster.reading import MAX_VIEW_PIXELS, RasterView, make_view
+from backend.raster.reading import MAX_VIEW_PIXELS, RasterView, make_view, read_tile
 from backend.raster.resolution import ResolutionChoice, choose_resolution
 from backend.raster.tiling import CANVAS_FOLDER_PREFIX, IN_MEMORY_BYTES, ProbabilityCanvas
 
@@ -65,6 +76,13 @@ class SegmentJob:
         model_name, checkpoint_name: stored in the ``model`` and ``checkpoint`` attributes.
         all_matches: view mode keeps every connected component of a phrase's mask, not only the best one (and
             those scoring close to it); find-all always keeps all.
+        clicks: include/exclude clicks in the raster's CRS (``protocol.Click``), in order, each editing the answer
+            the clicks before it left (view mode, one phrase; ``passes.coarse_pass``).
+        box: (xmin, ymin, xmax, ymax) in the raster's CRS that the object lies in (view mode, one phrase).
+        probability: also write each phrase's probability over the view as a GeoTIFF
+            (``<output_name>_probability.tif``, or ``probability_path``).
+        probability_path: where the probability GeoTIFF goes (implies ``probability``).
+        cached_only: refuse with "not_cached" instead of encoding an image (a refinement on a segmented view).
     """
 
     raster: str
@@ -85,6 +103,11 @@ class SegmentJob:
     model_name: str = ""
     checkpoint_name: str = ""
     all_matches: bool = False
+    clicks: tuple[Click, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    probability: bool = False
+    probability_path: str | None = None
+    cached_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,9 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
                            f"use one of {', '.join(REFINE_STRATEGIES)}")
     if not 0.0 < job.threshold < 1.0:
         raise BackendError("bad_request", f"threshold {job.threshold} is outside (0, 1)", "use e.g. 0.5")
+    if (job.clicks or job.box is not None) and (job.mode != "view" or len(phrases) != 1):
+        raise BackendError("bad_request", "clicks and a box refine one phrase's answer in view mode",
+                           "give one phrase and leave find-all mode off")
     return phrases
 
 
@@ -160,6 +186,7 @@ class Engine:
         self.predictor = predictor
         self.max_view_pixels = max_view_pixels
         self.canvas_bytes = canvas_bytes
+        self._answers = AnswerMemo()  # refined answers by view, phrase and clicks: undo and a new click are cheap
         sweep(tempfile.gettempdir(), owned_prefix(CANVAS_FOLDER_PREFIX))  # maps of runs that were killed
 
     def run(self, job: SegmentJob, progress: ProgressFn | None = None,
@@ -178,13 +205,18 @@ class Engine:
         phrases = _check_job(job)
         grid = _tile_grid_size(job, int(self.predictor.input_size))
         paths = output_paths(job.output_dir, job.output_name)
+        if job.probability or job.probability_path:
+            paths["probability"] = job.probability_path or os.path.join(job.output_dir,
+                                                                        f"{job.output_name}_probability.tif")
         check_output_targets(paths.values(), job.overwrite)
         view, choice = self._view(job)
+        clicks = view_clicks(view, job.clicks, job.box)
         self._check_scratch_space(view, len(phrases))
         ctx = RunContext(view=view, stretch=None, predictor=self.predictor,
                          key_prefix=(os.path.abspath(view.path), os.stat(view.path).st_mtime_ns, view.window,
                                      view.resolution, view.bands),
-                         report=progress or (lambda *_: None), should_cancel=should_cancel or (lambda: False))
+                         report=progress or (lambda *_: None), should_cancel=should_cancel or (lambda: False),
+                         cached_only=job.cached_only, clicks=clicks, answers=self._answers)
         with ctx.timed("total"):
             ctx.report(0.0, "normalise", "estimating the radiometric stretch")
             with ctx.timed("normalise"):
@@ -194,14 +226,19 @@ class Engine:
                 ctx.check_cancel()
                 ctx.report(0.9, "vectorize", "tracing polygons")
                 with ctx.timed("vectorize"):
-                    layers = [PhraseDetections(p, tuple(self._answer(job, vectorize(
+                    layers = [PhraseDetections(p, tuple(self._answer(job, clicks, vectorize(
                         c, view.transform, view.crs, threshold=job.threshold, min_area_px=job.min_area_px,
                         simplify_tolerance=job.simplify_tolerance)))) for p, c in zip(phrases, canvases, strict=True)]
-            ctx.check_cancel()
-            ctx.report(0.97, "write", "writing outputs")
-            with ctx.timed("write"):
-                write_outputs(layers, view.crs, paths, model=job.model_name, checkpoint=job.checkpoint_name,
-                              overwrite=job.overwrite)
+                ctx.check_cancel()
+                ctx.report(0.97, "write", "writing outputs")
+                maps = None
+                if "probability" in paths:
+                    maps = ProbabilityMaps(maps=canvases, names=phrases, transform=view.transform, crs=view.crs,
+                                           valid_rows=lambda row, rows: read_tile(view, row, 0, rows,
+                                                                                  view.shape[1])[1])
+                with ctx.timed("write"):
+                    write_outputs(layers, view.crs, paths, model=job.model_name, checkpoint=job.checkpoint_name,
+                                  overwrite=job.overwrite, probability=maps)
         ctx.report(1.0, "done", f"wrote {paths['gpkg']}")
         summaries = tuple(PhraseSummary(query=layer.query, count=len(layer.detections),
                                         score=max((d.score for d in layer.detections), default=None),
@@ -241,9 +278,16 @@ class Engine:
                                "a smaller extent")
 
     @staticmethod
-    def _answer(job: SegmentJob, detections: list) -> list:
-        """View mode answers a referring phrase with its best component (``all_matches``: every component)."""
-        return best_components(detections) if job.mode == "view" and not job.all_matches else detections
+    def _answer(job: SegmentJob, clicks: ViewClicks | None, detections: list) -> list:
+        """View mode answers a referring phrase with its best component (``all_matches``: every component), and
+        every component an include click lies in."""
+        if job.mode != "view" or job.all_matches:
+            return detections
+        best = best_components(detections)
+        if clicks is None:
+            return best
+        picked = [d for d in detections if any(d.geometry.covers(point) for point in clicks.include_points())]
+        return picked or best
 
     def _canvases(self, ctx: RunContext, count: int, stack: ExitStack) -> list[ProbabilityCanvas]:
         """One view-sized canvas per phrase, closed (temp files deleted) when ``stack`` exits."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 EXIT_CODES: dict[str, int] = {
     "bad_request": 2,
     "empty_query": 2,
+    "not_cached": 2,
     "not_a_raster": 3,
     "bad_raster": 3,
     "no_crs": 3,

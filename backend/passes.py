@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import shapely
 
 from backend import protocol
 from backend.errors import BackendError
@@ -23,6 +25,8 @@ from backend.raster.reading import RasterView, open_raster, read_tile, read_whol
 from backend.raster.tiling import ProbabilityCanvas, Tile, tile_grid
 
 if TYPE_CHECKING:
+    import torch
+
     from backend.predictor import PhrasePrompts
 
 # The refinement box is the coarse mask's bounding box grown by this fraction of its longer side (≥ 16 px).
@@ -41,6 +45,9 @@ class RunContext:
     report: Callable[[float, str, str], None]
     should_cancel: Callable[[], bool]
     timings: dict[str, float] = field(default_factory=dict)
+    cached_only: bool = False
+    clicks: ViewClicks | None = None
+    answers: AnswerMemo | None = None
 
     @contextmanager
     def timed(self, stage: str):
@@ -57,9 +64,17 @@ class RunContext:
             raise BackendError("cancelled", "segmentation cancelled", "run it again when you need the result")
 
     def encode(self, rgb: np.ndarray, tile: object) -> None:
-        """``set_image`` with the cache key of this view and ``tile`` (reuses cached embeddings)."""
+        """``set_image`` with the cache key of this view and ``tile`` (reuses cached embeddings).
+
+        Raises:
+            BackendError: "not_cached" with ``cached_only`` when the embeddings are not cached.
+        """
+        key = (*self.key_prefix, tile)
+        if self.cached_only and not self.predictor.has_image(key):
+            raise BackendError("not_cached", "this view's image features are no longer cached, and a refinement "
+                               "never encodes the image again", "run the phrase again, then click")
         with self.timed("encode"):
-            self.predictor.set_image(rgb, image_key=(*self.key_prefix, tile))
+            self.predictor.set_image(rgb, image_key=key)
 
 
 def coarse_pass(ctx: RunContext, phrases: Sequence[str], with_prompts: bool = False, rank: bool = True
@@ -82,10 +97,119 @@ def coarse_pass(ctx: RunContext, phrases: Sequence[str], with_prompts: bool = Fa
         rgb = ctx.stretch.apply(data, valid)
     ctx.encode(rgb, ("coarse", rgb.shape[:2]))
     with ctx.timed("predict"):
-        prediction = ctx.predictor.predict(list(phrases), with_prompts=with_prompts, rank=rank)
+        if ctx.clicks is None:
+            prediction = ctx.predictor.predict(list(phrases), with_prompts=with_prompts, rank=rank)
+        else:
+            prediction = _clicked(ctx, phrases[0], rgb.shape[:2], with_prompts, rank)
     probs = np.array(prediction.probs, np.float32)
     probs[:, ~valid] = 0.0
     return probs, prediction.prompts
+
+
+@dataclass(frozen=True)
+class ViewClicks:
+    """A user's clicks and box in view pixels (``view_clicks``).
+
+    Attributes:
+        points: K×2 float (col, row) = (x, y) view pixel coordinates of the clicks, in order.
+        labels: K int, 1 = include, 0 = exclude.
+        box: (x0, y0, x1, y1) view pixel coordinates, or None.
+        map_points: the clicks' (x, y) in the raster's CRS.
+    """
+
+    points: np.ndarray
+    labels: np.ndarray
+    box: tuple[float, float, float, float] | None
+    map_points: tuple[tuple[float, float], ...]
+
+    def include_points(self) -> list[shapely.Point]:
+        """The include clicks as shapely points in the raster's CRS."""
+        return [shapely.Point(p) for p, label in zip(self.map_points, self.labels, strict=True) if label == 1]
+
+
+def view_clicks(view: RasterView, clicks: Sequence[protocol.Click],
+                box: tuple[float, float, float, float] | None) -> ViewClicks | None:
+    """Clicks and a box in the raster's CRS → view pixels; None when there are neither.
+
+    Raises:
+        BackendError: ``bad_request`` for a click or box corner outside the area read.
+    """
+    if not clicks and box is None:
+        return None
+    inverse = ~view.transform
+    height, width = view.shape
+
+    def to_view(x: float, y: float, what: str) -> tuple[float, float]:
+        col, row = inverse @ (x, y)
+        if not (0 <= col <= width and 0 <= row <= height):
+            left, top = view.transform * (0, 0)
+            right, bottom = view.transform * (width, height)
+            raise BackendError("bad_request", f"the {what} at {x:g}, {y:g} is outside the area read "
+                               f"({min(left, right):g}, {min(top, bottom):g} – {max(left, right):g}, "
+                               f"{max(top, bottom):g} in the raster's CRS)",
+                               "click inside the area (coordinates in the raster's CRS, x then y)")
+        return col, row
+
+    points = np.array([to_view(c.x, c.y, "click") for c in clicks], np.float32).reshape(-1, 2)
+    view_box = None
+    if box is not None:
+        (c0, r0), (c1, r1) = to_view(box[0], box[1], "box corner"), to_view(box[2], box[3], "box corner")
+        view_box = (min(c0, c1), min(r0, r1), max(c0, c1), max(r0, r1))
+    return ViewClicks(points=points, labels=np.array([int(c.include) for c in clicks], np.int64), box=view_box,
+                      map_points=tuple((c.x, c.y) for c in clicks))
+
+
+class AnswerMemo:
+    """The low-resolution answers of the click lists refined so far (LRU), so that a refinement with one more
+    click decodes once, and one with a click fewer (undo) decodes only its last step."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        if key in self._items:
+            self._items.move_to_end(key)
+        return self._items.get(key)
+
+    def put(self, key: tuple, logits: torch.Tensor) -> None:
+        self._items[key] = logits
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+def _clicked(ctx: RunContext, phrase: str, image_hw: tuple[int, int], with_prompts: bool, rank: bool):
+    """The phrase's answer on the current (coarse) image after the run's clicks, each click decoded with the
+    answer before it as SAM's mask prompt (``ReferringPredictor.predict``); a box applies at every step.
+
+    Returns:
+        The last step's ``Prediction``.
+    """
+    clicks, predictor, memo = ctx.clicks, ctx.predictor, ctx.answers or AnswerMemo()
+    height, width = ctx.view.shape
+    scale = np.array([image_hw[1] / width, image_hw[0] / height], np.float32)
+    points, labels = clicks.points * scale, clicks.labels
+    box = None if clicks.box is None else tuple(float(v) for v in np.asarray(clicks.box) * np.tile(scale, 2))
+    base = (*ctx.key_prefix, image_hw, phrase, rank, box)
+    previous = memo.get((*base, 0))
+    if previous is None:
+        previous = predictor.predict(phrase, rank=rank).next_mask_input
+        memo.put((*base, 0), previous)
+    steps = range(1, len(points) + 1) if len(points) else [0]
+    prediction = None
+    for k in steps:
+        key = (*base, tuple(map(tuple, points[:k].tolist())), tuple(labels[:k].tolist()))
+        last = k == steps[-1]
+        cached = None if last else memo.get(key)
+        if cached is None:
+            prediction = predictor.predict(phrase, with_prompts=with_prompts and last, rank=rank,
+                                           points=points[:k] if k else None, point_labels=labels[:k] if k else None,
+                                           box=box, mask_input=previous)
+            cached = prediction.next_mask_input
+            memo.put(key, cached)
+        previous = cached
+    return prediction
 
 
 Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open, in view pixels

@@ -21,7 +21,8 @@ from backend.model.checkpoint.io import CheckpointMeta
 from backend.model.config import RankerConfig
 from backend.model.device import autocast, select_device
 from backend.model.outputs import ImageEmbeddings, RefSegOutput, mask_scores
-from backend.model.ranker.features import Candidates, candidate_features
+from backend.model.ranker.clicks import apply_clicks, click_cells, click_ranks
+from backend.model.ranker.features import Candidates, candidate_features, label_components
 from backend.model.ranker.ranker import rerank_logits
 from backend.model.ranker.relation_anchor import relation_anchor, relation_subject
 from backend.model.transforms import resize_and_pad, unpad_and_resize
@@ -51,12 +52,21 @@ class Prediction:
         scores: N float32 confidences (mean probability inside each mask).
         low_res_logits: N×1×D×D float32 logits in the model-input frame (CPU).
         prompts: the prompter's prompts, when asked for (``predict(..., with_prompts=True)``).
+        decoded_logits: with clicks, N×1×D×D the mask decoder's own logits before the ranker and the clicks
+            acted on them (CPU); None otherwise.
     """
 
     probs: np.ndarray
     scores: np.ndarray
     low_res_logits: torch.Tensor
     prompts: PhrasePrompts | None = None
+    decoded_logits: torch.Tensor | None = None
+
+    @property
+    def next_mask_input(self) -> torch.Tensor:
+        """What the next click's ``mask_input`` is (SAM's loop feeds back the decoder's logits, the clicks are
+        passed again): ``decoded_logits`` after a click, the answer's logits after the phrase alone."""
+        return self.low_res_logits if self.decoded_logits is None else self.decoded_logits
 
 
 @dataclass
@@ -137,6 +147,10 @@ class ReferringPredictor:
     @property
     def is_image_set(self) -> bool:
         return self._state is not None
+
+    def has_image(self, image_key: Hashable) -> bool:
+        """Whether ``image_key``'s embeddings are cached (``set_image`` with that key would not encode)."""
+        return image_key in self._cache
 
     @torch.inference_mode()
     def set_image(self, image: np.ndarray, image_key: Hashable | None = None) -> None:
@@ -304,27 +318,53 @@ class ReferringPredictor:
 
     def _rank(self, texts: list[str], logits: torch.Tensor) -> torch.Tensor:
         """The model's candidate ranker applied to N×1×D×D ``logits`` (``ranker.rerank_logits``)."""
+        return self._rank_candidates(texts, logits)[0]
+
+    def _rank_candidates(self, texts: list[str], logits: torch.Tensor, cells: list[tuple[int, int]] | None = None,
+                         click_labels: list[int] | None = None) -> tuple[torch.Tensor, Candidates]:
+        """``_rank``, also returning the candidates the ranker chose among; a user's clicks (one text; D×D cells,
+        ``ranker.clicks.click_ranks``) overrule the ranker's choice."""
         ranker = self.model.ranker
         candidates = self.phrase_candidates(texts, logits, ranker.cfg)
         tokens, _, pad = self.model.clip_encoder.encode_text(texts)
         words, _ = self.model.clip_encoder.encode_words(texts)
-        return rerank_logits(logits, candidates, ranker(candidates, tokens, words, pad),
-                             candidate_threshold=ranker.cfg.threshold)
+        ranks = ranker(candidates, tokens, words, pad)
+        if cells:
+            ranks = click_ranks(ranks, candidates.labels[0].cpu().numpy(), cells, click_labels)
+        return rerank_logits(logits, candidates, ranks, candidate_threshold=ranker.cfg.threshold), candidates
 
     @torch.inference_mode()
-    def predict(self, text: str | Sequence[str], with_prompts: bool = False, rank: bool = True) -> Prediction:
+    def predict(self, text: str | Sequence[str], with_prompts: bool = False, rank: bool = True, *,
+                points: np.ndarray | Sequence[Sequence[float]] | None = None,
+                point_labels: np.ndarray | Sequence[int] | None = None,
+                box: np.ndarray | Sequence[float] | None = None,
+                mask_input: torch.Tensor | None = None) -> Prediction:
         """Masks for one text or a list of texts (one mask each) on the current image.
 
         Args:
-            text: one text or a list of texts.
+            text: one text or a list of texts (one text when clicks, a box or ``mask_input`` are given).
             with_prompts: also return the prompter's prompts (``Prediction.prompts``), e.g. to decode other
                 images of the same scene with ``predict_with_prompts``; not available in zero-shot mode.
             rank: when the model has a candidate ranker, let it choose the named object among the mask's
                 connected components (its choice becomes the answer whole, the others keep only the share of
                 probability the ranker gives them; ``ranker.rerank_logits``);
                 False keeps the decoder's mask as it is (every match, e.g. to find all objects of a kind).
+            points: K×2 (x, y) user clicks in pixels of the image given to ``set_image`` (SAM's convention).
+            point_labels: K labels, 1 = include the object there, 0 = exclude it.
+            box: (4,) x0, y0, x1, y1 in image pixels: the object lies inside.
+            mask_input: 1×1×D×D low-resolution logits of the previous answer (``Prediction.next_mask_input``),
+                fed back as SAM's mask prompt instead of the phrase's dense prompt, so that clicks edit that
+                answer rather than starting over; pass every click so far with it, as SAM's loop does.
+
+        With clicks, a box or ``mask_input``, the phrase's prompter tokens and SAM's point/box tokens are decoded
+        together on the cached image embedding (``decode_with_clicks``; the image is never re-encoded); the
+        ranker then chooses among the decoded mask's candidates as usual, and the clicks act on those candidates:
+        the one under an include click joins the answer, the one under an exclude click leaves it
+        (``ranker.clicks.apply_clicks``: the demo model's decoder never saw point tokens in training).
         """
         texts = [text] if isinstance(text, str) else list(text)
+        if points is not None or box is not None or mask_input is not None:
+            return self._predict_clicked(texts, with_prompts, rank, points, point_labels, box, mask_input)
         logits, outs = self._decode_texts(texts)
         state = self._require_image()
         if rank and outs is not None and self.model.ranker is not None:
@@ -333,9 +373,49 @@ class ReferringPredictor:
         if with_prompts:
             if outs is None:
                 raise RuntimeError("zero-shot mode has no prompter: refine with SAM box prompts instead")
-            dense = unpad_and_resize(torch.cat([o.dense_prompt for o in outs]).float(), state.valid_hw,
-                                     state.image_hw, self.input_size)
-            prediction.prompts = PhrasePrompts(sparse=torch.cat([o.sparse_prompt for o in outs]).float().cpu(),
+            prediction.prompts = self._phrase_prompts(state, outs)
+        return prediction
+
+    def _phrase_prompts(self, state: _ImageState, outs: list[RefSegOutput]) -> PhrasePrompts:
+        dense = unpad_and_resize(torch.cat([o.dense_prompt for o in outs]).float(), state.valid_hw,
+                                 state.image_hw, self.input_size)
+        return PhrasePrompts(sparse=torch.cat([o.sparse_prompt for o in outs]).float().cpu(),
+                             dense=dense[:, 0].cpu().numpy().astype(np.float32))
+
+    def _predict_clicked(self, texts: list[str], with_prompts: bool, rank: bool, points, point_labels, box,
+                         mask_input: torch.Tensor | None) -> Prediction:
+        """``predict`` with a user's clicks, box or previous answer (see there). Returns N = 1."""
+        state = self._require_image()
+        if self.mode == "zero-shot":
+            raise RuntimeError("zero-shot mode has no prompter: clicks refine a trained model's answer")
+        if len(texts) != 1 or not isinstance(texts[0], str) or not texts[0].strip():
+            raise ValueError("clicks, a box or a mask input refine one non-empty text at a time")
+        clicks = _clicks_to_input_frame(state, points, point_labels, box, self.device)
+        d = self.model.config.mask_size
+        if mask_input is not None and tuple(mask_input.shape) != (1, 1, d, d):
+            raise ValueError(f"mask_input must be 1×1×{d}×{d} low-res logits, got {tuple(mask_input.shape)}")
+        with autocast(self.device):
+            prompts = self.model.prompt(state.embeddings.clip, texts)
+            mask = prompts.dense if mask_input is None else mask_input.to(self.device, prompts.dense.dtype)
+            logits, _ = self.model.sam_head.decode_with_clicks(state.embeddings.sam, prompts.sparse, mask, *clicks)
+        decoded = logits.float()
+        cells = [] if clicks[0] is None else click_cells(clicks[0][0], self.input_size,
+                                                         self.model.config.mask_size)
+        click_labels = [] if clicks[1] is None else clicks[1][0].tolist()
+        if rank and self.model.ranker is not None:
+            logits, candidates = self._rank_candidates(texts, decoded, cells, click_labels)
+            labels = candidates.labels[0].cpu().numpy()
+        else:
+            logits = decoded
+            probs = torch.sigmoid(decoded[0, 0]).cpu().numpy()
+            labels = label_components(probs, 0.5, max_candidates=probs.size)
+        if cells:
+            logits = apply_clicks(logits, labels, torch.sigmoid(decoded[0, 0]).cpu().numpy(), cells, click_labels)
+        prediction = self._to_prediction(state, logits, mask_scores(logits))
+        prediction.decoded_logits = decoded.cpu()
+        if with_prompts:
+            dense = unpad_and_resize(prompts.dense.float(), state.valid_hw, state.image_hw, self.input_size)
+            prediction.prompts = PhrasePrompts(sparse=prompts.sparse.float().cpu(),
                                                dense=dense[:, 0].cpu().numpy().astype(np.float32))
         return prediction
 
@@ -375,3 +455,28 @@ class ReferringPredictor:
         maps = F.pad(maps, (0, size - state.valid_hw[1], 0, size - state.valid_hw[0]), value=pad_value)
         mask_size = self.model.config.mask_size
         return F.interpolate(maps, size=(mask_size, mask_size), mode="bilinear", align_corners=False)
+
+
+def _clicks_to_input_frame(state: _ImageState, points, point_labels, box, device: torch.device
+                           ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Image-pixel clicks and box → (points 1×K×2, labels 1×K int64, box 1×4) in the model-input frame.
+
+    Raises:
+        ValueError: points not K×2 finite, labels not K values in {0, 1}, or a box that is not x0 < x1, y0 < y1.
+    """
+    (h, w), (vh, vw) = state.image_hw, state.valid_hw
+    scale = np.array([vw / w, vh / h], np.float32)
+    pts = labels = box_t = None
+    if points is not None:
+        xy = np.asarray(points, np.float32).reshape(-1, 2) if len(points) else np.zeros((0, 2), np.float32)
+        lab = np.asarray(point_labels if point_labels is not None else [], np.int64).reshape(-1)
+        if len(xy) == 0 or len(lab) != len(xy) or not np.isfinite(xy).all() or not np.isin(lab, (0, 1)).all():
+            raise ValueError("points must be K×2 finite (x, y) pixels with K labels of 1 (include) or 0 (exclude)")
+        pts = torch.as_tensor(xy * scale, device=device)[None]
+        labels = torch.as_tensor(lab, device=device)[None]
+    if box is not None:
+        b = np.asarray(box, np.float32).reshape(-1)
+        if b.shape != (4,) or not np.isfinite(b).all() or not (b[0] < b[2] and b[1] < b[3]):
+            raise ValueError("box must be x0, y0, x1, y1 pixels with x0 < x1 and y0 < y1")
+        box_t = torch.as_tensor(b * np.tile(scale, 2), device=device)[None]
+    return pts, labels, box_t

@@ -90,11 +90,23 @@ class Window:
 
 
 @dataclass(frozen=True)
+class Click:
+    """A user's click on the map: (``x``, ``y``) in the raster's CRS; ``include`` True adds the object there to
+    the answer, False removes it."""
+
+    x: float
+    y: float
+    include: bool = True
+
+
+@dataclass(frozen=True)
 class Outputs:
-    """Paths of the files a segment request produced (``gpkg`` is None when none was written)."""
+    """Paths of the files a segment request produced (``gpkg`` is None when none was written; ``probability``
+    is the probability GeoTIFF when one was asked for)."""
 
     geojson: str
     gpkg: str | None = None
+    probability: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,10 @@ class Segment:
         threshold: probability above which a pixel belongs to the object.
         all_matches: view mode returns every connected component of a phrase's mask instead of the best one
             (and those scoring close to it).
+        clicks: the user's include/exclude clicks on the phrase's answer, in order (view mode, one phrase);
+            each edits the answer the clicks before it left.
+        box: (xmin, ymin, xmax, ymax) in the raster's CRS: the object lies inside (view mode, one phrase).
+        probability: also write each phrase's probability over the view as a GeoTIFF (``Outputs.probability``).
     """
 
     TYPE: ClassVar[str] = "segment"
@@ -175,8 +191,17 @@ class Segment:
     overlap: int | None = None
     threshold: float = 0.5
     all_matches: bool = False
+    clicks: tuple[Click, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    probability: bool = False
 
     def __post_init__(self) -> None:
+        if self.clicks or self.box is not None:
+            _require(self.mode == "view" and len(self.phrases) == 1,
+                     f"{self.TYPE}: clicks and a box refine one phrase in view mode")
+        if self.box is not None:
+            _require(self.box[0] < self.box[2] and self.box[1] < self.box[3],
+                     f"{self.TYPE}.box: need xmin < xmax and ymin < ymax, got {self.box}")
         _require(self.mode in SEGMENT_MODES, f"segment.mode: expected one of {SEGMENT_MODES}, got {self.mode!r}")
         _require(self.refine in REFINE_STRATEGIES,
                  f"segment.refine: expected one of {REFINE_STRATEGIES}, got {self.refine!r}")
@@ -191,6 +216,23 @@ class Segment:
                      and self.resolution > 0),
                  f"segment.resolution: must be > 0, {RESOLUTION_AUTO!r} or null, got {self.resolution!r}")
         _require(self.bands is None or all(b >= 1 for b in self.bands), "segment.bands: indices are 1-based")
+
+
+@dataclass(frozen=True)
+class Refine(Segment):
+    """Segment's fields for one phrase with the user's ``clicks`` (and/or ``box``) on a view the worker has just
+    segmented: decoded on the view's cached image features, never re-encoding it; answered like ``Segment``
+    (an ``Error`` "not_cached" when the view's features are no longer cached: segment the phrase again).
+
+    ``clicks`` holds every click so far, in order; the worker keeps the answers of the shorter click lists, so a
+    new click costs one decode and dropping the last click (undo) none.
+    """
+
+    TYPE: ClassVar[str] = "refine"
+
+    def __post_init__(self) -> None:
+        _require(bool(self.clicks) or self.box is not None, "refine: give at least one click or a box")
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -289,11 +331,11 @@ class Bye:
     id: str
 
 
-Request = Ping | Load | Segment | Cancel | Shutdown
+Request = Ping | Load | Segment | Refine | Cancel | Shutdown
 Reply = Pong | Loaded | Progress | Result | Error | Bye
 Message = Request | Reply
 
-REQUEST_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (Ping, Load, Segment, Cancel, Shutdown)}
+REQUEST_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (Ping, Load, Segment, Refine, Cancel, Shutdown)}
 REPLY_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (Pong, Loaded, Progress, Result, Error, Bye)}
 MESSAGE_TYPES: dict[str, type] = {**REQUEST_TYPES, **REPLY_TYPES}
 

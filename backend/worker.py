@@ -41,6 +41,7 @@ from backend.protocol import (
     Pong,
     Progress,
     ProtocolError,
+    Refine,
     Reply,
     Request,
     Result,
@@ -282,8 +283,9 @@ class Worker:
             raise BackendError("bad_request", "no model is loaded", "send a 'load' request before 'segment'")
         # Every field of the request but its id is a field of the engine's job (tests/backend/test_worker.py).
         request_fields = {f.name: getattr(req, f.name) for f in fields(req) if f.name != "id"}
+        # A refinement decodes the view's cached features and never encodes the image again.
         job = SegmentJob(**request_fields, output_name=output_name(req.id), model_name=self._model_name,
-                         checkpoint_name=self._checkpoint_name)
+                         checkpoint_name=self._checkpoint_name, cached_only=isinstance(req, Refine))
 
         def progress(fraction: float, stage: str, message: str = "") -> None:
             self.send(Progress(id=req.id, fraction=min(max(float(fraction), 0.0), 1.0), stage=stage,
@@ -302,7 +304,8 @@ class Worker:
             _remove_new_files(output_dir, before)
             raise
         self.send(Result(id=req.id, outputs=Outputs(geojson=result.outputs["geojson"],
-                                                    gpkg=result.outputs.get("gpkg")),
+                                                    gpkg=result.outputs.get("gpkg"),
+                                                    probability=result.outputs.get("probability")),
                          phrases=tuple(result.phrases), crs=result.crs, timings=dict(result.timings),
                          resolution_used=result.resolution_used, resolution_note=result.resolution_note))
 

@@ -33,6 +33,7 @@ from rasterio.crs import CRS
 from backend.errors import BackendError
 from backend.files.stale import owned_prefix, sweep
 from backend.output.preflight import MIN_FREE_BYTES, check_output_targets, os_error
+from backend.output.probability import ProbabilityMaps, write_probability
 from backend.output.vectorize import Detection
 
 log = logging.getLogger(__name__)
@@ -76,16 +77,20 @@ def _columns(layers: Sequence[PhraseDetections], model: str, checkpoint: str) ->
 
 
 def write_outputs(layers: Sequence[PhraseDetections], crs: CRS, paths: dict[str, str], *, model: str,
-                  checkpoint: str, overwrite: bool = False) -> dict[str, str]:
+                  checkpoint: str, overwrite: bool = False, probability: ProbabilityMaps | None = None
+                  ) -> dict[str, str]:
     """Write every phrase's polygons into one layer per file, all files or none.
 
     Args:
         layers: detections per phrase (a ``query`` attribute tells them apart).
         crs: the polygons' CRS.
-        paths: format ("geojson" | "gpkg") → final path (see ``output_paths``).
+        paths: format ("geojson" | "gpkg", and "probability" with ``probability``) → final path (see
+            ``output_paths``).
         model: the model description stored in the ``model`` attribute.
         checkpoint: the checkpoint name stored in the ``checkpoint`` attribute.
         overwrite: replace existing files instead of refusing.
+        probability: the phrases' probability maps, written as a GeoTIFF to ``paths["probability"]``
+            (``output.probability``), placed together with the vectors.
 
     Returns:
         ``paths``, once every file is in place.
@@ -95,6 +100,8 @@ def write_outputs(layers: Sequence[PhraseDetections], crs: CRS, paths: dict[str,
             it meanwhile), ``bad_request`` when a file cannot be written or replaced (it names the file; the
             previous files are then left as they were).
     """
+    if ("probability" in paths) != (probability is not None):
+        raise ValueError("a probability path needs the probability maps, and the maps a path")
     check_output_targets(paths.values(), overwrite)
     for folder in {Path(p).parent for p in paths.values()}:
         sweep(folder, owned_prefix(SCRATCH_PREFIX))
@@ -102,7 +109,12 @@ def write_outputs(layers: Sequence[PhraseDetections], crs: CRS, paths: dict[str,
     temps: dict[str, str] = {}  # scratch file → final path
     try:
         for fmt, path in paths.items():
-            temps[_write_scratch(fmt, path, geometry, fields, crs)] = path
+            if fmt == "probability":
+                temp = _scratch_name(path, ".tif")
+                temps[temp] = path
+                write_probability(temp, probability)
+            else:
+                temps[_write_scratch(fmt, path, geometry, fields, crs)] = path
         if overwrite:
             replace_together(temps)
         else:

@@ -13,6 +13,7 @@ from backend.protocol import (
     PROTOCOL_VERSION,
     Bye,
     Cancel,
+    Click,
     Error,
     Load,
     Loaded,
@@ -22,6 +23,7 @@ from backend.protocol import (
     Pong,
     Progress,
     ProtocolError,
+    Refine,
     Result,
     Segment,
     Shutdown,
@@ -43,9 +45,14 @@ EXAMPLES = [
     Segment(id="6", raster="a.tif", phrases=("x",), output_dir="o", window=Window(pixels=(0, 10, 64, 32))),
     Cancel(id="7", target="4"),
     Shutdown(id="8"),
+    Refine(id="9", raster="a.tif", phrases=("the tank",), output_dir="o", probability=True,
+           clicks=(Click(x=500100.5, y=4000200.0, include=False), Click(x=500120.0, y=4000210.0)),
+           box=(500000.0, 4000100.0, 500300.0, 4000400.0)),
     Pong(id="1", protocol=PROTOCOL_VERSION, backend_version="0.1.0"),
     Loaded(id="2", model="rsrefseg2 tiny (random init)", device="cpu"),
     Progress(id="4", fraction=0.25, stage="encode", message="tile 1/4"),
+    Result(id="9", outputs=Outputs(geojson="/tmp/o/b.geojson", gpkg="/tmp/o/b.gpkg", probability="/tmp/o/b.tif"),
+           phrases=(PhraseSummary(query="the tank", count=1, score=0.7, area_m2=80.0),), crs="EPSG:32633"),
     Result(id="4", outputs=Outputs(geojson="/tmp/o/a.geojson", gpkg=None),
            phrases=(PhraseSummary(query="the white tank", count=2, score=0.8, area_m2=310.5),
                     PhraseSummary(query="le bâtiment rouge", count=0, score=None, area_m2=None)),
@@ -71,12 +78,26 @@ def test_every_message_type_has_an_example() -> None:
     assert {m.TYPE for m in EXAMPLES} == set(MESSAGE_TYPES)
 
 
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"clicks": []}, "at least one click"),
+    ({"phrases": ["a", "b"], "clicks": [{"x": 1, "y": 2}]}, "one phrase"),
+    ({"mode": "find-all", "clicks": [{"x": 1, "y": 2}]}, "one phrase in view mode"),
+    ({"box": [5, 0, 1, 9]}, "xmin < xmax"),
+    ({"clicks": [{"x": 1, "y": "north"}]}, r"clicks\[0\]\.y: expected a number"),
+])
+def test_a_bad_refine_names_its_reason(fields: dict, reason: str) -> None:
+    line = json.dumps({"type": "refine", "id": "r", "v": PROTOCOL_VERSION, "raster": "a.tif", "phrases": ["x"],
+                       "output_dir": "o", **fields})
+    with pytest.raises(ProtocolError, match=reason):
+        decode(line)
+
+
 def test_wire_shape_matches_the_contract() -> None:
     seg = json.loads(encode(EXAMPLES[4]))
     assert seg["window"] == {"extent": [1.5, 2.0, 30.0, 40.25]}
     assert seg["phrases"] == ["x"] and seg["bands"] == [3, 2, 1]
-    res = json.loads(encode(EXAMPLES[11]))
-    assert res["outputs"] == {"geojson": "/tmp/o/a.geojson", "gpkg": None}
+    res = json.loads(encode(EXAMPLES[13]))
+    assert res["outputs"] == {"geojson": "/tmp/o/a.geojson", "gpkg": None, "probability": None}
     assert res["phrases"][0] == {"query": "the white tank", "count": 2, "score": 0.8, "area_m2": 310.5}
     assert "le bâtiment rouge" in encode(EXAMPLES[3])  # UTF-8 text, not \u escapes
 

@@ -76,3 +76,29 @@ class PromptedMaskHead(nn.Module):
             points = (point[:, None, :], torch.ones(point.shape[0], 1, device=point.device, dtype=torch.long))
         sparse, dense = self.prompt_module(points=points, boxes=box, masks=mask_logits_prior)
         return self._decode(image_embeddings, sparse, dense)
+
+    def decode_with_clicks(self, image_embeddings: torch.Tensor, sparse: torch.Tensor, mask_logits: torch.Tensor,
+                           points: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                           box: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode with the prompter's sparse tokens plus a user's points and box through SAM's prompt encoder.
+
+        The point/box tokens are appended after the prompter's tokens; ``mask_logits`` (the phrase's dense
+        prompt, or a previous answer's logits so that a click edits that answer) goes through SAM's
+        mask-downscaling path as in ``decode``.
+
+        Args:
+            image_embeddings: ``encode_image``'s 1×…×g×g output.
+            sparse: B×N×Cp prompt tokens from the prompter.
+            mask_logits: B×1×D×D mask prompt (D = 4g).
+            points: B×K×2 (x, y) in input-frame pixels, or None.
+            labels: B×K int64, 1 = include, 0 = exclude (SAM's convention); with ``points``.
+            box: B×4 (x0, y0, x1, y1) in input-frame pixels, or None.
+
+        Returns:
+            (mask_logits B×1×D×D, predicted IoU B).
+        """
+        if (points is None) != (labels is None):
+            raise ValueError("points and labels go together")
+        clicks = None if points is None else (points, labels)
+        user, dense = self.prompt_module(points=clicks, boxes=box, masks=mask_logits)
+        return self._decode(image_embeddings, torch.cat([sparse, user.to(sparse.dtype)], dim=1), dense)
