@@ -72,7 +72,7 @@ CACHED_IMAGES = 96
 
 def load_predictor(checkpoint: str | None = None, config: str | None = None, clip_weights: str | None = None,
                    sam_weights: str | None = None, device: str = "auto", mode: str = "trained",
-                   cache_size: int = CACHED_IMAGES) -> Any:
+                   cache_size: int = CACHED_IMAGES, precision: str = "auto") -> Any:
     """Build a ready ``ReferringPredictor`` from user options.
 
     Args:
@@ -83,21 +83,24 @@ def load_predictor(checkpoint: str | None = None, config: str | None = None, cli
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         mode: "trained" (the checkpoint's prompter) or "zero-shot" (CLIP similarity prompts, base weights only).
         cache_size: how many images' (views' or tiles') embeddings the predictor keeps for re-queries.
+        precision: compute precision, "auto" (bf16 where the device computes it natively), "fp32" or "bf16".
 
     Returns:
         The predictor, its model in eval mode on the chosen device.
 
     Raises:
         BackendError: "checkpoint" (missing/unreadable checkpoint or config), "weights" (base weights missing
-            or not matching), "device" (accelerator not available), "bad_request" (unknown mode).
+            or not matching), "device" (accelerator not available), "bad_request" (unknown mode or precision).
     """
     from backend.model.authors.location import resolve_checkpoint
     from backend.model.checkpoint.io import load_model
-    from backend.model.device import select_device
+    from backend.model.device import PRECISIONS, select_device
     from backend.predictor import ReferringPredictor
 
     if mode not in ("trained", "zero-shot"):
         raise BackendError("bad_request", f"unknown mode {mode!r}", "use 'trained' or 'zero-shot'")
+    if (precision or "auto") not in PRECISIONS:  # refused before a multi-gigabyte model is read
+        raise BackendError("bad_request", f"unknown precision {precision!r}", "use auto, fp32 or bf16")
     # An empty text is "not given" (a cleared settings field), never a name or a path.
     checkpoint, config = checkpoint or None, config or None
     clip_weights, sam_weights = clip_weights or None, sam_weights or None
@@ -118,7 +121,8 @@ def load_predictor(checkpoint: str | None = None, config: str | None = None, cli
         model = load_model(path, clip_weights=clip_path, sam_weights=sam_path, device=torch_device)
     else:
         model = _build_without_checkpoint(config, clip_path, sam_path, mode).to(torch_device).eval()
-    return ReferringPredictor(model, device=torch_device, mode=mode, cache_size=cache_size)
+    return ReferringPredictor(model, device=torch_device, mode=mode, cache_size=cache_size,
+                              precision=precision or "auto")
 
 
 def _build_without_checkpoint(config: str | None, clip_path: Path | None, sam_path: Path | None,
@@ -154,7 +158,7 @@ def _build_without_checkpoint(config: str | None, clip_path: Path | None, sam_pa
 
 def describe(predictor: Any) -> str:
     """A one-line description of the predictor's model, e.g. "rsrefseg2 · CLIP ViT-B-16 448px · SAM vit_b ·
-    1024px · trained" (stored in the output's ``model`` attribute and shown in the plugin)."""
+    1024px · trained · fp32" (stored in the output's ``model`` attribute and shown in the plugin)."""
     cfg = predictor.model.config
     return (f"{cfg.arch} · CLIP {cfg.clip.name} {cfg.clip.image_size}px · SAM {_sam_size(cfg)} · "
-            f"{cfg.input_size}px · {predictor.mode}")
+            f"{cfg.input_size}px · {predictor.mode} · {predictor.precision}")

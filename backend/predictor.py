@@ -19,7 +19,7 @@ from backend.model.architectures.base import ReferringSegmenter
 from backend.model.architectures.zero_shot import encode_images_zero_shot, zero_shot_prompts
 from backend.model.checkpoint.io import CheckpointMeta
 from backend.model.config import RankerConfig
-from backend.model.device import autocast, select_device
+from backend.model.device import autocast, choose_precision, select_device
 from backend.model.outputs import ImageEmbeddings, RefSegOutput, mask_scores
 from backend.model.ranker.clicks import apply_clicks, click_cells, click_ranks
 from backend.model.ranker.features import Candidates, candidate_features, label_components
@@ -80,10 +80,12 @@ class ReferringPredictor:
     """Cached-embedding predictor over a ``build_model``/``load_model`` model."""
 
     def __init__(self, model: ReferringSegmenter, *, device: str | torch.device | None = None,
-                 cache_size: int = 4, mode: str = "trained") -> None:
+                 cache_size: int = 4, mode: str = "trained", precision: str = "auto") -> None:
         """Args:
             model: an RSRefSeg 2 / RSRefSeg model.
             device: ``select_device`` spec (None: "auto", i.e. CUDA, then MPS, then CPU).
+            precision: compute precision, "auto", "fp32" or "bf16" (``device.choose_precision``); the chosen one
+                and the reason are kept as ``precision`` and ``precision_reason``.
             cache_size: how many images' embeddings to keep (LRU over ``image_key``).
             mode: "trained" (the prompter) or "zero-shot" (ClearCLIP similarity → SAM box/point prompts).
         """
@@ -93,6 +95,7 @@ class ReferringPredictor:
             raise ValueError("cache_size must be at least 1")
         self.device = select_device(device or "auto")
         self.model = model.to(self.device).eval()
+        self.precision, self.precision_reason = choose_precision(self.device, precision)
         self.meta: CheckpointMeta = getattr(model, "meta", None) or CheckpointMeta()
         self.mode = mode
         self.cache_size = cache_size
@@ -162,7 +165,7 @@ class ReferringPredictor:
         cfg = self.model.config
         tensor, valid = resize_and_pad(image, cfg.input_size, cfg.keep_ratio)
         batch = tensor[None].to(self.device)
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             if self.mode == "zero-shot":
                 embeddings = encode_images_zero_shot(self.model, batch)
             else:
@@ -193,7 +196,7 @@ class ReferringPredictor:
         texts = list(texts)
         if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
             raise ValueError("predict needs one or more non-empty text queries")
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             if self.mode == "zero-shot":
                 return self._zero_shot(state, texts).float(), None
             outs = self._per_text(texts, lambda group: self.model.decode(state.embeddings, group))
@@ -234,7 +237,7 @@ class ReferringPredictor:
         dense_logits = np.asarray(dense_logits, np.float32)
         dense = self._to_input_frame(state, torch.as_tensor(dense_logits, device=self.device),
                                      pad_value=float(dense_logits.min()))
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             logits, _ = self.model.sam_head.decode(state.embeddings.sam, sparse.to(self.device), dense)
         logits = logits.float()
         return self._to_prediction(state, logits, mask_scores(logits))
@@ -436,7 +439,7 @@ class ReferringPredictor:
         scale = torch.tensor([vw / w, vh / h, vw / w, vh / h], device=self.device)
         box = torch.as_tensor(np.asarray(box_xyxy, np.float32), device=self.device).reshape(1, 4) * scale
         prior = None if mask_prior is None else self._prior_logits(state, mask_prior)
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             logits, _ = self.model.sam_head.decode_with_box(state.embeddings.sam, box, None, prior)
         logits = logits.float()
         return self._to_prediction(state, logits, mask_scores(logits))

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Union
 PROTOCOL_VERSION = 1
 
 LOAD_MODES = ("trained", "zero-shot")
+PRECISIONS = ("auto", "fp32", "bf16")  # compute precision of a load: auto = bf16 where native
 SEGMENT_MODES = ("view", "find-all")
 REFINE_STRATEGIES = ("prompts", "phrase", "box", "none")
 DEFAULT_REFINE = "prompts"
@@ -144,9 +145,12 @@ class Load:
     sam_weights: str | None = None
     device: str = "auto"
     mode: str = "trained"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         _require(self.mode in LOAD_MODES, f"load.mode: expected one of {LOAD_MODES}, got {self.mode!r}")
+        _require(self.precision in PRECISIONS,
+                 f"load.precision: expected one of {PRECISIONS}, got {self.precision!r}")
         _require(self.checkpoint is not None or self.config is not None or self.mode == "zero-shot",
                  "load: give 'checkpoint' or 'config' (or mode 'zero-shot' with base weights)")
 
@@ -268,7 +272,8 @@ class Loaded:
     ``title``, ``description`` and ``gsd_range_m`` come from the checkpoint's own metadata (empty / None when it
     has none): a short name to show, what the model is for, and the ground metres per pixel at the model input it
     was trained at, so a client can choose an automatic resolution for layers without a file; ``input_size`` is the
-    model's input side in pixels (the view side an automatic resolution divides by).
+    model's input side in pixels (the view side an automatic resolution divides by); ``precision`` is the compute
+    precision chosen ("fp32" or "bf16") and ``precision_reason`` why.
     """
 
     TYPE: ClassVar[str] = "loaded"
@@ -279,6 +284,8 @@ class Loaded:
     description: str = ""
     gsd_range_m: tuple[float, float] | None = None
     input_size: int | None = None
+    precision: str = ""
+    precision_reason: str = ""
 
 
 @dataclass(frozen=True)

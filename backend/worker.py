@@ -251,11 +251,13 @@ class Worker:
         self._engine = Engine(predictor)
         self._model_name = describe(predictor)
         self._checkpoint_name = Path(req.checkpoint).name if req.checkpoint else f"none (config {req.config})"
-        log.info("loaded %s on %s", self._model_name, predictor.device)
+        log.info("loaded %s on %s (%s: %s)", self._model_name, predictor.device, predictor.precision,
+                 predictor.precision_reason)
         meta = predictor.meta
         return Loaded(id=req.id, model=self._model_name, device=str(predictor.device), title=meta.title or "",
                       description=meta.description or "", gsd_range_m=meta.gsd_range_m,
-                      input_size=int(predictor.input_size))
+                      input_size=int(predictor.input_size), precision=predictor.precision,
+                      precision_reason=predictor.precision_reason)
 
     @staticmethod
     def _build(req: Load) -> Any:
@@ -263,7 +265,8 @@ class Worker:
         from backend.loading import load_predictor
 
         return load_predictor(checkpoint=req.checkpoint, config=req.config, clip_weights=req.clip_weights,
-                              sam_weights=req.sam_weights, device=req.device, mode=req.mode)
+                              sam_weights=req.sam_weights, device=req.device, mode=req.mode,
+                              precision=req.precision)
 
     def _set_threads(self) -> None:
         """Give torch the chosen thread count, once, before the first model is built."""

@@ -12,6 +12,7 @@ import json
 import platform
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from backend.threads import choose_threads
@@ -66,8 +67,18 @@ def _geo() -> dict[str, Any]:
             "shapely": _version("shapely")}
 
 
-def collect() -> dict[str, Any]:
-    """Everything ``info`` reports, as JSON-ready data."""
+def _precision(cpuinfo: Path) -> dict[str, str]:
+    """The compute precision a model loaded with device and precision "auto" gets here, and why."""
+    from backend.model.device import choose_precision, select_device
+
+    precision, reason = choose_precision(select_device("auto"), "auto", cpuinfo)
+    return {"precision": precision, "precision_reason": reason}
+
+
+def collect(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """Everything ``info`` reports, as JSON-ready data; ``cpuinfo`` is where the CPU flags are read (torch is
+    imported inside the probes, so a broken torch is reported, not fatal)."""
+    precision = _probe(lambda: _precision(cpuinfo))
     return {
         "backend": _version("rsrefseg2-qgis"),
         "python": sys.version.split()[0],
@@ -81,6 +92,8 @@ def collect() -> dict[str, Any]:
         "geo": _probe(_geo),
         "weights_folder": str(weights.weights_dir()),
         "weights": _probe(_weights),
+        "precision": precision.get("precision", precision.get("error")),
+        "precision_reason": precision.get("precision_reason", ""),
     }
 
 

@@ -117,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--mode", choices=("trained", "zero-shot"), default="trained",
                        help="'trained' uses the checkpoint's prompter; 'zero-shot' uses CLIP similarity only")
     model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    model.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                       help="compute precision: 'auto' uses bf16 on CUDA and on CPUs with native bf16 "
+                            "(AVX512-BF16 or AMX), fp32 elsewhere (default auto)")
 
 
 def _phrases(args: argparse.Namespace) -> tuple[str, ...]:
@@ -178,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     from backend.loading import describe, load_predictor
 
     predictor = load_predictor(checkpoint=args.checkpoint, config=args.config, clip_weights=args.clip_weights,
-                               sam_weights=args.sam_weights, device=args.device, mode=args.mode)
+                               sam_weights=args.sam_weights, device=args.device, mode=args.mode,
+                               precision=args.precision)
     for warning in predictor.phrase_warnings(phrases):
         print(f"warning: {warning}", file=sys.stderr)
     job = SegmentJob(raster=args.raster, phrases=phrases, output_dir=str(output.parent or "."),

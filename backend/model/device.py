@@ -1,8 +1,17 @@
-"""Device and precision, chosen in one place: CUDA with bf16 autocast, Apple MPS, or CPU float32."""
+"""Device and precision, chosen in one place.
+
+Precision is the *compute* precision: ``bf16`` runs the model under ``torch.autocast(dtype=bfloat16)`` (matmuls and
+convolutions in bf16, the residual streams and norms in fp32), ``fp32`` runs everything in fp32. ``auto`` picks bf16
+where the hardware computes it natively (CUDA; CPUs with AVX512-BF16 or AMX) and fp32 elsewhere, MPS included: on a
+CPU without them bf16 is emulated and several times slower than fp32. Storage is separate: frozen weights may be
+stored in bf16 (``cast_weights_per_layer``) whatever the compute precision.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -39,8 +48,71 @@ def select_device(spec: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; a no-op elsewhere (MPS and CPU run float32)."""
+PRECISIONS = ("auto", "fp32", "bf16")
+CPUINFO = Path("/proc/cpuinfo")
+# /proc/cpuinfo flags that mean the CPU computes bf16 matmuls natively (oneDNN uses them).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str] | None:
+    """The CPU feature flags of the first ``flags`` line of ``cpuinfo``; None when there is no such file (not
+    Linux) or no flags line."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return set(value.split())
+    return None
+
+
+def native_cpu_bf16(cpuinfo: Path = CPUINFO) -> tuple[bool, str]:
+    """Whether this CPU computes bf16 natively, and why we think so.
+
+    Reads the flags of ``cpuinfo`` (Linux); where there is none, asks oneDNN (``torch.ops.mkldnn``), which checks the
+    same instructions itself.
+    """
+    flags = cpu_flags(cpuinfo)
+    if flags is not None:
+        found = sorted(flags.intersection(NATIVE_BF16_FLAGS))
+        if found:
+            return True, f"the CPU has {', '.join(found)}"
+        return False, f"the CPU has neither {' nor '.join(NATIVE_BF16_FLAGS)} (bf16 would be emulated, slower)"
+    check: Callable[[], bool] | None = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if check is not None and check():
+        return True, "oneDNN reports native bf16 on this CPU"
+    return False, "no native bf16 found on this CPU (no CPU flags readable, oneDNN reports none)"
+
+
+def choose_precision(device: torch.device, requested: str = "auto", cpuinfo: Path = CPUINFO) -> tuple[str, str]:
+    """The compute precision for ``device``: ("fp32" or "bf16", the reason in a few words).
+
+    Args:
+        device: where the model runs.
+        requested: "auto" (bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere and on MPS), "fp32" or
+            "bf16" (used as asked, also where slow).
+        cpuinfo: where the CPU flags are read (a test passes a file of its own).
+
+    Raises:
+        BackendError("bad_request"): an unknown precision.
+    """
+    requested = (requested or "auto").lower()
+    if requested not in PRECISIONS:
+        raise BackendError("bad_request", f"unknown precision {requested!r}", "use auto, fp32 or bf16")
+    if requested != "auto":
+        return requested, "requested"
     if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return "bf16", "CUDA computes bf16 natively"
+    if device.type == "mps":
+        return "fp32", "MPS: bf16 autocast is not used there"
+    native, why = native_cpu_bf16(cpuinfo)
+    return ("bf16" if native else "fp32"), why
+
+
+def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``precision == "bf16"`` on CUDA or CPU; a no-op otherwise (fp32 compute)."""
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

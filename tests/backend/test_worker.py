@@ -296,7 +296,8 @@ def test_load_predictor_finds_recorded_base_weights_in_the_weights_folder(tmp_pa
     weights.import_file(sam_file, None, folder)  # unknown to the registry: keeps its own name
     predictor = load_predictor(checkpoint=str(checkpoint), device="cpu")
     assert predictor.model.base_weights["sam"]["file"] == "tiny_sam.pth"
-    assert describe(predictor) == "rsrefseg2 · CLIP tiny-clip 64px · SAM custom-32d · 256px · trained"
+    assert describe(predictor) == ("rsrefseg2 · CLIP tiny-clip 64px · SAM custom-32d · 256px · trained · "
+                                   f"{predictor.precision}")
 
     random_init = load_predictor(config="tiny", device="cpu", sam_weights=str(sam_file))
     assert random_init.mode == "trained" and "untrained prompter" in caplog.text
