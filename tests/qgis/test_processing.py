@@ -124,8 +124,8 @@ def _vector_layers() -> list[QgsVectorLayer]:
     return [layer for layer in QgsProject.instance().mapLayers().values() if layer.type() == layer.VectorLayer]
 
 
-def test_three_loaded_runs_in_one_session_are_each_styled_like_the_docks_results(provider, sample_tif: Path,
-                                                                                tmp_path: Path, real_layer_tree_view) -> None:
+def test_three_loaded_runs_in_one_session_are_each_styled_like_the_docks_results(
+        provider, sample_tif: Path, tmp_path: Path, real_layer_tree_view) -> None:
     """Every run after the first used to fail: QGIS had deleted the one styler the module kept."""
     import processing
 
