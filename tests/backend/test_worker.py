@@ -172,7 +172,8 @@ def test_round_trip(spawn, scene: Path, tmp_path: Path) -> None:
     worker.send(Load(id="ckpt", checkpoint=str(checkpoint), device="cpu"))
     _, loaded = worker.until("ckpt", ("loaded", "error"))
     assert loaded.TYPE == "loaded", loaded
-    assert loaded.model.startswith("rsrefseg2 · CLIP tiny-clip") and loaded.model.endswith("trained")
+    assert loaded.model.startswith("rsrefseg2 · CLIP tiny-clip")
+    assert loaded.model.endswith(f"trained · {loaded.precision}")
     worker.send(Segment(id="s1", raster=str(scene), phrases=("the bright roof", "the field"), output_dir=str(out),
                         tile_size=128, overlap=16))
     progress, result = worker.until("s1", ("result", "error"))
