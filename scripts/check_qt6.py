@@ -21,6 +21,23 @@ Rules (what PyQt6 / QGIS 4 removed, and what QGIS 3.22 lacks):
   ``qgis.PyQt.QtWidgets``, which keeps them on Qt 6 as well (QGIS re-exports them there).
 - ``QT608`` compiled resources: an import of a ``resources``/``resources_rc`` module, a ``:/`` resource path or a
   ``.qrc`` file (``pyrcc5`` does not exist for Qt 6; load files by path).
+
+Why a check of our own (evaluated December 2026):
+
+- ``flake8-qgis`` 2.1.0 (PyPI, MIT, well kept; its ``QGS4xx`` rules are Qt 6 rules) reports ``exec_``, ``QVariant.X``,
+  ``QRegExp``, ``QDesktopWidget``, compiled resources and a few removed methods, but its enum rule (``QGS403``) is a
+  hand list of about a hundred renamed members: on a planted file it missed ``Qt.AlignLeft``,
+  ``QDialogButtonBox.Cancel``, ``QMessageBox.Yes``, ``QgsWkbTypes.PolygonGeometry`` and ``QAction`` from ``QtGui``
+  (which QGIS 3.22 lacks), and it flags the ``QVariant`` field types of the 3.22 fallback branch too. It would also
+  bring flake8 next to ruff. Run once over the plugin (``flake8 --select=QGS4``), it found nothing beyond that
+  fallback.
+- The QGIS project's ``scripts/pyqt5_to_pyqt6/pyqt5_to_pyqt6.py`` is a converter, not a check: it rewrites files in
+  place, is not on PyPI (a file of the QGIS repository, GPL) and learns the enums by importing PyQt6 and the Qt 6
+  build of QGIS, neither of which exists on a QGIS 3.22 machine. ``PyQtEnumConverter`` is a text-replacement
+  script; ``qgis-plugin-ci`` packages and releases plugins and checks no code.
+- So this AST check reads the enum members from the bindings that are installed (every Qt and QGIS enum, with no
+  list to keep), knows the ``QGIS_VERSION_INT`` fallback and the 3.22 location of ``QAction``, and needs nothing
+  beyond what the plugin's tests already need.
 """
 
 from __future__ import annotations
@@ -59,6 +76,14 @@ class Finding:
         return f"{self.path}:{self.line}:{self.col}: {self.code} {self.message}"
 
 
+def is_enum_type(kind: object) -> bool:
+    """Whether ``kind`` is an enum type of the bindings: a sip enum (PyQt5) or a Python enum (PyQt6; QGIS ≥ 3.30)."""
+    from qgis.PyQt.QtCore import Qt
+
+    sip_enum_type = type(type(Qt.AlignmentFlag.AlignLeft))  # the metatype of every PyQt5/sip enum
+    return type(kind) is sip_enum_type or (isinstance(kind, type) and issubclass(kind, enum.Enum))
+
+
 @lru_cache(maxsize=1)
 def unscoped_members() -> dict[str, dict[str, str]]:
     """For each Qt/QGIS class name, its enum members reachable unscoped, mapped to the scoped spelling's prefix.
@@ -69,13 +94,6 @@ def unscoped_members() -> dict[str, dict[str, str]]:
         also sets on the class under their old names (``QgsWkbTypes.PolygonGeometry``). Where the class does not
         carry the enum type itself (a member re-exported from elsewhere), the prefix is the enum's qualified name.
     """
-    from qgis.PyQt.QtCore import Qt
-
-    sip_enum_type = type(type(Qt.AlignmentFlag.AlignLeft))  # the metatype of every PyQt5/sip enum
-
-    def is_enum(kind: type) -> bool:  # QGIS ≥ 3.30 turns many of its enums into Python enums, with old-name aliases
-        return type(kind) is sip_enum_type or (isinstance(kind, type) and issubclass(kind, enum.Enum))
-
     table: dict[str, dict[str, str]] = {}
     for module_name in ENUM_MODULES:
         try:
@@ -90,7 +108,7 @@ def unscoped_members() -> dict[str, dict[str, str]]:
             for attr in dir(cls):
                 value = getattr(cls, attr, None)
                 kind = type(value)
-                if is_enum(kind) and getattr(kind, attr, None) == value:  # a member (or alias), not a constant
+                if is_enum_type(kind) and getattr(kind, attr, None) == value:  # a member (or alias), not a constant
                     carried = getattr(cls, kind.__name__, None) is kind
                     members[attr] = f"{class_name}.{kind.__name__}" if carried else kind.__qualname__
             if members:

@@ -11,7 +11,9 @@
 # setup that needed one would fail there. Not part of CI: it downloads a few GB. Needs root and debootstrap.
 #
 # The debootstrapped base (before any project step) is kept as SUITE-base.tar and each run starts from a fresh copy
-# of it; RSREFSEG2_FRESH=1 debootstraps again.
+# of it; RSREFSEG2_FRESH=1 debootstraps again. RSREFSEG2_REF=<commit, branch or tag of this repository> tries that
+# commit instead of HEAD (e.g. main after a merge). One run per suite at a time (a lock in the scratch folder); the
+# mounts a run that was cut off left in its root are unmounted before the root is wiped, never deleted through.
 set -euo pipefail
 
 SUITE=${1:-}
@@ -26,12 +28,19 @@ fi
 command -v debootstrap >/dev/null || { echo "error: no debootstrap; hint: apt-get install debootstrap" >&2; exit 1; }
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+REF=${RSREFSEG2_REF:-HEAD}
+COMMIT=$(git -C "$REPO" rev-parse --verify --quiet "$REF^{commit}") || {
+  echo "error: RSREFSEG2_REF=$REF is no commit of $REPO; hint: a commit id, branch or tag that git log shows" >&2
+  exit 2
+}
 SCRATCH=${RSREFSEG2_SCRATCH:-/var/tmp/rsrefseg2-debian}
 MIRROR=${RSREFSEG2_MIRROR:-http://deb.debian.org/debian}
 ROOT=$SCRATCH/$SUITE
 BASE=$SCRATCH/$SUITE-base.tar
 LOG=$SCRATCH/$SUITE.log
 mkdir -p "$SCRATCH"
+exec 9>"$SCRATCH/$SUITE.lock"
+flock -n 9 || { echo "error: another try_debian.sh $SUITE is running (lock: $SCRATCH/$SUITE.lock)" >&2; exit 1; }
 
 mounted=()
 cleanup() {
@@ -39,6 +48,17 @@ cleanup() {
   for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" 2>/dev/null || true; done
 }
 trap cleanup EXIT
+mounts_under() {  # mounts_under DIR: the mount points inside DIR, deepest first
+  awk -v dir="$1/" 'index($2, dir) == 1 { print $2 }' /proc/self/mounts | sort -r
+}
+unmount_stale() {  # unmount_stale DIR: a cut-off run's proc, sys and /dev bind mounts, so rm -rf cannot reach the host
+  local point
+  for point in $(mounts_under "$1"); do umount -l "$point"; done
+  if [ -n "$(mounts_under "$1")" ]; then
+    echo "error: $1 still has mounts: $(mounts_under "$1" | tr '\n' ' '); hint: umount them, then run again" >&2
+    exit 1
+  fi
+}
 mount_into() {  # mount_into ARGS... TARGET: mount and remember it for the exit trap
   mount "$@"
   mounted+=("${*: -1}")
@@ -46,14 +66,16 @@ mount_into() {  # mount_into ARGS... TARGET: mount and remember it for the exit 
 
 if [ ! -f "$BASE" ] || [ "${RSREFSEG2_FRESH:-0}" = 1 ]; then
   echo "==> debootstrap $SUITE (minbase) from $MIRROR"
-  rm -rf "$ROOT"
+  unmount_stale "$ROOT"
+  rm -rf --one-file-system "$ROOT"
   t0=$(date +%s)
   debootstrap --variant=minbase --include=ca-certificates,git,python3 "$SUITE" "$ROOT" "$MIRROR" >"$LOG" 2>&1 \
     || { tail -20 "$LOG"; echo "error: debootstrap failed (log: $LOG)" >&2; exit 1; }
   tar -C "$ROOT" -cf "$BASE" .
   echo "    took $(($(date +%s) - t0)) s"
 fi
-rm -rf "$ROOT"
+unmount_stale "$ROOT"
+rm -rf --one-file-system "$ROOT"
 mkdir -p "$ROOT"
 tar -C "$ROOT" -xf "$BASE"
 
@@ -77,8 +99,9 @@ env_file=$ROOT/root/try-env
   echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 } >"$env_file"
 
-git clone -q "$REPO" "$ROOT/root/rsrefseg2"
-echo "==> $SUITE root ready: $ROOT (repo at $(git -C "$REPO" rev-parse --short HEAD))"
+git clone -q --no-checkout "$REPO" "$ROOT/root/rsrefseg2"
+git -C "$ROOT/root/rsrefseg2" checkout -q --detach "$COMMIT"
+echo "==> $SUITE root ready: $ROOT (repo at ${COMMIT:0:7}, $REF)"
 
 mount_into -t proc proc "$ROOT/proc"
 mount_into -t sysfs sys "$ROOT/sys"
