@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -141,6 +142,14 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
                            'describe the object in words, e.g. "the large white storage tank"')
     for number, phrase in enumerate(phrases, 1):
         check_utf8(phrase, f"phrase {number}")
+        if "\x00" in phrase:
+            raise BackendError("bad_request", f"phrase {number} contains a NUL character (\\u0000)",
+                               "remove it: the stored query would be cut there")
+        if not any(_is_word_character(char) for char in phrase):
+            shown = phrase.encode("unicode_escape").decode("ascii")
+            raise BackendError("empty_query", f"phrase {number} has no letter or digit ('{shown}'): nothing "
+                               "visible to look for",
+                               'describe the object in words, e.g. "the large white storage tank"')
     check_utf8(job.raster, "the raster path")
     resolution = job.resolution
     if not (resolution is None or resolution == RESOLUTION_AUTO
@@ -159,6 +168,15 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
         raise BackendError("bad_request", "clicks and a box refine one phrase's answer in view mode",
                            "give one phrase and leave find-all mode off")
     return phrases
+
+
+# Letters that render as nothing (Hangul fillers): a phrase of them is as empty as one of zero-width spaces.
+INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+
+
+def _is_word_character(char: str) -> bool:
+    """Whether ``char`` is a visible letter or digit (Unicode categories L* and N*), the least a phrase needs."""
+    return unicodedata.category(char)[0] in "LN" and char not in INVISIBLE_LETTERS
 
 
 def _tile_grid_size(job: SegmentJob, input_size: int) -> tuple[int, int]:

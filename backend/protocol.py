@@ -408,6 +408,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         return {str(k): _convert(v, value_hint, f"{where}.{k}") for k, v in value.items()}
     if hint is float:
         _require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: expected a number")
+        _require(not isinstance(value, int) or abs(value) <= MAX_JSON_INT, f"{where}: {_digits(value)}")
         _require(math.isfinite(value), f"{where}: must be finite")
         return float(value)
     if hint is bool:
@@ -415,13 +416,26 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is int:
         _require(isinstance(value, int) and not isinstance(value, bool), f"{where}: expected an integer")
+        _require(abs(value) <= MAX_JSON_INT, f"{where}: {_digits(value)}")
         return value
     if hint is str:
         _require(isinstance(value, str), f"{where}: expected a string")
         _require(_is_unicode(value), f"{where}: not valid Unicode text (a lone surrogate such as a \\ud800 escape, "
                                      "e.g. from undecodable bytes in a file name or shell argument)")
+        _require("\x00" not in value, f"{where}: contains a NUL character (\\u0000), which no phrase or path may hold")
         return value
     raise ProtocolError(f"{where}: unsupported field type {hint!r}")
+
+
+# Integers beyond ±2⁵³ are not exact in JSON readers (and no count, size or coordinate of ours comes near it).
+MAX_JSON_INT = 2**53
+# Longest integer literal a line may hold: Python refuses to convert more than 4300 digits (and converting is
+# quadratic in the digits), so longer ones are refused before ``json.loads`` tries.
+MAX_INT_DIGITS = 400
+
+
+def _digits(value: int) -> str:
+    return f"the integer {str(value)[:12]}… ({len(str(value))} digits) is too large (limit ±2^53)"
 
 
 def _is_unicode(text: str) -> bool:
@@ -454,11 +468,19 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 def _parse(line: str) -> Any:
     """``json.loads``, with every way a line can fail to parse as a ``ProtocolError``."""
     try:
-        return json.loads(line)
+        return json.loads(line, parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
     except RecursionError as exc:  # the parser recurses per level: a hostile line can exhaust the stack
         raise ProtocolError("not a usable message: JSON nested too deeply") from exc
+
+
+def _bounded_int(text: str) -> int:
+    """``json.loads``'s integer parser, refusing literals of more than ``MAX_INT_DIGITS`` digits (a 5000-digit
+    number raised a ValueError that killed the worker with no reply)."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ProtocolError(f"an integer of {len(text.lstrip('-'))} digits is too large (limit ±2^53)")
+    return int(text)
 
 
 def decode(line: str) -> Message:

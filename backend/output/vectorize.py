@@ -7,13 +7,17 @@ holds every tile's core). Holes are kept; specks under ``min_area_px`` are dropp
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import CRSError
 from rasterio.features import rasterize, shapes
+from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_geom
 from shapely.geometry import mapping, shape
 
@@ -23,6 +27,9 @@ BLOCK_PIXELS = 4 * 2**20
 # holding at least this fraction of its mass whose mean probability is at least this much.
 CLOSE_MATCH_RATIO = 0.97
 CLOSE_MATCH_MIN_SCORE = 0.85
+WGS84 = CRS.from_epsg(4326)
+# Edges are cut to at most 1/DENSIFY_STEPS of the geometry's larger side before projecting for the area.
+DENSIFY_STEPS = 64
 
 
 @dataclass(frozen=True)
@@ -47,19 +54,32 @@ class Detection:
         return self.score * self.area_px
 
 
-def area_m2(geometry: shapely.Geometry, crs: CRS) -> float:
-    """Ground area of ``geometry`` in m².
+@functools.lru_cache(maxsize=64)
+def _equal_area_crs(lat: float, lon: float) -> CRS:
+    """A Lambert azimuthal equal-area CRS centred at (lat, lon) degrees; areas are exact anywhere in it, so the
+    centre is rounded (to 0.1°) and reused: building a new projection per polygon would cost milliseconds."""
+    return CRS.from_proj4(f"+proj=laea +lat_0={lat!r} +lon_0={lon!r} +datum=WGS84 +units=m +no_defs")
 
-    Projected CRS: planar area scaled by the CRS's linear unit. Geographic CRS: planar area after a
-    Lambert azimuthal equal-area projection centred on the geometry (exact up to the datum, < 0.5 %).
+
+def area_m2(geometry: shapely.Geometry, crs: CRS) -> float:
+    """Ground area of ``geometry`` in m², on the WGS84 ellipsoid wherever the CRS has a place on the earth.
+
+    Planar area in map units is ground area only for CRSs built for it (UTM is within 0.1 %); Web Mercator's
+    metres are 2.25× too large at 48° N, and degrees are not lengths at all. So any geographic or projected CRS
+    is measured in a Lambert azimuthal equal-area projection centred on the geometry (an equal-area map of the
+    ellipsoid, as QGIS's ellipsoidal ``$area``), after densifying its edges so that long straight edges keep
+    their shape. A CRS with no place on the earth (a local engineering grid) has planar area in its units.
     """
-    if crs.is_geographic:
-        centre = geometry.centroid
-        laea = CRS.from_proj4(f"+proj=laea +lat_0={centre.y} +lon_0={centre.x} +datum=WGS84 +units=m")
-        return float(shape(transform_geom(crs, laea, mapping(geometry))).area)
+    if crs.is_geographic or crs.is_projected:
+        (lon,), (lat,) = transform_points(crs, WGS84, [geometry.centroid.x], [geometry.centroid.y])
+        if math.isfinite(lon) and math.isfinite(lat):
+            laea = _equal_area_crs(round(lat, 1), round(lon, 1))
+            minx, miny, maxx, maxy = geometry.bounds
+            dense = shapely.segmentize(geometry, max(maxx - minx, maxy - miny) / DENSIFY_STEPS or 1.0)
+            return float(shape(transform_geom(crs, laea, mapping(dense))).area)
     try:
-        _, factor = crs.linear_units_factor
-    except Exception:  # a CRS without declared units (local grids): treat its units as metres
+        factor = crs.units_factor[1]
+    except CRSError:  # a CRS without declared units: its units are taken as metres
         factor = 1.0
     return float(geometry.area) * factor * factor
 

@@ -38,15 +38,16 @@ class Stretch:
         """Stretch a tile to RGB.
 
         Args:
-            data: 3×H×W float source values.
+            data: 3×H×W float32 or float64 source values.
             valid: H×W bool; invalid pixels become 0.
 
         Returns:
             H×W×3 uint8 RGB.
         """
-        low = np.asarray(self.low, np.float32)[:, None, None]
-        span = np.maximum(np.asarray(self.high, np.float32) - np.asarray(self.low, np.float32), 1e-6)
-        scaled = data.astype(np.float32)  # one working copy, updated in place to bound memory per tile
+        working = np.float64 if data.dtype == np.float64 else np.float32  # float64 values may exceed float32
+        low = np.asarray(self.low, working)[:, None, None]
+        span = np.maximum(np.asarray(self.high, working) - np.asarray(self.low, working), 1e-6)
+        scaled = data.astype(working)  # one working copy, updated in place to bound memory per tile
         scaled -= low
         scaled *= (255.0 / span)[:, None, None]
         np.rint(scaled, out=scaled)

@@ -11,7 +11,7 @@ import math
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
@@ -19,7 +19,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Interleaving, Resampling
 from rasterio.errors import RasterioError, RasterioIOError
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
 from backend.errors import BackendError
 
@@ -39,7 +39,12 @@ class RasterView:
         crs: the raster's coordinate reference system.
         bands: 1-based source band indices read as R, G, B (a single band is replicated).
         nodata: the source nodata value of each selected band (None where a band has none).
-        dtypes: the storage data type of each selected band ("uint8", "uint16", "float32", …).
+        dtypes: the storage data type of each selected band ("uint8", "uint16", "float32", …); "uint8" for a
+            paletted band read through its colour table.
+        flip_rows: the source is stored south-up (positive y pixel size): view row 0 is the source's last row.
+        flip_cols: the source is stored east-left (negative x pixel size): view column 0 is its last column.
+        palette: for a paletted band, its colour table as a 256×4 uint8 RGBA lookup (``bands`` repeats the
+            band, which is read as indices and expanded to RGB); None otherwise.
     """
 
     path: str
@@ -50,6 +55,9 @@ class RasterView:
     bands: tuple[int, ...]
     nodata: tuple[float | None, ...]
     dtypes: tuple[str, ...]
+    flip_rows: bool = False
+    flip_cols: bool = False
+    palette: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def resolution(self) -> tuple[float, float]:
@@ -88,23 +96,51 @@ def open_raster(path: str) -> rasterio.DatasetReader:
     return dataset
 
 
-def _refuse_special_file(path: str) -> None:
+def _refuse_special_file(path: str, subject: str | None = None) -> None:
     """Refuse a named pipe, socket or device: GDAL would wait forever on a pipe nobody writes to.
 
     Paths that do not exist pass (GDAL also opens virtual paths, URLs and subdatasets), as do folders (some
-    formats are folders)."""
+    formats are folders). ``subject`` starts the message (default: the quoted path)."""
     try:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):
         return
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise BackendError("not_a_raster", f"{path!r} is not a regular file (a pipe, socket or device)",
-                           "choose a raster file such as a GeoTIFF")
+        raise BackendError("not_a_raster", f"{subject or repr(path)} is not a regular file (a pipe, socket or "
+                           "device)", "choose a raster file such as a GeoTIFF (and VRT sources that are files)")
 
 
 def _local_file(name: str) -> bool:
     """Whether ``name`` is a plain file path (not a GDAL virtual path such as /vsicurl/ or a URL)."""
     return not name.startswith("/vsi") and "://" not in name
+
+
+# How deep VRTs that read other VRTs are followed when their sources are checked.
+MAX_VRT_DEPTH = 16
+
+
+def _local_sources(dataset: rasterio.DatasetReader, path: str, seen: set[str], depth: int = 0) -> list[str]:
+    """Every local file ``dataset`` reads from, following VRTs inside VRTs (GDAL lists only the first level).
+
+    Raises:
+        BackendError: ``not_a_raster`` for a source that is a pipe, socket or device: the first read would wait
+            for ever, where cancel cannot reach it.
+    """
+    found = []
+    for name in dataset.files[1:]:
+        if not _local_file(name):
+            continue
+        _refuse_special_file(name, f"{path!r} reads from {name!r}, which")
+        found.append(name)
+        real = os.path.realpath(name)
+        if name.lower().endswith(".vrt") and os.path.isfile(name) and real not in seen and depth < MAX_VRT_DEPTH:
+            seen.add(real)
+            try:
+                with rasterio.open(name) as inner:
+                    found += _local_sources(inner, path, seen, depth + 1)
+            except RasterioIOError:
+                continue  # an unreadable inner VRT fails at its first read with GDAL's reason
+    return found
 
 
 def check_complete(dataset: rasterio.DatasetReader, path: str) -> None:
@@ -116,7 +152,8 @@ def check_complete(dataset: rasterio.DatasetReader, path: str) -> None:
     Raises:
         BackendError: ``bad_raster`` naming the file and what is missing.
     """
-    missing = [name for name in dataset.files[1:] if _local_file(name) and not os.path.exists(name)]
+    sources = _local_sources(dataset, path, seen={os.path.realpath(dataset.name)})
+    missing = [name for name in sources if not os.path.exists(name)]
     if missing:
         raise BackendError("bad_raster", f"{path!r} refers to {len(missing)} source file(s) that do not exist, "
                            f"e.g. {missing[0]!r}",
@@ -239,7 +276,9 @@ def _extent_window(dataset: rasterio.DatasetReader, extent: tuple[float, ...]) -
     y0, y1 = max(extent[1], min(bottom, top)), min(extent[3], max(bottom, top))
     if not (x1 > x0 and y1 > y0):
         return Window(0, 0, 0, 0)
-    return from_bounds(x0, y0, x1, y1, dataset.transform)
+    inverse = ~dataset.transform  # not rasterio's from_bounds, which refuses south-up grids
+    cols, rows = zip(*(inverse * (x, y) for x in (x0, x1) for y in (y0, y1)), strict=True)
+    return Window(min(cols), min(rows), max(cols) - min(cols), max(rows) - min(rows))
 
 
 def _clip_window(window: Window, dataset: rasterio.DatasetReader, what: str) -> Window:
@@ -273,10 +312,16 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
     if extent is not None and pixels is not None:
         raise BackendError("bad_request", "both an extent and a pixel window were given", "give only one")
     with open_raster(path) as dataset:
+        if dataset.transform.a == 0 or dataset.transform.e == 0:
+            raise BackendError("bad_raster", f"{path!r} has a pixel size of zero "
+                               f"({dataset.transform.a:g} × {dataset.transform.e:g} map units)",
+                               "its geotransform is damaged: set the pixel size again, e.g. gdal_translate "
+                               "-a_ullr ULX ULY LRX LRY, or gdal_edit.py -a_ullr")
         if not dataset.transform.is_rectilinear:
             raise BackendError("bad_request", f"{path!r} has a rotated geotransform",
                                "warp it to a north-up grid first (gdalwarp)")
         chosen = select_bands(dataset, bands)
+        palette = _palette(dataset, chosen)
         if extent is not None:
             xmin, ymin, xmax, ymax = _finite(extent, "extent", "give xmin,ymin,xmax,ymax as finite numbers in the "
                                                                "raster's CRS")
@@ -306,11 +351,40 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
                                f"choose a coarser resolution (≥ {fit:.4g} map units per pixel) or a smaller extent")
         base = dataset.window_transform(window)
         transform = base @ Affine.scale(window.width / out_w, window.height / out_h)
+        flip_rows, flip_cols = transform.e > 0, transform.a < 0
+        if flip_rows:  # south-up: the view is north-up, so "top left" is the map's top left
+            transform = transform @ Affine.translation(0, out_h) @ Affine.scale(1, -1)
+        if flip_cols:
+            transform = transform @ Affine.translation(out_w, 0) @ Affine.scale(-1, 1)
         nodata = tuple(dataset.nodatavals[b - 1] for b in chosen)
-        dtypes = tuple(dataset.dtypes[b - 1] for b in chosen)
+        dtypes = ("uint8",) * 3 if palette is not None else tuple(dataset.dtypes[b - 1] for b in chosen)
         return RasterView(path=str(path), window=(window.col_off, window.row_off, window.width, window.height),
                           shape=(out_h, out_w), transform=transform, crs=dataset.crs, bands=chosen, nodata=nodata,
-                          dtypes=dtypes)
+                          dtypes=dtypes, flip_rows=flip_rows, flip_cols=flip_cols, palette=palette)
+
+
+def _palette(dataset: rasterio.DatasetReader, bands: tuple[int, ...]) -> np.ndarray | None:
+    """The colour table of a single paletted band as a 256×4 uint8 RGBA lookup, or None.
+
+    A paletted band holds class indices, not brightness: read as grey, a green field and a red roof could be the
+    same value. Indices without an entry map to transparent black (invalid)."""
+    band = bands[0]
+    if len(set(bands)) != 1 or dataset.colorinterp[band - 1] != ColorInterp.palette:
+        return None
+    if dataset.dtypes[band - 1] != "uint8":
+        raise BackendError("bad_raster", f"band {band} of {dataset.name!r} is paletted with "
+                           f"{dataset.dtypes[band - 1]} indices; only 8-bit colour tables can be read",
+                           "expand it to RGB first: gdal_translate -expand rgb in.tif out.tif (or QGIS's "
+                           "Raster > Conversion > PCT to RGB)")
+    try:
+        colormap = dataset.colormap(band)
+    except ValueError:
+        return None
+    lookup = np.zeros((256, 4), np.uint8)
+    for index, rgba in colormap.items():
+        if 0 <= index < 256:
+            lookup[index] = rgba
+    return lookup
 
 
 # A view whose longer side is shorter than this cannot show the model anything it could find.
@@ -345,19 +419,42 @@ def _refuse_metres_as_degrees(resolution: float, src_res: tuple[float, float], s
 
 def _read(dataset: rasterio.DatasetReader, view: RasterView, window: Window,
           out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Read source ``window`` resampled to ``out_shape``: (3×h×w float32 data, h×w bool validity)."""
+    """Read source ``window`` resampled to ``out_shape`` in the view's orientation (north-up).
+
+    Returns:
+        (3×h×w data: float32, or float64 when a band is stored as float64 so values beyond float32's range stay
+        finite; h×w bool validity).
+    """
+    data, valid = _read_stored(dataset, view, window, out_shape)
+    if view.flip_rows:
+        data, valid = data[:, ::-1], valid[::-1]
+    if view.flip_cols:
+        data, valid = data[:, :, ::-1], valid[:, ::-1]
+    return np.ascontiguousarray(data), np.ascontiguousarray(valid)
+
+
+def _read_stored(dataset: rasterio.DatasetReader, view: RasterView, window: Window,
+                 out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``_read`` in the source's stored orientation."""
     scale = max(window.width / out_shape[1], window.height / out_shape[0])
     resampling = Resampling.average if scale > 1.5 else Resampling.bilinear
+    if view.palette is not None:  # indices cannot be averaged: pick them, then look their colours up
+        resampling = Resampling.mode if scale > 1.5 else Resampling.nearest
     unique = sorted(set(view.bands))
+    out_dtype = "float64" if "float64" in view.dtypes else "float32"
     try:
         data = dataset.read(unique, window=window, out_shape=(len(unique), *out_shape), resampling=resampling,
-                            out_dtype="float32")
+                            out_dtype="uint8" if view.palette is not None else out_dtype)
         masks = dataset.read_masks(unique, window=window, out_shape=(len(unique), *out_shape),
                                    resampling=Resampling.nearest)
     except RasterioError as err:
         raise BackendError("bad_raster", f"cannot read the pixels of {view.path!r}: {_root_cause(err)}",
                            "the file (or a file it refers to) is damaged or incomplete: copy or export it again; "
                            "`gdalinfo -checksum` shows whether a file reads whole") from err
+    if view.palette is not None:
+        rgba = view.palette[data[0]]  # h×w×4
+        return (np.moveaxis(rgba[..., :3], -1, 0).astype(np.float32),
+                (masks[0] > 0) & (rgba[..., 3] > 0))
     valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
     if unique == list(view.bands):
         return data, valid
@@ -382,14 +479,18 @@ def read_tile(view: RasterView, row_off: int, col_off: int, height: int, width: 
         dataset: an open dataset of ``view.path`` to reuse (opened and closed here when None).
 
     Returns:
-        (data 3×height×width float32 in source units, valid height×width bool: False for nodata or outside).
+        (data 3×height×width float32 in source units (float64 for float64 sources; RGB for a paletted band),
+        valid height×width bool: False for nodata or outside), north-up whatever the source's orientation.
     """
     r0, c0 = max(row_off, 0), max(col_off, 0)
     r1, c1 = min(row_off + height, view.shape[0]), min(col_off + width, view.shape[1])
     if r1 <= r0 or c1 <= c0:
         return np.zeros((3, height, width), np.float32), np.zeros((height, width), bool)
     sx, sy = view.scale
-    window = Window(view.window[0] + c0 * sx, view.window[1] + r0 * sy, (c1 - c0) * sx, (r1 - r0) * sy)
+    stored_r0 = view.shape[0] - r1 if view.flip_rows else r0
+    stored_c0 = view.shape[1] - c1 if view.flip_cols else c0
+    window = Window(view.window[0] + stored_c0 * sx, view.window[1] + stored_r0 * sy, (c1 - c0) * sx,
+                    (r1 - r0) * sy)
     if dataset is None:
         with open_raster(view.path) as opened:
             inner, inner_valid = _read(opened, view, window, (r1 - r0, c1 - c0))
@@ -397,7 +498,7 @@ def read_tile(view: RasterView, row_off: int, col_off: int, height: int, width: 
         inner, inner_valid = _read(dataset, view, window, (r1 - r0, c1 - c0))
     if (r1 - r0, c1 - c0) == (height, width):
         return inner, inner_valid
-    data = np.zeros((3, height, width), np.float32)
+    data = np.zeros((3, height, width), inner.dtype)
     valid = np.zeros((height, width), bool)
     data[:, r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = inner
     valid[r0 - row_off:r1 - row_off, c0 - col_off:c1 - col_off] = inner_valid

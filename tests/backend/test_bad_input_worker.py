@@ -99,6 +99,37 @@ def test_deeply_nested_json_is_refused_and_the_worker_keeps_answering(raw_worker
     assert raw_worker.reply("alive")[1].TYPE == "pong"
 
 
+@pytest.mark.parametrize("number", [b"9" * 5000, b"-" + b"9" * 5000, b"1" + b"0" * 400])
+def test_a_huge_integer_is_refused_and_the_worker_keeps_answering(raw_worker: RawWorker, number: bytes) -> None:
+    """A 5000-digit literal made ``json.loads`` raise a plain ValueError, and the worker died with no reply."""
+    raw_worker.write(b'{"type": "segment", "id": "big", "v": 1, "raster": "r.tif", "phrases": ["a"], '
+                     b'"output_dir": "o", "tile_size": ' + number + b"}\n")
+    _, refused = raw_worker.reply("big")
+    assert refused.TYPE == "error" and refused.code == "bad_request" and "too large" in refused.message
+    raw_worker.write((encode(Ping(id="alive")) + "\n").encode())
+    assert raw_worker.reply("alive")[1].TYPE == "pong" and raw_worker.proc.poll() is None
+
+
+def test_numbers_past_2_53_in_fields_are_refused_by_name() -> None:
+    from backend.protocol import ProtocolError
+
+    for field, value, problem in (("tile_size", 2**53 + 1, "the integer .* too large"),
+                                  ("threshold", 10**300, "the integer .* too large"),
+                                  ("resolution", -(10**20), "expected float or str")):
+        line = ('{"type": "segment", "id": "s", "v": 1, "raster": "r.tif", "phrases": ["a"], "output_dir": "o", '
+                f'"{field}": {value}}}')
+        with pytest.raises(ProtocolError, match=f"segment.{field}: {problem}"):
+            decode(line)
+
+
+def test_a_nul_inside_a_phrase_is_refused_not_cut() -> None:
+    out = Replies()
+    Worker(out).serve(['{"type": "segment", "id": "s", "v": 1, "raster": "r.tif", "phrases": ["the roof\\u0000 '
+                       'of the school"], "output_dir": "o"}'])
+    (error,) = out.decoded()["s"]
+    assert error.code == "bad_request" and "NUL" in error.message and "phrases[0]" in error.message
+
+
 class Replies(io.StringIO):
     """The protocol stream of an in-process worker, decoded."""
 
@@ -255,10 +286,14 @@ def test_a_hostile_sweep_of_segment_requests_gets_results_or_coded_errors_never_
         "band_1e12": ({"bands": (10**12,)}, "bad_band"),
         "pixels_far_away": ({"window": Window(pixels=(10**15, 0, 5, 5))}, "window_outside"),
         "extent_of_all_floats": ({"window": Window(extent=(-1e308, -1e308, 1e308, 1e308))}, None),
-        "phrase_with_nul": ({"phrases": ("a\x00b",)}, None),
+        "phrase_with_nul": ({"phrases": ("a\x00b",)}, "bad_request"),  # the stored query would be cut there
         "phrase_with_escapes": ({"phrases": ("\x1b[31mred\x1b[0m",)}, None),
         "phrase_emoji_rtl": ({"phrases": ("🛢️ tank", "خزان النفط")}, None),
-        "phrase_zero_width": ({"phrases": ("\u200b",)}, None),
+        "phrase_zero_width": ({"phrases": ("\u200b",)}, "empty_query"),
+        "phrase_invisible_mix": ({"phrases": ("\u200c\u200d\u2060\ufeff\u180e\u3164 \u00ad",)}, "empty_query"),
+        "phrase_second_invisible": ({"phrases": ("the roof", "\u2800\u200b")}, "empty_query"),
+        "phrase_digits_only": ({"phrases": ("42",)}, None),
+        "tile_size_2e53": ({"tile_size": 2**53 + 1, "mode": "find-all"}, "bad_request"),
     }
     requests = [Load(id="load", config="tiny", device="cpu")]
     requests += [Segment(id=name, **{"raster": str(scene), "phrases": ("the roof",), "output_dir": str(tmp_path),
