@@ -297,15 +297,12 @@ class Worker:
         for warning in self._engine.predictor.phrase_warnings(req.phrases):
             log.warning("request %s: %s", req.id, warning)
             progress(0.0, WARNING_STAGE, warning)
-        output_dir = Path(req.output_dir)
-        before = set(output_dir.iterdir()) if output_dir.is_dir() else set()
-        try:
-            if self.is_cancelled(req.id):
-                raise BackendError("cancelled", "cancelled before it started")
-            result = self._engine.run(job, progress=progress, should_cancel=lambda: self.is_cancelled(req.id))
-        except BaseException:
-            _remove_new_files(output_dir, before)
-            raise
+        # A failed or cancelled run leaves nothing of its own in the output folder: writing is the engine's last
+        # step and places its files all or none (backend.output.writing). So nothing is deleted here: any file
+        # that appeared in the folder meanwhile is someone else's (another program, another worker).
+        if self.is_cancelled(req.id):
+            raise BackendError("cancelled", "cancelled before it started")
+        result = self._engine.run(job, progress=progress, should_cancel=lambda: self.is_cancelled(req.id))
         self.send(Result(id=req.id, outputs=Outputs(geojson=result.outputs["geojson"],
                                                     gpkg=result.outputs.get("gpkg"),
                                                     probability=result.outputs.get("probability")),
@@ -335,16 +332,6 @@ def _release_accelerator_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _remove_new_files(folder: Path, before: set[Path]) -> None:
-    """Delete files that appeared in ``folder`` during a failed or cancelled run (no partial outputs)."""
-    if not folder.is_dir():
-        return
-    for path in set(folder.iterdir()) - before:
-        if path.is_file():
-            log.info("removing partial output %s", path)
-            path.unlink()
 
 
 def _leading_id(head: bytes) -> str:

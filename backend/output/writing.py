@@ -2,12 +2,15 @@
 
 pyogrio writes both: its raw array API takes WKB geometries and numpy field arrays in one vectorised GDAL
 call, so neither fiona nor geopandas is needed. Every file is first written completely under a scratch name in
-the target folder; only then are the files put in place, all or none:
+the target folder; only then, under the output folders' locks (``backend.files.lock``), are the files put in
+place as one change, all or none (``backend.output.swap``):
 
-* without ``overwrite`` each one is hard-linked to its final name, which fails if the name exists, so checking
-  and placing are one atomic step: of two runs writing the same path at once, exactly one wins;
-* with ``overwrite`` the old files are kept under scratch names until every new file has replaced its old one;
-  if any replace fails, the ones already replaced are restored, so the GeoPackage and GeoJSON always match.
+* without ``overwrite`` a name that exists refuses the change (checked atomically): of two runs writing the
+  same path at once, exactly one wins and the other gets ``output_exists``;
+* with ``overwrite`` two runs take turns (the second waits for the first's swap, milliseconds): the pair left
+  is the second run's, whole, as if they had run one after the other;
+* a writer killed half-way is rolled back by the next write to the folder: old files restored, lone new
+  files removed.
 
 Scratch names carry the writer's machine and PID, so those of a killed run are swept by the next write to the
 folder from the same machine.
@@ -31,18 +34,17 @@ import shapely
 from rasterio.crs import CRS
 
 from backend.errors import BackendError
+from backend.files.lock import WAIT_SECONDS, LockTimeoutError, folder_locks
 from backend.files.stale import owned_prefix, sweep
 from backend.output.preflight import MIN_FREE_BYTES, check_output_targets, os_error
 from backend.output.probability import ProbabilityMaps, write_probability
+from backend.output.swap import roll_back_dead, swap_in
 from backend.output.vectorize import Detection
 
 log = logging.getLogger(__name__)
 
 # Scratch files (new outputs being written, old outputs kept until the swap is done): .rsrefseg-tmp-<host>-<pid>-…
 SCRATCH_PREFIX = ".rsrefseg-tmp-"
-# errno values of file systems that cannot hard-link (FAT, some network shares).
-NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS, getattr(errno, "ENOTSUP", -1),
-                 getattr(errno, "EOPNOTSUPP", -1)}
 DRIVERS = {"geojson": ("GeoJSON", ".geojson"), "gpkg": ("GPKG", ".gpkg")}
 
 
@@ -103,8 +105,6 @@ def write_outputs(layers: Sequence[PhraseDetections], crs: CRS, paths: dict[str,
     if ("probability" in paths) != (probability is not None):
         raise ValueError("a probability path needs the probability maps, and the maps a path")
     check_output_targets(paths.values(), overwrite)
-    for folder in {Path(p).parent for p in paths.values()}:
-        sweep(folder, owned_prefix(SCRATCH_PREFIX))
     geometry, fields = _columns(layers, model, checkpoint)
     temps: dict[str, str] = {}  # scratch file → final path
     try:
@@ -115,14 +115,27 @@ def write_outputs(layers: Sequence[PhraseDetections], crs: CRS, paths: dict[str,
                 write_probability(temp, probability)
             else:
                 temps[_write_scratch(fmt, path, geometry, fields, crs)] = path
-        if overwrite:
-            replace_together(temps)
-        else:
-            place_new(temps)
+        _swap_locked(temps, overwrite)
     finally:
         for temp in temps:
             _remove_quietly(temp)
     return paths
+
+
+def _swap_locked(temps: dict[str, str], overwrite: bool) -> None:
+    """Under the output folders' locks: undo dead writers' half-done swaps, sweep their scratch, then swap."""
+    folders = {os.path.dirname(os.path.abspath(final)) for final in temps.values()}
+    try:
+        with folder_locks(folders):
+            for folder in folders:
+                roll_back_dead(folder)
+                sweep(folder, owned_prefix(SCRATCH_PREFIX))
+            swap_in(temps, lambda final: _scratch_name(final, ".old"), overwrite=overwrite)
+    except LockTimeoutError as err:
+        raise BackendError("bad_request", f"another run kept {sorted(folders)} locked for {WAIT_SECONDS:.0f} s",
+                           "wait for the other run to finish, or write to another folder") from err
+    except OSError as err:  # the lock file cannot be created
+        raise os_error(err, next(iter(folders))) from err
 
 
 def layer_name(final: str) -> str:
@@ -156,113 +169,6 @@ def _write_scratch(fmt: str, final: str, geometry: np.ndarray, fields: list[np.n
         raise BackendError("bad_request", f"cannot write {final!r}: {reason}",
                            "choose another output name or folder, and check its free space and permissions") from err
     return temp
-
-
-def place_new(temps: dict[str, str]) -> None:
-    """Give each scratch file its final name, refusing atomically any name that exists; all or none.
-
-    Args:
-        temps: scratch file → final path; the scratch files are consumed.
-
-    Raises:
-        BackendError: ``output_exists`` naming the first final path that exists (the ones placed before it are
-            removed again), or ``bad_request`` for another failure.
-    """
-    placed: list[str] = []
-    try:
-        for temp, final in temps.items():
-            try:
-                _link_new(temp, final)
-            except FileExistsError as err:
-                raise BackendError("output_exists", f"{final!r} already exists (another run may have just written "
-                                   "it)", "choose another output name, delete the file, or pass --overwrite") from err
-            except OSError as err:
-                raise os_error(err, final) from err
-            placed.append(final)
-    except BaseException:
-        for final in placed:
-            _remove_quietly(final)
-        raise
-
-
-def _link_new(temp: str, final: str) -> None:
-    """Move ``temp`` to ``final`` only if ``final`` does not exist, as one atomic step (``FileExistsError``)."""
-    try:
-        os.link(temp, final)
-    except FileExistsError:
-        raise
-    except OSError as err:
-        if err.errno not in NO_HARD_LINKS:
-            raise
-        # No hard links here: claim the name exclusively, then move the complete file over the empty claim.
-        os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        os.replace(temp, final)
-        return
-    os.remove(temp)
-
-
-def replace_together(temps: dict[str, str]) -> None:
-    """Replace each final path by its scratch file, all or none.
-
-    The old files are kept under scratch names (hard links, or copies where links are impossible) until every
-    replace has succeeded; when one fails, the files already replaced get their old content back.
-
-    Args:
-        temps: scratch file → final path; the scratch files are consumed on success.
-
-    Raises:
-        BackendError: ``bad_request`` naming the file that could not be replaced.
-    """
-    backups: dict[str, str] = {}  # final path → its old content's scratch name
-    replaced: list[str] = []
-    try:
-        for final in temps.values():
-            if os.path.isfile(final):  # anything else in the way makes its replace fail below
-                backups[final] = _keep_copy(final)
-        for temp, final in temps.items():
-            try:
-                os.replace(temp, final)
-            except OSError as err:
-                error = os_error(err, final, "replace")
-                raise BackendError(error.code, f"{error.message}; the existing outputs were left unchanged",
-                                   error.hint) from err
-            replaced.append(final)
-    except BaseException:
-        for final in replaced:
-            _restore(final, backups)
-        raise
-    finally:
-        for backup in backups.values():
-            _remove_quietly(backup)
-
-
-def _keep_copy(final: str) -> str:
-    """Keep ``final``'s current content under a scratch name (a hard link when possible)."""
-    backup = _scratch_name(final, ".old")
-    try:
-        try:
-            os.link(final, backup)
-        except OSError as err:
-            if err.errno not in NO_HARD_LINKS:
-                raise
-            shutil.copy2(final, backup)
-    except OSError as err:
-        _remove_quietly(backup)
-        raise os_error(err, final, "replace") from err
-    return backup
-
-
-def _restore(final: str, backups: dict[str, str]) -> None:
-    """Put ``final`` back as it was before this write (its old content, or no file)."""
-    try:
-        if final in backups:
-            os.replace(backups[final], final)
-            del backups[final]
-        else:
-            os.remove(final)
-    except OSError as err:  # keep the backup: the user's old data must never be deleted
-        log.error("could not restore %s (%s); its previous content is kept as %s", final, err,
-                  backups.pop(final, "nothing"))
 
 
 def _remove_quietly(path: str) -> None:

@@ -18,11 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from backend.errors import BackendError
+from backend.files.lock import folder_locks
+from backend.files.scratch import create_scratch
+from backend.files.stale import owned_prefix, sweep
 from backend.protocol import WEIGHTS_DIR_ENV, weights_dir
 from backend.weights import record
 from backend.weights.fetch import copy_hashing, fetch, sha256_file
 from backend.weights.record import FileCheck
 from backend.weights.registry import REGISTRY, Entry, FolderEntry, WeightsEntry, WeightsFile
+
+# Scratch copies of imports being installed: .rsrefseg-import-<host>-<pid>-<random>.part beside the target.
+IMPORT_PREFIX = ".rsrefseg-import-"
 
 __all__ = ["REGISTRY", "Entry", "FolderEntry", "Presence", "WeightsEntry", "WeightsFile", "download",
            "import_file", "installed", "inventory", "resolve", "sha256_file", "tokenizer_dir", "verify",
@@ -172,30 +178,50 @@ def _relpath(folder: Path, target: Path) -> str:
 
 def _import_one(source: Path, target: Path, folder: Path, *, name: str | None, expected: str | None,
                 force: bool) -> str:
-    """Copy one file into the weights folder and record it; returns its status."""
+    """Copy one file into the weights folder and record it; returns its status.
+
+    The copy goes to a scratch name of this process's own (two imports never share one), then, under the
+    weights folder's lock, it is installed and recorded: the record's hash is always that of the file now at
+    ``target`` (ours, or an identical one another import installed first).
+    """
     rel = _relpath(folder, target)
-    if target.exists() and not force:
-        digest = sha256_file(source)
-        if sha256_file(target) != digest:
-            raise BackendError("weights", f"{target} already exists and differs from {source}",
-                               "pass --force to replace it (the old file is lost), or import without --name to "
-                               "keep the new file under its own name")
-        return record.remember(folder, rel, sha256=digest, expected=expected, name=name, source=f"import: {source}")
-    part = target.with_name(target.name + ".part")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest = copy_hashing(source, part)
+        fd, scratch = create_scratch(target.parent, f"{owned_prefix(IMPORT_PREFIX)}{os.getpid()}-", ".part")
+        os.close(fd)
+        part = Path(scratch)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            part.unlink(missing_ok=True)
         raise BackendError("weights", f"cannot copy {source} to {target}: {exc.strerror or exc}",
                            "check that the weights folder is writable and has room for the file") from exc
-    _install(part, target, replace=force)
-    status = record.remember(folder, rel, sha256=digest, expected=expected, name=name, source=f"import: {source}")
+    try:
+        digest = copy_hashing(source, part)
+        with folder_locks([folder]):
+            sweep(target.parent, owned_prefix(IMPORT_PREFIX))  # copies of imports that were killed
+            if target.exists() and not force:  # already there, or another import installed it meanwhile
+                digest = _same_or_refuse(source, digest, target)
+            else:
+                _install(part, target, replace=force)
+            status = record.remember(folder, rel, sha256=digest, expected=expected, name=name,
+                                     source=f"import: {source}")
+    except OSError as exc:
+        raise BackendError("weights", f"cannot copy {source} to {target}: {exc.strerror or exc}",
+                           "check that the weights folder is writable and has room for the file") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
     if status == "mismatch":  # the CLI says so loudly; the record keeps it from being used as the published file
         log.info("%s is not the published %s (SHA-256 %s, published %s); stored as %s, recorded as a mismatch",
                  source, name, digest, expected, target)
     return status
+
+
+def _same_or_refuse(source: Path, digest: str, target: Path) -> str:
+    """The hash of the existing ``target`` when it equals the copy's ``digest``; else a "weights" error."""
+    if sha256_file(target) != digest:
+        raise BackendError("weights", f"{target} already exists and differs from {source}",
+                           "pass --force to replace it (the old file is lost), or import without --name to "
+                           "keep the new file under its own name")
+    return digest
 
 
 def import_file(source: Path, name: str | None = None, directory: Path | None = None, *,

@@ -18,7 +18,8 @@ from backend.errors import BackendError
 from backend.files.stale import owned_prefix
 from backend.output.preflight import check_output_targets
 from backend.output.vectorize import vectorize
-from backend.output.writing import SCRATCH_PREFIX, PhraseDetections, output_paths, replace_together, write_outputs
+from backend.output.swap import JOURNAL_PREFIX, swap_in
+from backend.output.writing import SCRATCH_PREFIX, PhraseDetections, output_paths, write_outputs
 
 UTM = CRS.from_epsg(32633)
 
@@ -35,7 +36,8 @@ def models_in(paths: dict[str, str]) -> set[str]:
 
 
 def scratch_files(folder: Path) -> list[str]:
-    return [p.name for p in folder.iterdir() if p.name.startswith(SCRATCH_PREFIX)]
+    """Scratch files and swap journals left in ``folder``."""
+    return [p.name for p in folder.iterdir() if p.name.startswith((SCRATCH_PREFIX, JOURNAL_PREFIX))]
 
 
 @pytest.fixture
@@ -68,10 +70,10 @@ def test_a_failed_second_replace_restores_the_first_file(tmp_path):
     new_a.write_text("new")
     new_b.write_text("new")
     with pytest.raises(BackendError) as info:
-        replace_together({str(new_a): str(old_a), str(new_b): str(blocker)})
+        swap_in({str(new_a): str(old_a), str(new_b): str(blocker)}, lambda final: f"{final}.old", overwrite=True)
     assert str(blocker) in info.value.message
     assert old_a.read_text() == "old pair" and (blocker / "keep.txt").read_text() == "someone's data"
-    assert sorted(scratch_files(tmp_path)) == [new_b.name]  # the caller's unused scratch file; no backup left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.geojson", "result.gpkg"]  # no scratch left
 
 
 def test_overwrite_replaces_both_and_a_new_pair_appears_whole(tmp_path):

@@ -404,3 +404,27 @@ def test_a_failed_load_keeps_the_working_model_answering(scene: Path, tmp_path: 
     assert final["bad"].TYPE == "error" and final["bad"].code == "weights", final["bad"]
     assert final["after"].TYPE == "result", final["after"]
     assert Path(final["after"].outputs.geojson).is_file()
+
+
+def test_a_cancelled_run_removes_no_file_it_did_not_write(spawn, scene: Path, big_scene: Path, tmp_path: Path) -> None:
+    """Two workers share an output folder and a request id; one is cancelled while the other writes its result
+    and a user saves a file there: the cancelled run deletes none of them."""
+    out = tmp_path / "shared"
+    out.mkdir()
+    slow, quick = spawn(), spawn()
+    _load(slow)
+    _load(quick)
+    slow.send(Segment(id="same", raster=str(big_scene), phrases=("all tanks",), output_dir=str(out),
+                      mode="find-all", tile_size=64, overlap=8))
+    while (message := slow.recv()).TYPE != "progress" or not message.message.startswith("tile 2/"):
+        assert message.TYPE == "progress", message
+    (out / "notes.txt").write_text("saved by the user during the run")
+    quick.send(Segment(id="same", raster=str(scene), phrases=("the bright roof",), output_dir=str(out),
+                       tile_size=128, overlap=16))
+    _, result = quick.until("same", ("result", "error"))
+    assert result.TYPE == "result", result
+    slow.send(Cancel(id="c", target="same"))
+    _, final = slow.until("same", ("error", "result"))
+    assert final.TYPE == "error" and final.code == "cancelled", final
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "rsrefseg_same.geojson", "rsrefseg_same.gpkg"]
+    assert "removing" not in slow.stderr()
