@@ -21,7 +21,7 @@ from backend.model.checkpoint.io import CheckpointMeta
 from backend.model.config import RankerConfig
 from backend.model.device import autocast, choose_precision, select_device
 from backend.model.outputs import ImageEmbeddings, RefSegOutput, mask_scores
-from backend.model.ranker.clicks import apply_clicks, click_cells, click_ranks
+from backend.model.ranker.clicks import apply_clicks, click_cells, click_ranks, outside_box
 from backend.model.ranker.features import Candidates, candidate_features, label_components
 from backend.model.ranker.ranker import rerank_logits
 from backend.model.ranker.relation_anchor import relation_anchor, relation_subject
@@ -402,6 +402,10 @@ class ReferringPredictor:
             mask = prompts.dense if mask_input is None else mask_input.to(self.device, prompts.dense.dtype)
             logits, _ = self.model.sam_head.decode_with_clicks(state.embeddings.sam, prompts.sparse, mask, *clicks)
         decoded = logits.float()
+        if clicks[2] is not None:  # the object lies in the box; what the last answer had there stays
+            if mask_input is not None:
+                decoded = torch.maximum(decoded, mask_input.to(decoded.device, decoded.dtype))
+            decoded = outside_box(decoded, clicks[2], self.input_size)
         cells = [] if clicks[0] is None else click_cells(clicks[0][0], self.input_size,
                                                          self.model.config.mask_size)
         click_labels = [] if clicks[1] is None else clicks[1][0].tolist()
@@ -413,7 +417,9 @@ class ReferringPredictor:
             probs = torch.sigmoid(decoded[0, 0]).cpu().numpy()
             labels = label_components(probs, 0.5, max_candidates=probs.size)
         if cells:
-            logits = apply_clicks(logits, labels, torch.sigmoid(decoded[0, 0]).cpu().numpy(), cells, click_labels)
+            previous = None if mask_input is None else torch.sigmoid(mask_input[0, 0].float()).cpu().numpy()
+            logits = apply_clicks(logits, labels, torch.sigmoid(decoded[0, 0]).cpu().numpy(), cells, click_labels,
+                                  previous_probs=previous)
         prediction = self._to_prediction(state, logits, mask_scores(logits))
         prediction.decoded_logits = decoded.cpu()
         if with_prompts:

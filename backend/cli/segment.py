@@ -14,7 +14,7 @@ from pathlib import Path
 
 from backend.errors import BackendError
 from backend.output.preflight import check_output_targets, check_utf8, decode_utf8
-from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO
+from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO, Click
 
 EPILOG = """\
 examples:
@@ -22,12 +22,16 @@ examples:
   python -m backend segment ortho.tif "all storage tanks" --find-all --resolution 0.5 -o tanks.gpkg
   python -m backend segment ortho.tif "the red-roofed building" --resolution native -o b.gpkg
   python -m backend segment ortho.tif "the red-roofed building" --extent=500100,4000000,500400,4000300 -o b.gpkg
+  python -m backend segment ortho.tif "the red-roofed building" --exclude-point 500210,4000150 -o b.gpkg
+  python -m backend segment ortho.tif "the red-roofed building" --probability b_probability.tif -o b.gpkg
 
 The polygons are in the raster's CRS, with attributes query, score (mean probability, 0-1), area_m2,
 model and checkpoint. A GeoJSON with the same polygons is written beside the GeoPackage.
 Outside --find-all a phrase gets one polygon, its best match (--all-matches keeps every match), and the
 raster is read at the ground resolution the model was trained at (--resolution auto); the line
 "resolution: …" says which resolution was used and why.
+Clicks (--point, --exclude-point, in the order given) and --box are in the raster's CRS, as QGIS shows
+them; each click edits the answer the clicks before it left.
 Coordinates that start with '-' need the '=' form: --extent=-73.99,40.70,-73.96,40.73
 """
 
@@ -44,6 +48,18 @@ def _numbers(kind: type, count: int, what: str):
         if not values:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return values
+    return parse
+
+
+def _click(include: bool):
+    """An argparse type parsing ``X,Y`` into a ``protocol.Click``."""
+    numbers = _numbers(float, 2, "X,Y in the raster's CRS")
+
+    def parse(text: str) -> Click:
+        x, y = numbers(text)
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise argparse.ArgumentTypeError(f"expected finite X,Y, got {text!r}")
+        return Click(x=x, y=y, include=include)
     return parse
 
 
@@ -108,6 +124,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="drop polygons smaller than this many pixels (default 16)")
     how.add_argument("--simplify", type=float, default=0.0, metavar="UNITS",
                      help="simplify polygon outlines by this tolerance in map units (default: none)")
+    clicks = parser.add_argument_group("correcting the answer (one phrase, not with --find-all)")
+    clicks.add_argument("--point", type=_click(True), action="append", dest="clicks", default=[], metavar="X,Y",
+                        help="a point on the object meant (repeatable), in the raster's CRS")
+    clicks.add_argument("--exclude-point", type=_click(False), action="append", dest="clicks", metavar="X,Y",
+                        help="a point on an object that is not meant (repeatable), in the raster's CRS")
+    clicks.add_argument("--box", type=_numbers(float, 4, "xmin,ymin,xmax,ymax"), metavar="XMIN,YMIN,XMAX,YMAX",
+                        help="a rectangle the object lies in, in the raster's CRS")
+    parser.add_argument("--probability", metavar="PATH.tif",
+                        help="also write the answer's probability over the area as a GeoTIFF (float32 0-1, one "
+                             "band per phrase, nodata -1 where the raster has none; same grid as the area read; "
+                             "in --find-all mode the stitched tiles)")
     model = parser.add_argument_group("model")
     model.add_argument("--checkpoint", metavar="FILE", help="trained RSRefSeg checkpoint (.safetensors)")
     model.add_argument("--config", metavar="NAME", help="model config without a checkpoint, e.g. 'tiny' "
@@ -150,13 +177,28 @@ def _check_output(output: Path, overwrite: bool) -> None:
 
 
 def _check_raster(args: argparse.Namespace, window) -> None:
-    """Open the raster and define the requested area without reading pixels (CRS, bands, window, size)."""
+    """Open the raster and define the requested area without reading pixels (CRS, bands, window, size); the
+    clicks and the box must lie in that area."""
+    from backend.passes import view_clicks
     from backend.raster.reading import MAX_VIEW_PIXELS, make_view
 
     explicit = args.resolution not in (None, RESOLUTION_AUTO)
-    make_view(args.raster, extent=window.extent if window else None, pixels=window.pixels if window else None,
-              resolution=args.resolution if explicit else None, bands=args.bands,
-              max_pixels=MAX_VIEW_PIXELS if explicit else math.inf)
+    view = make_view(args.raster, extent=window.extent if window else None,
+                     pixels=window.pixels if window else None, resolution=args.resolution if explicit else None,
+                     bands=args.bands, max_pixels=MAX_VIEW_PIXELS if explicit else math.inf)
+    view_clicks(view, args.clicks, args.box)
+
+
+def _check_clicks(args: argparse.Namespace, phrases: tuple[str, ...]) -> None:
+    """Clicks and a box correct one phrase's answer in view mode; a box needs XMIN < XMAX and YMIN < YMAX."""
+    if not args.clicks and args.box is None:
+        return
+    if len(phrases) != 1 or args.find_all:
+        raise BackendError("bad_request", "--point, --exclude-point and --box correct one phrase's answer",
+                           "give one phrase, without --find-all")
+    if args.box is not None and not (args.box[0] < args.box[2] and args.box[1] < args.box[3]):
+        raise BackendError("bad_request", f"--box {args.box} needs XMIN < XMAX and YMIN < YMAX",
+                           "give the rectangle as XMIN,YMIN,XMAX,YMAX in the raster's CRS")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,8 +208,14 @@ def run(args: argparse.Namespace) -> int:
     phrases = _phrases(args)
     if args.extent and args.pixels:
         raise BackendError("bad_request", "both --extent and --pixels were given", "give only one of them")
+    _check_clicks(args, phrases)
     output = Path(args.output)
     _check_output(output, args.overwrite)
+    if args.probability:
+        if Path(args.probability).suffix.lower() not in (".tif", ".tiff"):
+            raise BackendError("bad_request", f"--probability {args.probability!r} is not a .tif path",
+                               "give a GeoTIFF path, e.g. --probability answer_probability.tif")
+        check_output_targets([args.probability], args.overwrite)
     try:
         window = Window(extent=args.extent) if args.extent else Window(pixels=args.pixels) if args.pixels else None
     except ProtocolError as err:
@@ -190,7 +238,9 @@ def run(args: argparse.Namespace) -> int:
                      mode="find-all" if args.find_all else "view", refine=args.refine, tile_size=args.tile_size,
                      overlap=args.overlap,
                      threshold=args.threshold, min_area_px=args.min_area, simplify_tolerance=args.simplify,
-                     overwrite=args.overwrite, all_matches=args.all_matches, model_name=describe(predictor),
+                     overwrite=args.overwrite, all_matches=args.all_matches, clicks=tuple(args.clicks),
+                     box=tuple(args.box) if args.box else None, probability_path=args.probability,
+                     model_name=describe(predictor),
                      checkpoint_name=Path(args.checkpoint).name if args.checkpoint else f"none ({args.config})")
     with tqdm(total=100, file=sys.stderr, unit="%", bar_format="{desc:<12}{bar}| {n_fmt}% [{elapsed}]") as bar:
         def progress(fraction: float, stage: str, _message: str) -> None:
@@ -202,4 +252,6 @@ def run(args: argparse.Namespace) -> int:
         score = "-" if summary.score is None else f"{summary.score:.3f}"
         print(f"{summary.query!r}: {summary.count} polygon(s), best score {score}, {summary.area_m2:.1f} m²")
     print(f"wrote {result.outputs['gpkg']} and {result.outputs['geojson']}")
+    if "probability" in result.outputs:
+        print(f"wrote {result.outputs['probability']}")
     return 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from backend.model import build_model, load_config
-from backend.model.ranker.clicks import apply_clicks, click_cells, click_ranks
+from backend.model.ranker.clicks import apply_clicks, click_cells, click_ranks, outside_box
 from backend.predictor import ReferringPredictor
 
 PHRASE = "a red building"
@@ -75,3 +75,19 @@ def test_click_ranks_make_the_clicked_candidate_the_choice_and_drop_the_excluded
     logits[0, 0, 0:3, 0:3] = 5.0
     out = apply_clicks(logits, candidates, torch.sigmoid(logits[0, 0]).numpy(), [(1, 1), (6, 6)], [0, 1])
     assert (out[0, 0, 0:3, 0:3] < 0).all() and (out[0, 0, 5:8, 5:8] > 0).all()
+
+
+def test_an_include_click_the_decoder_lost_keeps_the_previous_answer_and_a_box_clips() -> None:
+    # The demo decoder, given a point token, can drop the object clicked on (the sample's red building): the
+    # include click then keeps the previous answer's region under it.
+    candidates = np.zeros((8, 8), np.int64)
+    candidates[5:8, 5:8] = 1
+    logits = torch.full((1, 1, 8, 8), -8.0)
+    logits[0, 0, 5:8, 5:8] = 5.0
+    previous = np.zeros((8, 8), np.float32)
+    previous[0:3, 0:3] = 0.9
+    out = apply_clicks(logits, candidates, torch.sigmoid(logits[0, 0]).numpy(), [(1, 1)], [1],
+                       previous_probs=previous)
+    assert (out[0, 0, 0:3, 0:3] > 0).all() and (out[0, 0, 3:5, 3:5] < 0).all()
+    boxed = outside_box(torch.full((1, 1, 8, 8), 3.0), torch.tensor([[0.0, 0.0, 32.0, 32.0]]), 64)
+    assert (boxed[0, 0, :4, :4] == 3.0).all() and (boxed[0, 0, 4:, :] < 0).all() and (boxed[0, 0, :, 4:] < 0).all()

@@ -67,6 +67,28 @@ def click_ranks(ranks: torch.Tensor, candidates: np.ndarray, cells: list[tuple[i
     return out
 
 
+def outside_box(logits: torch.Tensor, box: torch.Tensor, input_size: int) -> torch.Tensor:
+    """``logits`` with every cell outside a user's box pushed to ``EXCLUDE_LOGIT``: the box says the object
+    lies inside, whatever the decoder made of SAM's box tokens (the demo decoder never saw them either).
+
+    Args:
+        logits: 1×1×D×D mask logits in the model-input frame.
+        box: 1×4 (x0, y0, x1, y1) in input-frame pixels.
+        input_size: the model-input side in pixels.
+
+    Returns:
+        1×1×D×D logits.
+    """
+    size = logits.shape[-1]
+    scale = size / input_size
+    x0, y0, x1, y1 = (float(v) * scale for v in box[0].tolist())
+    centres = torch.arange(size, device=logits.device, dtype=torch.float32) + 0.5
+    rows = (centres >= y0) & (centres <= y1)
+    cols = (centres >= x0) & (centres <= x1)
+    inside = rows[:, None] & cols[None, :]
+    return torch.where(inside, logits, logits.clamp(max=EXCLUDE_LOGIT))
+
+
 def _component_at(probs: np.ndarray, threshold: float, cell: tuple[int, int]) -> np.ndarray:
     """The 8-connected component of ``probs > threshold`` holding ``cell`` (D×D bool; empty when below)."""
     labels = label_components(probs, threshold, max_candidates=probs.size)
@@ -75,8 +97,8 @@ def _component_at(probs: np.ndarray, threshold: float, cell: tuple[int, int]) ->
 
 
 def apply_clicks(logits: torch.Tensor, candidates: np.ndarray, decoded_probs: np.ndarray,
-                 cells: list[tuple[int, int]], click_labels: list[int], answer_threshold: float = 0.5
-                 ) -> torch.Tensor:
+                 cells: list[tuple[int, int]], click_labels: list[int], answer_threshold: float = 0.5,
+                 previous_probs: np.ndarray | None = None) -> torch.Tensor:
     """The answer's logits after the clicks, in click order (a later click overrides an earlier one).
 
     Args:
@@ -84,6 +106,9 @@ def apply_clicks(logits: torch.Tensor, candidates: np.ndarray, decoded_probs: np
         candidates: D×D int64 candidate labels of the decoded mask (0 = none; ``Candidates.labels``).
         decoded_probs: D×D decoder probabilities before ranking (an include click off every candidate takes the
             region around it above ``INCLUDE_FLOOR``).
+        previous_probs: D×D probabilities of the answer the clicks edit (``mask_input``), or None: an include
+            click that the decoder has no support for keeps the previous answer's region under it (a decoder that
+            never saw point tokens can lose the very object clicked on; demo model on the sample).
         cells: the clicks' (row, col) cells (``click_cells``).
         click_labels: per click, 1 = include, 0 = exclude.
         answer_threshold: the probability a pixel needs to be part of an answer.
@@ -99,6 +124,8 @@ def apply_clicks(logits: torch.Tensor, candidates: np.ndarray, decoded_probs: np
         if label == 1:
             if not region.any():
                 region = _component_at(decoded_probs, INCLUDE_FLOOR, cell)
+            if not region.any() and previous_probs is not None:
+                region = _component_at(previous_probs, answer_threshold, cell)
             mask = torch.as_tensor(region, device=out.device)
             out[0, 0] = torch.where(mask, out[0, 0].clamp(min=answer_logit + INCLUDE_MARGIN), out[0, 0])
         else:
