@@ -17,8 +17,8 @@ from readonly import immutable, read_only
 from backend.errors import BackendError
 from backend.files.stale import owned_prefix
 from backend.output.preflight import check_output_targets
-from backend.output.vectorize import vectorize
 from backend.output.swap import JOURNAL_PREFIX, swap_in
+from backend.output.vectorize import vectorize
 from backend.output.writing import SCRATCH_PREFIX, PhraseDetections, output_paths, write_outputs
 
 UTM = CRS.from_epsg(32633)
