@@ -16,7 +16,7 @@ the engine (bad raster, out of memory) is not retried: it is recorded as failed 
 
 The cluster must see the same paths as the driver: the inputs, the checkpoint and the output folder (a shared
 file system; COGs on object storage are read through GDAL's ``/vsis3/`` paths). The ``backend`` package travels
-to the workers with the job (``runtime_env`` ``py_modules``); its dependencies must be installed there.
+to the workers with the job (``job_runtime_env``); its dependencies must be installed there.
 Ray is imported here only, and only when a run asks for it.
 """
 
@@ -98,6 +98,13 @@ class PartSegmenter:
         return {"outcome": np.array(outcomes, dtype=object)}
 
 
+def job_runtime_env() -> dict:
+    """The job's ``runtime_env``: this ``backend`` package travels to every worker (``py_modules``), so actors
+    run the driver's code whatever is installed on the nodes. A process that calls ``ray.init`` itself (a test,
+    a notebook) passes this to it."""
+    return {"py_modules": [str(Path(__file__).resolve().parents[1])]}
+
+
 def _connect(address: str) -> None:
     """Join the cluster at ``address`` ("local": start one on this machine) unless this process already has."""
     try:
@@ -109,7 +116,7 @@ def _connect(address: str) -> None:
         return
     try:
         ray.init(address=None if address == "local" else address, include_dashboard=False,
-                 log_to_driver=False)
+                 log_to_driver=False, runtime_env=job_runtime_env())
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise BackendError("bad_request", f"cannot join the Ray cluster at {address!r}: {err}",
                            "give the head node's address (e.g. --ray ray://head:10001 or --ray auto on a node of "
@@ -143,10 +150,10 @@ def run_ray(address: str, parts: list[Part], settings: BatchSettings, parts_dir:
     context.enable_progress_bars = show_progress
     rows = [{"part": json.dumps(p.to_dict())} for p in parts]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        PartSegmenter, batch_size=1, concurrency=plan.actors, num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
+        PartSegmenter, batch_size=1, compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
         fn_constructor_kwargs={"settings": settings.to_dict(), "parts_dir": parts_dir, "threads": plan.threads},
-        max_restarts=RETRIES, max_task_retries=RETRIES,
-        runtime_env={"py_modules": [str(Path(__file__).resolve().parents[1])]})
+        max_restarts=RETRIES, max_task_retries=RETRIES)
     print(f"ray: {len(parts)} part(s) on {plan.actors} actor(s), {plan.num_cpus:g} CPU, {plan.num_gpus:g} GPU and "
           f"{plan.threads} thread(s) each", file=sys.stderr)
     for row in dataset.iter_rows():
