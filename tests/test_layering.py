@@ -24,7 +24,8 @@ LAYERS: list[set[str]] = [
     {"backend.predictor"},
     {"backend.loading", "backend.passes"},
     {"backend.engine"},
-    {"backend.worker", "backend.cli", "backend.batch"},
+    {"backend.batch"},
+    {"backend.worker", "backend.cli"},
     {"backend.__main__"},
 ]
 

@@ -1,4 +1,4 @@
-"""``python -m backend``: the command line without QGIS (``segment``, ``info``, ``weights``).
+"""``python -m backend``: the command line without QGIS (``segment``, ``info``, ``weights``, ``batch``).
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``. Only the
 chosen subcommand's module is imported, so ``weights`` and ``--help`` stay fast and work even where torch is
@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("backend.cli.segment", "segment a raster with referring phrases into georeferenced polygons"),
     "info": ("backend.cli.info", "print versions, devices and installed weights (paste this into bug reports)"),
     "weights": ("backend.cli.weights", "list, import or download the base CLIP and SAM weights"),
+    "batch": ("backend.cli.batch", "segment many rasters or a huge mosaic, here or on a Ray cluster (resumable)"),
 }
 
 
