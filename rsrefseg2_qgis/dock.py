@@ -135,6 +135,10 @@ class SegmentDock(QDockWidget):
         self.all_matches_check.setToolTip(tr("Keep every object the phrase matches in the view, not only the best "
                                              "one (a referring phrase names one object)"))
         form.addRow("", self.all_matches_check)
+        self.probability_check = QCheckBox(tr("Probability raster"), body)
+        self.probability_check.setToolTip(tr("Also add the model's probability over the view as a raster layer "
+                                             "under the polygons (transparent at 0, the layer's colour at 1)"))
+        form.addRow("", self.probability_check)
         self.device_combo = QComboBox(body)
         self.device_combo.setEditable(True)
         self.device_combo.addItems(DEVICES)
@@ -345,6 +349,7 @@ class SegmentDock(QDockWidget):
             tile_size=tile_size, overlap=overlap, threshold=self.settings.threshold,
             clip_weights=spec.clip_weights, sam_weights=spec.sam_weights,
             output_gpkg=self.output_widget.filePath() or None, all_matches=self.all_matches_check.isChecked(),
+            probability=self.probability_check.isChecked(),
             resolution_note=note)
 
     def request_run(self) -> None:

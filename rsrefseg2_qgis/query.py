@@ -77,5 +77,6 @@ def run_query(*, client: BackendClient, request: SegmentRequest, plan: RasterPla
         raster=raster.raster, phrases=request.phrases, output_dir=str(output_dir), window=window,
         resolution=raster.resolution, bands=raster.bands, mode=request.search, refine=request.refine,
         tile_size=request.tile_size, overlap=request.overlap, threshold=request.threshold,
-        all_matches=request.all_matches, on_progress=forward, is_cancelled=is_cancelled)
+        all_matches=request.all_matches, probability=request.probability, on_progress=forward,
+        is_cancelled=is_cancelled)
     return QueryResult(loaded=loaded, result=result)

@@ -41,6 +41,8 @@ class SegmentRequest:
         all_matches: view mode keeps every object the phrase matches, not only the best one.
         resolution_note: why ``resolution`` is what it is, when the plugin chose it (layers it reads itself);
             "" leaves the explanation to the worker.
+        probability: also have the worker write the phrases' probability over the view as a GeoTIFF
+            (``Result.outputs.probability``, in the query's temp folder).
     """
 
     layer_id: str
@@ -61,6 +63,7 @@ class SegmentRequest:
     output_gpkg: str | None = None
     all_matches: bool = False
     resolution_note: str = ""
+    probability: bool = False
 
     def __post_init__(self) -> None:
         if not self.phrases or not all(phrase.strip() for phrase in self.phrases):

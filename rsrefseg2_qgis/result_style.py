@@ -8,10 +8,14 @@ readable on bright roofs. Each new result takes the first palette colour no resu
 from __future__ import annotations
 
 from qgis.core import (
+    QgsColorRampShader,
     QgsFillSymbol,
     QgsPalLayerSettings,
     QgsProject,
+    QgsRasterLayer,
+    QgsRasterShader,
     QgsSimpleLineSymbolLayer,
+    QgsSingleBandPseudoColorRenderer,
     QgsTextBufferSettings,
     QgsTextFormat,
     QgsUnitTypes,
@@ -103,3 +107,21 @@ def _abstract(layer: QgsVectorLayer) -> str:
         return tr("No object found.")
     return "\n".join(tr("'{query}': {count} object(s), best score {score:.2f}").format(
         query=query, count=count, score=score) for query, (count, score) in best.items())
+
+
+def style_probability(layer: QgsRasterLayer, colour: QColor) -> None:
+    """A probability raster (band 1, 0-1) drawn from transparent at 0 to ``colour`` at 1 (nodata stays clear)."""
+    clear, full = QColor(colour), QColor(colour)
+    clear.setAlpha(0)
+    full.setAlpha(200)
+    ramp = QgsColorRampShader(0.0, 1.0)
+    ramp.setColorRampType(QgsColorRampShader.Type.Interpolated)
+    ramp.setColorRampItemList([QgsColorRampShader.ColorRampItem(0.0, clear, "0"),
+                               QgsColorRampShader.ColorRampItem(1.0, full, "1")])
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(0.0)
+    renderer.setClassificationMax(1.0)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()

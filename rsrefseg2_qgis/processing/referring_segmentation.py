@@ -6,6 +6,7 @@ client with progress and cancel through ``feedback``, and copies the worker's po
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from qgis.core import (
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsRectangle,
@@ -87,6 +89,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     ALL_MATCHES = "ALL_MATCHES"
     PYTHON = "PYTHON"
     OUTPUT = "OUTPUT"
+    PROBABILITY = "PROBABILITY"
 
     def __init__(self, *, client: Callable[..., BackendClient]) -> None:
         super().__init__()
@@ -170,6 +173,10 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         add(QgsProcessingParameterFeatureSink(self.OUTPUT, tr("Segmented objects"),
                                               QgsProcessing.SourceType.TypeVectorPolygon),
             tr("Polygons with query, score, area_m2, model and checkpoint (GeoPackage or temporary layer)."))
+        add(QgsProcessingParameterRasterDestination(self.PROBABILITY, tr("Probability raster"), optional=True,
+                                                    createByDefault=False),
+            tr("Optional: the phrase's probability over the area read as a GeoTIFF (float32 0-1, one band per "
+               "phrase, nodata -1 outside the raster; in find-all mode the stitched tiles)."))
 
     def _add(self, parameter: QgsProcessingParameterDefinition, help_text: str, advanced: bool = False) -> None:
         parameter.setHelp(help_text)
@@ -204,6 +211,8 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         search = SEARCH_MODES[self.parameterAsEnum(parameters, self.SEARCH, context)]
         spec = LoadSpec(checkpoint=model.checkpoint, config=model.config, mode=mode,
                         device=self.parameterAsString(parameters, self.DEVICE, context) or "auto")
+        probability = (self.parameterAsOutputLayer(parameters, self.PROBABILITY, context)
+                       if parameters.get(self.PROBABILITY) else None)
         try:
             extent = None
             if parameters.get(self.EXTENT):
@@ -223,13 +232,15 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
                 refine=REFINEMENTS[self.parameterAsEnum(parameters, self.REFINE, context)][0],
                 tile_size=tile_size, overlap=overlap,
                 threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
-                all_matches=self.parameterAsBoolean(parameters, self.ALL_MATCHES, context), resolution_note=note)
+                all_matches=self.parameterAsBoolean(parameters, self.ALL_MATCHES, context), resolution_note=note,
+                probability=bool(probability))
             plan = plan_raster(layer, extent, request.resolution, PluginSettings.load().max_pixels)
         except RasterInputError as exc:
             raise QgsProcessingException(str(exc)) from exc
         except WorkerError as exc:
             raise QgsProcessingException(str(exc)) from exc
         work_dir = Path(tempfile.mkdtemp(prefix="rsrefseg2-"))
+        outputs = {}
         try:
             def progress(fraction: float, text: str) -> None:
                 feedback.setProgress(100.0 * fraction)
@@ -243,6 +254,9 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             if sink is None:
                 raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
             self._copy(reply.result.outputs.geojson, sink)
+            if probability:
+                self._put_probability(reply.result.outputs.probability, probability)
+                outputs[self.PROBABILITY] = probability
             style_on_load(context, dest_id)
             note = request.resolution_note or reply.result.resolution_note
             if note:
@@ -258,7 +272,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(str(exc)) from exc
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
-        return {self.OUTPUT: dest_id}
+        return {self.OUTPUT: dest_id, **outputs}
 
     @staticmethod
     def _automatic_resolution(layer, extent: QgsRectangle | None, spec: LoadSpec, client: BackendClient,
@@ -271,6 +285,19 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         if resolution is None:
             return None, ""
         return resolution, automatic_note(crs=layer.crs(), resolution=resolution, scale=info.scale)
+
+    @staticmethod
+    def _put_probability(source: str, destination: str) -> None:
+        """Copy the worker's probability GeoTIFF to ``destination`` in full, then put it in place (a reader never
+        sees half a file)."""
+        scratch = f"{destination}.rsrefseg2-partial"
+        try:
+            shutil.copyfile(source, scratch)
+            os.replace(scratch, destination)
+        except OSError as exc:
+            Path(scratch).unlink(missing_ok=True)
+            raise QgsProcessingException(tr("Cannot write the probability raster {path}: {error}").format(
+                path=destination, error=exc.strerror or exc)) from exc
 
     @staticmethod
     def _copy(geojson: str, sink: QgsFeatureSink) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import Qgis, QgsProject, QgsRasterBlockFeedback, QgsTask, QgsVectorLayer
+from qgis.core import Qgis, QgsProject, QgsRasterBlockFeedback, QgsRasterLayer, QgsTask, QgsVectorLayer
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ..client import BackendClient, WorkerError
@@ -28,7 +28,7 @@ from ..query import QueryResult, run_query
 from ..raster_source import RasterInputError, RasterPlan
 from ..requests import SegmentRequest
 from ..result_layer import ResultLayerError, layer_name, memory_copy, save_to_geopackage
-from ..result_style import next_colour, style_result
+from ..result_style import next_colour, style_probability, style_result
 
 LOG = logging.getLogger(__name__)
 
@@ -132,7 +132,13 @@ class SegmentTask(QgsTask):
         layer = memory_copy(reply.result.outputs.geojson, name=name, crs_wkt=reply.result.crs)
         if self.request.output_gpkg:
             layer = save_to_geopackage(layer, self.request.output_gpkg, self.project)
-        style_result(layer, next_colour(self.project))
+        colour = next_colour(self.project)
+        style_result(layer, colour)
+        probability = reply.result.outputs.probability
+        if probability:  # added first, so that it lies under the polygons
+            raster = QgsRasterLayer(self._keep_probability(probability, name), f"{name} (probability)", "gdal")
+            style_probability(raster, colour)
+            self.project.addMapLayer(raster)
         self.project.addMapLayer(layer)
         untrained = tr(" (untrained model: shapes are random)") if self.request.untrained else ""
         text = tr("{count} object(s) for '{phrase}' in {seconds:.1f} s{untrained}").format(
@@ -141,6 +147,21 @@ class SegmentTask(QgsTask):
         if note:
             text += "\n" + tr("Read at {note}").format(note=note)
         return TaskOutcome("done", text, layer)
+
+    def _keep_probability(self, path: str, name: str) -> str:
+        """Move the worker's probability GeoTIFF out of the query's temp folder (deleted after publishing):
+        beside the user's GeoPackage under a free name, or into a temp folder of its own. Returns the new path."""
+        if self.request.output_gpkg:
+            folder, stem = Path(self.request.output_gpkg).parent, Path(self.request.output_gpkg).stem
+        else:
+            folder, stem = Path(tempfile.mkdtemp(prefix="rsrefseg2-probability-")), "probability"
+        table = "".join(c if c.isalnum() else "_" for c in name.removeprefix("rsrefseg: "))[:40]
+        target, number = folder / f"{stem}_{table}_probability.tif", 1
+        while target.exists():  # never over a file already there
+            number += 1
+            target = folder / f"{stem}_{table}_probability_{number}.tif"
+        shutil.move(path, target)
+        return str(target)
 
     def _failure(self) -> TaskOutcome:
         error = self._error

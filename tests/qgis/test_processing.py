@@ -97,6 +97,25 @@ class RecordingFeedback(QgsProcessingFeedback):
         super().pushInfo(info)
 
 
+def test_processing_writes_the_probability_raster_when_asked(provider, sample_tif: Path, tmp_path: Path) -> None:
+    import processing
+    import rasterio
+
+    out, probability = tmp_path / "objects.gpkg", tmp_path / "probability.tif"
+    extent = "603000,603200,5339800,5340000 [EPSG:32633]"
+    result = processing.run(ALGORITHM, _parameters(sample_tif, out, EXTENT=extent, PROBABILITY=str(probability)))
+    assert result["PROBABILITY"] == str(probability)
+    with rasterio.open(probability) as src:
+        assert src.crs.to_epsg() == 32633 and src.count == 1 and src.nodata == -1
+        left, bottom, right, top = src.bounds
+        assert 602999 <= left < right <= 603201 and 5339799 <= bottom < top <= 5340001
+        values = src.read(1)
+        assert ((values >= 0) & (values <= 1) | (values == -1)).all()
+    assert not list(tmp_path.glob("*partial*"))
+    without = processing.run(ALGORITHM, _parameters(sample_tif, tmp_path / "plain.gpkg", EXTENT=extent))
+    assert "PROBABILITY" not in without or not without["PROBABILITY"]
+
+
 def test_the_log_never_shows_the_workers_temporary_files(provider, sample_tif: Path, tmp_path: Path) -> None:
     import processing
 

@@ -51,6 +51,25 @@ def test_task_adds_a_polygon_layer_in_the_raster_crs_inside_its_extent(raster_la
     assert "object(s)" in task.outcome.text and "untrained" in task.outcome.text
 
 
+def test_probability_raster_lies_under_the_polygons_beside_the_geopackage(raster_layer, worker_client,
+                                                                          tmp_path: Path) -> None:
+    gpkg = tmp_path / "answers.gpkg"
+    task = _task(raster_layer, worker_client, probability=True, output_gpkg=str(gpkg))
+    ok = task.run()
+    task.finished(ok)
+    assert ok and task.outcome.status == "done", task.outcome
+    rasters = [layer for layer in QgsProject.instance().mapLayers().values()
+               if isinstance(layer, QgsRasterLayer) and layer.name().endswith("(probability)")]
+    assert len(rasters) == 1 and rasters[0].isValid()
+    probability = rasters[0]
+    assert Path(probability.source()).parent == tmp_path and Path(probability.source()).is_file()
+    assert probability.crs().authid() == "EPSG:32633" and probability.renderer().type() == "singlebandpseudocolor"
+    assert QgsRectangle(*QUARTER).contains(probability.extent().buffered(-0.01))
+    order = [layer.id() for layer in QgsProject.instance().layerTreeRoot().layerOrder()]
+    assert order.index(task.outcome.layer.id()) < order.index(probability.id())  # polygons drawn on top
+    assert not task.work_dir.exists()
+
+
 def test_cancel_mid_run_leaves_no_layer_and_no_file(raster_layer, worker_client, tmp_path: Path) -> None:
     gpkg = tmp_path / "out.gpkg"
     task = _task(raster_layer, worker_client, search="find-all", tile_size=64, overlap=8,
