@@ -67,6 +67,18 @@ class RSRefSeg2Plugin:
         if self._client is not None:
             self._client.shutdown()
 
+    def restart_worker(self) -> None:
+        """The dock's Restart: stop the queries and the worker; a fresh one loads the chosen model again."""
+        if self.runner is not None:
+            self.runner.cancel_all()
+            self.runner.notices.clear()  # what the old worker said is stale
+        if self.preloader is not None:
+            self.preloader.cancel()
+        self.shutdown_worker()
+        if self.dock is not None:
+            self.dock.reload_model()
+            self.dock.status_label.setText(tr("The backend worker was restarted."))
+
     # ------------------------------------------------------------------------------------------- lifecycle
     def initProcessing(self) -> None:  # noqa: N802 (QGIS's name)
         """Register the Processing provider (also called alone by ``qgis_process``)."""
@@ -88,6 +100,7 @@ class RSRefSeg2Plugin:
         self.dock.run_requested.connect(self._run)
         self.dock.cancel_requested.connect(self.runner.cancel_all)
         self.dock.diagnostics_requested.connect(self.show_diagnostics)
+        self.dock.restart_requested.connect(self.restart_worker)
         self.runner.busy_changed.connect(self.dock.set_busy)
         self.runner.progress_changed.connect(self.dock.progress_bar.setValue)
         self.runner.status_changed.connect(self.dock.status_label.setText)
@@ -141,8 +154,10 @@ class RSRefSeg2Plugin:
     # --------------------------------------------------------------------------------------------- actions
     def _run(self, request: SegmentRequest) -> None:
         settings = PluginSettings.load()
+        demo = paths.demo_checkpoint()
+        chosen = request.checkpoint if request.checkpoint and Path(request.checkpoint) != demo else ""
         replace(settings.with_phrase(request.phrases[0]), device=request.device, mode=request.load_mode,
-                checkpoint=request.checkpoint if not request.untrained else "").save()
+                checkpoint=chosen).save()  # the demo model is saved as "" (the default), never by its path
         self.runner.submit(request)
 
     def _show_dialog(self, dialog: ProcessDialog) -> ProcessDialog:

@@ -37,7 +37,7 @@ from qgis.PyQt.QtCore import QMetaType, QVariant
 
 from ..auto_resolution import automatic_note, automatic_resolution
 from ..client import BackendClient, WorkerError
-from ..i18n import tr
+from ..i18n import tr, tr_count
 from ..model_catalog import imported_models
 from ..preload import LoadSpec, ModelInfo
 from ..query import run_query
@@ -248,8 +248,8 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             if note:
                 feedback.pushInfo(tr("Read at {note}").format(note=note))
             for summary in reply.result.phrases:
-                feedback.pushInfo(tr("'{query}': {count} object(s)").format(query=summary.query,
-                                                                           count=summary.count))
+                feedback.pushInfo(tr("'{query}': {objects}").format(
+                    query=summary.query, objects=tr_count(summary.count, "{count} object", "{count} objects")))
         except WorkerError as exc:
             if exc.code == "cancelled":
                 return {}
