@@ -79,11 +79,15 @@ class RSRefSeg2Plugin:
             self.dock.reload_model()
             self.dock.status_label.setText(tr("The backend worker was restarted."))
 
+    def _active_layer(self):
+        """QGIS's active layer (None under ``qgis_process``, where there is no interface)."""
+        return self.iface.activeLayer() if self.iface is not None else None
+
     # ------------------------------------------------------------------------------------------- lifecycle
     def initProcessing(self) -> None:  # noqa: N802 (QGIS's name)
         """Register the Processing provider (also called alone by ``qgis_process``)."""
         if self.provider is None:
-            self.provider = RSRefSeg2Provider(client=self.client)
+            self.provider = RSRefSeg2Provider(client=self.client, active_layer=self._active_layer)
             QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 (QGIS's name)
