@@ -142,3 +142,21 @@ def test_loading_the_model_is_said_only_when_it_loads(raster_layer, worker_clien
                   on_progress=lambda _fraction, text, seen=texts[-1]: seen.append(text), is_cancelled=lambda: False)
     assert "Loading the model…" in texts[0]
     assert "Loading the model…" not in texts[1] and "Segmenting…" in texts[1]
+
+
+def test_a_worker_python_without_our_packages_is_told_so_not_called_a_bug(tmp_path) -> None:
+    """A real bare venv as Worker Python: it answered "No module named 'numpy' — this is a bug"."""
+    import subprocess
+    import sys
+
+    from rsrefseg2_qgis.client import BackendClient
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    client = BackendClient(python=paths.venv_python(tmp_path / "bare"), backend_root=paths.backend_root())
+    try:
+        with pytest.raises(WorkerError) as raised:
+            client.load(checkpoint=str(paths.demo_checkpoint()), config=None, device="cpu")
+    finally:
+        client.shutdown()
+    assert raised.value.code == "environment" and "lacks the package" in raised.value.message
+    assert "Settings… → Worker Python" in raised.value.hint and "bug" not in str(raised.value)
