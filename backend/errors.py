@@ -32,6 +32,7 @@ EXIT_CODES: dict[str, int] = {
     "device": 5,
     "cancelled": 6,
     "output_exists": 7,
+    "environment": 8,
     "internal": 1,
 }
 

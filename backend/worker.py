@@ -90,6 +90,12 @@ def error_reply(req_id: str, exc: BaseException) -> Error:
     if isinstance(exc, ProtocolError):
         return Error(id=req_id, code="bad_request", message=str(exc),
                      hint="this is a bug in the client: its request does not follow the protocol")
+    if isinstance(exc, ModuleNotFoundError):  # a Python without our packages: not a bug, a setting to change
+        return Error(id=req_id, code="environment",
+                     message=f"this Python ({sys.executable}) lacks the package {exc.name or exc}",
+                     hint="install the backend's requirements into it (pip install -r backend/requirements.txt), "
+                          "or in QGIS choose a Python that has them: Plugins → RSRefSeg 2 → Settings… → "
+                          "Worker Python")
     if is_out_of_memory(exc):
         return Error(id=req_id, code="out_of_memory", message=safe_text(f"out of memory: {exc}".strip(": ")),
                      hint=OOM_HINT)

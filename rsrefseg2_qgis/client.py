@@ -50,7 +50,18 @@ class WorkerError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.message} {self.hint}".strip()
+        """Message and hint as separate sentences ("No model is loaded. Send a 'load' request first.")."""
+        return " ".join(sentence(part) for part in (self.message, self.hint) if part.strip())
+
+
+def sentence(text: str) -> str:
+    """``text`` as a sentence: first letter upper case, ending in a full stop unless it ends in punctuation
+    already, so that texts joined by a space never run together ("…is loaded send a…")."""
+    text = text.strip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?…:" else text + "."
 
 
 class BackendClient:
@@ -170,6 +181,14 @@ class BackendClient:
     def ping(self) -> Any:
         """Start the worker if needed and check it answers. Returns the ``Pong`` reply."""
         return self.call(self.protocol.Ping(id=_new_id()))
+
+    def holds(self, *, checkpoint: str | None, config: str | None, device: str = "auto", mode: str = "trained",
+              clip_weights: str | None = None, sam_weights: str | None = None) -> bool:
+        """True when the running worker has this model loaded already (``load`` with it returns at once)."""
+        request = self.protocol.Load(id="", checkpoint=checkpoint, config=config, device=device, mode=mode,
+                                     clip_weights=clip_weights, sam_weights=sam_weights)
+        loaded = self._loaded
+        return loaded is not None and loaded[0] == request and self.running
 
     def load(self, *, checkpoint: str | None, config: str | None, device: str = "auto",
              mode: str = "trained", clip_weights: str | None = None, sam_weights: str | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsMapLayerProxyModel,
     QgsRasterLayer,
@@ -22,14 +23,15 @@ from qgis.PyQt.QtWidgets import (
     QDockWidget,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QProgressBar,
     QPushButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from .auto_resolution import ModelScale, automatic_note, automatic_resolution, canvas_resolution
+from .dock_widgets import ElidedLabel, FixedLinesLabel
 from .i18n import tr
 from .model_catalog import imported_models
 from .paths import demo_checkpoint
@@ -54,6 +56,7 @@ class SegmentDock(QDockWidget):
         run_requested(SegmentRequest): the user pressed Run or Enter with a valid request.
         cancel_requested(): the user pressed Cancel.
         diagnostics_requested(): the user pressed Diagnostics.
+        restart_requested(): the user pressed Restart (a fresh worker; the chosen model is loaded again).
         preload_requested(LoadSpec): the dock is open with this model chosen: load it in the background.
     """
 
@@ -61,6 +64,7 @@ class SegmentDock(QDockWidget):
     preload_requested = pyqtSignal(object)
     cancel_requested = pyqtSignal()
     diagnostics_requested = pyqtSignal()
+    restart_requested = pyqtSignal()
 
     def __init__(self, *, iface, settings: PluginSettings, parent: QWidget | None = None) -> None:
         super().__init__(tr("Referring Segmentation"), parent)
@@ -71,6 +75,7 @@ class SegmentDock(QDockWidget):
         self._map_tool: QgsMapToolExtent | None = None
         self._model_scale = ModelScale()  # of the last model loaded for this dock's choice
         self._chosen: LoadSpec | None = None  # the model the widgets named last
+        self._model_error = ""  # the load failure the status line shows, cleared once it is stale
         self._build()
         self._restore(settings)
         self._on_layer_changed(self.layer_combo.currentLayer())
@@ -116,15 +121,20 @@ class SegmentDock(QDockWidget):
         self.mode_combo.addItem(tr("Zero-shot (base CLIP + SAM)"), "zero-shot")
         self.mode_combo.currentIndexChanged.connect(self._on_model_changed)
         form.addRow(tr("Mode"), self.mode_combo)
+        model_row = QHBoxLayout()
         self.model_combo = QComboBox(body)
         self.model_combo.activated.connect(self._on_model_picked)
-        form.addRow(tr("Model"), self.model_combo)
+        self.model_info_button = QToolButton(body)  # the model's description: a tooltip, not lines in the dock
+        self.model_info_button.setIcon(QgsApplication.getThemeIcon("/mIconInfo.svg"))
+        self.model_info_button.setAutoRaise(True)
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.model_info_button)
+        form.addRow(tr("Model"), model_row)
         self.checkpoint_widget = QgsFileWidget(body)
         self.checkpoint_widget.setFilter(tr("Checkpoints (*.safetensors)"))
         self.checkpoint_widget.fileChanged.connect(self._on_model_changed)
         form.addRow(tr("Checkpoint"), self.checkpoint_widget)
-        self.model_label = QLabel(body)
-        self.model_label.setWordWrap(True)
+        self.model_label = ElidedLabel(body)
         form.addRow("", self.model_label)
 
         self.search_combo = QComboBox(body)
@@ -159,14 +169,18 @@ class SegmentDock(QDockWidget):
         self.cancel_button.clicked.connect(self.cancel_requested)
         self.diagnostics_button = QPushButton(tr("Diagnostics"), body)
         self.diagnostics_button.clicked.connect(self.diagnostics_requested)
-        for button in (self.run_button, self.cancel_button, self.diagnostics_button):
+        self.restart_button = QPushButton(tr("Restart"), body)
+        self.restart_button.setToolTip(tr("Stop the backend worker and start a fresh one (after a failed or stuck "
+                                          "model load); the chosen model is loaded again"))
+        self.restart_button.clicked.connect(self.restart_requested)
+        for button in (self.run_button, self.cancel_button, self.diagnostics_button, self.restart_button):
             buttons.addWidget(button)
 
         self.progress_bar = QProgressBar(body)
         self.progress_bar.setRange(0, 100)
         self.progress_bar.setFormat("")  # an idle bar shows no "0%"
-        self.status_label = QLabel(body)
-        self.status_label.setWordWrap(True)
+        self.progress_bar.setFixedHeight(self.progress_bar.sizeHint().height())
+        self.status_label = FixedLinesLabel(3, body)  # a fixed height: the buttons never move with its text
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         layout = QVBoxLayout(body)
@@ -203,19 +217,27 @@ class SegmentDock(QDockWidget):
             "Map units per pixel the layer is read at. Automatic: the scale the model was trained at when its "
             "checkpoint records it, else {native}.").format(
                 native=tr("the layer's native {res:g}").format(res=native) if native else tr("the canvas's")))
-        kind = tr("file") if local_file_path(layer) else tr("read through its provider")
-        self.status_label.setText(tr("{name}: {kind}").format(name=layer.name(), kind=kind))
+        if local_file_path(layer):
+            self.status_label.setText(tr("“{name}” is read from its file.").format(name=layer.name()))
+        else:
+            self.status_label.setText(tr("“{name}” is read through its provider (e.g. a web map).").format(
+                name=layer.name()))
 
     def _update_model_label(self) -> None:
         choice = model_choice(self.checkpoint_widget.filePath(), self.mode_combo.currentData())
-        self.model_label.setToolTip(choice.checkpoint or "")
         if choice.untrained:
-            self.model_label.setText(tr("⚠ No checkpoint: the tiny model runs with random weights (untrained); "
-                                        "its shapes mean nothing."))
+            self._describe_model(tr("⚠ Untrained model (random weights)"), tr(
+                "No checkpoint: the tiny model runs with random weights (untrained); its shapes mean nothing."))
         elif self.mode_combo.currentData() == "zero-shot":
-            self.model_label.setText(tr("Zero-shot: base CLIP and SAM weights, no trained prompter."))
+            self._describe_model(tr("Zero-shot"), tr("Zero-shot: base CLIP and SAM weights, no trained prompter."))
         else:
-            self.model_label.setText(tr("Model: {name}").format(name=Path(choice.checkpoint).stem))
+            self._describe_model(tr("Model: {name}").format(name=Path(choice.checkpoint).stem), choice.checkpoint)
+
+    def _describe_model(self, line: str, details: str) -> None:
+        """One line under the Model box; everything else about the model in the tooltips of it and of ⓘ."""
+        self.model_label.setText(line)
+        self.model_label.setToolTip(details)
+        self.model_info_button.setToolTip(details)
 
     def refresh_models(self) -> None:
         """List the models by name: the bundled demo, the imported checkpoints (dataset and reported score, from
@@ -230,7 +252,11 @@ class SegmentDock(QDockWidget):
         self._select_model_entry()
 
     def _select_model_entry(self) -> None:
-        index = self.model_combo.findData(self.checkpoint_widget.filePath())
+        path = self.checkpoint_widget.filePath()
+        demo = demo_checkpoint()
+        if demo is not None and path and Path(path) == demo:
+            path = ""  # the demo model by its path (as older versions saved it) is the demo entry
+        index = self.model_combo.findData(path)
         self.model_combo.setCurrentIndex(index if index >= 0 else self.model_combo.count() - 1)
 
     def _on_model_picked(self, index: int) -> None:
@@ -252,6 +278,11 @@ class SegmentDock(QDockWidget):
     def apply_settings(self, settings: PluginSettings) -> None:
         """Use edited settings (base weights, worker Python, threads): the model is loaded again for them."""
         self.settings = settings
+        self.reload_model()
+
+    def reload_model(self) -> None:
+        """Load the chosen model again (new settings, a restarted worker); a model error shown is stale now."""
+        self._clear_model_error()
         self._chosen = None  # a new worker Python or thread count means a new worker, even for the same model
         self.refresh_models()  # e.g. one downloaded from the settings dialog
         self._on_model_changed()
@@ -273,15 +304,23 @@ class SegmentDock(QDockWidget):
         if spec != self.load_spec():
             return  # loaded for an earlier choice
         self._model_scale = info.scale
-        if spec.checkpoint is not None:
-            self.model_label.setText(tr("Model: {label}").format(label=info.label(spec.checkpoint)))
-        self.model_label.setToolTip("\n".join(part for part in (spec.checkpoint, info.model, tr("on {device}").format(
-            device=info.device)) if part))
+        self._clear_model_error()  # loaded now: an earlier failure to load is stale
+        line = info.title or (Path(spec.checkpoint).stem if spec.checkpoint else self.model_label.text())
+        details = "\n".join(part for part in (info.label(spec.checkpoint), spec.checkpoint, info.model,
+                                              tr("on {device}").format(device=info.device)) if part)
+        self._describe_model(tr("Model: {name}").format(name=line) if spec.checkpoint else line, details)
 
     def show_model_error(self, spec: LoadSpec, text: str) -> None:
         """The worker could not load ``spec``: say so under the model (queries will say it again)."""
         if spec == self.load_spec():
+            self._model_error = text
             self.status_label.setText(text)
+
+    def _clear_model_error(self) -> None:
+        """Remove the model error from the status line, unless something newer replaced it there."""
+        if self._model_error and self.status_label.text() == self._model_error:
+            self.status_label.setText("")
+        self._model_error = ""
 
     def _start_drawing(self) -> None:
         canvas = self.iface.mapCanvas()

@@ -67,11 +67,27 @@ class RSRefSeg2Plugin:
         if self._client is not None:
             self._client.shutdown()
 
+    def restart_worker(self) -> None:
+        """The dock's Restart: stop the queries and the worker; a fresh one loads the chosen model again."""
+        if self.runner is not None:
+            self.runner.cancel_all()
+            self.runner.notices.clear()  # what the old worker said is stale
+        if self.preloader is not None:
+            self.preloader.cancel()
+        self.shutdown_worker()
+        if self.dock is not None:
+            self.dock.reload_model()
+            self.dock.status_label.setText(tr("The backend worker was restarted."))
+
+    def _active_layer(self):
+        """QGIS's active layer (None under ``qgis_process``, where there is no interface)."""
+        return self.iface.activeLayer() if self.iface is not None else None
+
     # ------------------------------------------------------------------------------------------- lifecycle
     def initProcessing(self) -> None:  # noqa: N802 (QGIS's name)
         """Register the Processing provider (also called alone by ``qgis_process``)."""
         if self.provider is None:
-            self.provider = RSRefSeg2Provider(client=self.client)
+            self.provider = RSRefSeg2Provider(client=self.client, active_layer=self._active_layer)
             QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 (QGIS's name)
@@ -88,6 +104,7 @@ class RSRefSeg2Plugin:
         self.dock.run_requested.connect(self._run)
         self.dock.cancel_requested.connect(self.runner.cancel_all)
         self.dock.diagnostics_requested.connect(self.show_diagnostics)
+        self.dock.restart_requested.connect(self.restart_worker)
         self.runner.busy_changed.connect(self.dock.set_busy)
         self.runner.progress_changed.connect(self.dock.progress_bar.setValue)
         self.runner.status_changed.connect(self.dock.status_label.setText)
@@ -141,8 +158,10 @@ class RSRefSeg2Plugin:
     # --------------------------------------------------------------------------------------------- actions
     def _run(self, request: SegmentRequest) -> None:
         settings = PluginSettings.load()
+        demo = paths.demo_checkpoint()
+        chosen = request.checkpoint if request.checkpoint and Path(request.checkpoint) != demo else ""
         replace(settings.with_phrase(request.phrases[0]), device=request.device, mode=request.load_mode,
-                checkpoint=request.checkpoint if not request.untrained else "").save()
+                checkpoint=chosen).save()  # the demo model is saved as "" (the default), never by its path
         self.runner.submit(request)
 
     def _show_dialog(self, dialog: ProcessDialog) -> ProcessDialog:

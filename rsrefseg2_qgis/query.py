@@ -56,10 +56,10 @@ def run_query(*, client: BackendClient, request: SegmentRequest, plan: RasterPla
     raster = materialize(plan, work_dir, feedback)
     if is_cancelled():
         raise WorkerError("cancelled", tr("Cancelled."))
-    on_progress(READ_SHARE, tr("Loading the model…"))
-    loaded = client.load(checkpoint=request.checkpoint, config=request.config, device=request.device,
-                         mode=request.load_mode, clip_weights=request.clip_weights,
-                         sam_weights=request.sam_weights, is_cancelled=is_cancelled)
+    model = {"checkpoint": request.checkpoint, "config": request.config, "device": request.device,
+             "mode": request.load_mode, "clip_weights": request.clip_weights, "sam_weights": request.sam_weights}
+    on_progress(READ_SHARE, tr("Segmenting…") if client.holds(**model) else tr("Loading the model…"))
+    loaded = client.load(**model, is_cancelled=is_cancelled)
     if is_cancelled():
         raise WorkerError("cancelled", tr("Cancelled."))
     output_dir = work_dir / "out"

@@ -25,7 +25,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor, QFont
 
-from .i18n import tr
+from .i18n import tr, tr_count
 
 PALETTE = ("#ffd400", "#00e5ff", "#ff40c8", "#ff8c1a", "#7dff3a", "#ff3b3b", "#4d8dff", "#ffffff")
 FILL_ALPHA = 60  # of 255: about a quarter opaque
@@ -105,8 +105,9 @@ def _abstract(layer: QgsVectorLayer) -> str:
         best[feature["query"]] = (count + 1, max(score, float(feature["score"] or 0.0)))
     if not best:
         return tr("No object found.")
-    return "\n".join(tr("'{query}': {count} object(s), best score {score:.2f}").format(
-        query=query, count=count, score=score) for query, (count, score) in best.items())
+    return "\n".join(tr("'{query}': {objects}, best score {score:.2f}").format(
+        query=query, objects=tr_count(count, "{count} object", "{count} objects"), score=score)
+        for query, (count, score) in best.items())
 
 
 def style_probability(layer: QgsRasterLayer, colour: QColor) -> None:

@@ -1,13 +1,16 @@
 """``python -m backend info [--json]``: the diagnostics users paste into bug reports.
 
 Every probe is guarded: a missing or broken library shows up as its error text instead of crashing, because
-this command is most needed exactly when the installation is broken.
+this command is most needed exactly when the installation is broken (only the standard library and the backend's
+own stdlib-only modules are imported before the probes). The first line is a readiness summary ("Ready: Demo
+model on cpu, fp32" or "Not ready: this Python lacks numpy, torch: …") with the details below it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import platform
 import sys
@@ -15,8 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from backend.cli.segment import DEMO_CHECKPOINT
+from backend.protocol import weights_dir
 from backend.threads import choose_threads
-from backend.weights import manager as weights
+
+# What the worker imports to run a model (import names), in the order a user would install them.
+REQUIRED_MODULES = ("torch", "torchvision", "numpy", "open_clip", "segment_anything", "safetensors", "tokenizers",
+                    "rasterio", "shapely", "scipy", "pyogrio", "tqdm")
 
 
 def _probe(fn: Callable[[], Any]) -> Any:
@@ -71,15 +79,19 @@ def _precision(cpuinfo: Path) -> dict[str, str]:
     """The compute precision a model loaded with device and precision "auto" gets here, and why."""
     from backend.model.device import choose_precision, select_device
 
-    precision, reason = choose_precision(select_device("auto"), "auto", cpuinfo)
-    return {"precision": precision, "precision_reason": reason}
+    device = select_device("auto")
+    precision, reason = choose_precision(device, "auto", cpuinfo)
+    return {"precision": precision, "precision_reason": reason, "device": str(device)}
 
 
 def collect(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     """Everything ``info`` reports, as JSON-ready data; ``cpuinfo`` is where the CPU flags are read (torch is
     imported inside the probes, so a broken torch is reported, not fatal)."""
     precision = _probe(lambda: _precision(cpuinfo))
+    missing = missing_modules()
     return {
+        "summary": readiness(missing, precision),
+        "missing_packages": missing,
         "backend": _version("rsrefseg2-qgis"),
         "python": sys.version.split()[0],
         "executable": sys.executable,
@@ -90,16 +102,37 @@ def collect(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
         "segment_anything": _version("segment-anything"),
         "numpy": _version("numpy"),
         "geo": _probe(_geo),
-        "weights_folder": str(weights.weights_dir()),
+        "weights_folder": str(weights_dir()),
         "weights": _probe(_weights),
         "precision": precision.get("precision", precision.get("error")),
         "precision_reason": precision.get("precision_reason", ""),
     }
 
 
+def missing_modules() -> list[str]:
+    """The ``REQUIRED_MODULES`` this Python cannot import (found without importing them)."""
+    return [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
+
+
+def readiness(missing: list[str], precision: dict[str, Any]) -> str:
+    """The one-line verdict: what answers a query here, or what is missing and what to do."""
+    if missing:
+        return (f"Not ready: this Python ({sys.executable}) lacks {', '.join(missing)}. Install the backend's "
+                f"requirements into it (pip install -r backend/requirements.txt), or in QGIS choose a Python that "
+                f"has them: Plugins → RSRefSeg 2 → Settings… → Worker Python.")
+    if "error" in precision:
+        return f"Not ready: PyTorch does not work here ({precision['error']})."
+    model = "Demo model" if DEMO_CHECKPOINT.is_file() else "no bundled model (give --checkpoint)"
+    return f"Ready: {model} on {precision.get('device', 'cpu')}, {precision['precision']}"
+
+
 def _weights() -> dict[str, dict[str, str | None]]:
-    """Each known weights file or tokenizer folder: its path (None if absent) and status, from the record."""
-    return {name: {"kind": weights.REGISTRY[name].kind, "path": str(p.path) if p.path else None, "status": p.status}
+    """Each known weights file or tokenizer folder: its path (None if absent) and status, from the record; one
+    not installed is "optional" (only zero-shot mode and full-size checkpoints need base weights)."""
+    from backend.weights import manager as weights
+
+    return {name: {"kind": weights.REGISTRY[name].kind, "path": str(p.path) if p.path else None,
+                   "status": "optional" if p.status == "missing" else p.status}
             for name, p in weights.inventory().items()}
 
 
@@ -129,7 +162,7 @@ def format_text(info: dict[str, Any]) -> str:
 
 def _weights_line(name: str, row: dict[str, str | None]) -> str:
     if row["path"] is None:
-        return f"not installed (`python -m backend weights download {name}`)"
+        return f"optional, not installed (`python -m backend weights download {name}`)"
     return f"{row['path']} ({row['status']})"
 
 

@@ -16,6 +16,10 @@ from backend.errors import BackendError
 from backend.output.preflight import check_output_targets, check_utf8, decode_utf8
 from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO, Click
 
+# The demo checkpoint shipped beside the backend (``<backend root>/resources/models``, in a checkout and in the
+# plugin ZIP alike): what the dock answers with when no model is chosen, and so the CLI's default too.
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo-synthetic.safetensors"
+
 EPILOG = """\
 examples:
   python -m backend segment scene.tif "the large white storage tank" -o tanks.gpkg
@@ -136,7 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "band per phrase, nodata -1 where the raster has none; same grid as the area read; "
                              "in --find-all mode the stitched tiles)")
     model = parser.add_argument_group("model")
-    model.add_argument("--checkpoint", metavar="FILE", help="trained RSRefSeg checkpoint (.safetensors)")
+    model.add_argument("--checkpoint", metavar="FILE", help="trained RSRefSeg checkpoint (.safetensors) "
+                                                            "(default: the bundled demo model, synthetic scenes "
+                                                            "only, as in the QGIS dock)")
     model.add_argument("--config", metavar="NAME", help="model config without a checkpoint, e.g. 'tiny' "
                                                         "(random weights: for testing only)")
     model.add_argument("--clip-weights", metavar="FILE", help="base CLIP weights (default: the weights cache)")
@@ -201,6 +207,15 @@ def _check_clicks(args: argparse.Namespace, phrases: tuple[str, ...]) -> None:
                            "give the rectangle as XMIN,YMIN,XMAX,YMAX in the raster's CRS")
 
 
+def _model_source(checkpoint: str | None, args: argparse.Namespace) -> str:
+    """Which model answers, in words: "the bundled demo model (…)", a checkpoint file, or a config."""
+    if checkpoint is not None and args.checkpoint is None:
+        return f"the bundled demo model ({DEMO_CHECKPOINT.name}, synthetic scenes only)"
+    if checkpoint is not None:
+        return checkpoint
+    return f"config {args.config or 'zero-shot'} ({'base weights' if args.mode == 'zero-shot' else 'random weights'})"
+
+
 def run(args: argparse.Namespace) -> int:
     """Check the request, load the model, segment, write the outputs, print one summary line per phrase."""
     from backend.protocol import ProtocolError, Window
@@ -223,12 +238,16 @@ def run(args: argparse.Namespace) -> int:
                                                     "or COL,ROW,WIDTH,HEIGHT with a positive size") from err
     _check_raster(args, window)
 
+    checkpoint = args.checkpoint
+    if checkpoint is None and args.config is None and args.mode == "trained" and DEMO_CHECKPOINT.is_file():
+        checkpoint = str(DEMO_CHECKPOINT)  # as the dock does; "model: …" below says so
+
     from tqdm import tqdm
 
     from backend.engine import Engine, SegmentJob
     from backend.loading import describe, load_predictor
 
-    predictor = load_predictor(checkpoint=args.checkpoint, config=args.config, clip_weights=args.clip_weights,
+    predictor = load_predictor(checkpoint=checkpoint, config=args.config, clip_weights=args.clip_weights,
                                sam_weights=args.sam_weights, device=args.device, mode=args.mode,
                                precision=args.precision)
     for warning in predictor.phrase_warnings(phrases):
@@ -241,7 +260,8 @@ def run(args: argparse.Namespace) -> int:
                      overwrite=args.overwrite, all_matches=args.all_matches, clicks=tuple(args.clicks),
                      box=tuple(args.box) if args.box else None, probability_path=args.probability,
                      model_name=describe(predictor),
-                     checkpoint_name=Path(args.checkpoint).name if args.checkpoint else f"none ({args.config})")
+                     checkpoint_name=Path(checkpoint).name if checkpoint else f"none ({args.config})")
+    print(f"model: {_model_source(checkpoint, args)} — {describe(predictor)}")
     with tqdm(total=100, file=sys.stderr, unit="%", bar_format="{desc:<12}{bar}| {n_fmt}% [{elapsed}]") as bar:
         def progress(fraction: float, stage: str, _message: str) -> None:
             bar.set_description_str(stage)

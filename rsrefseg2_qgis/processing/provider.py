@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qgis.core import QgsProcessingProvider
+from qgis.core import QgsMapLayer, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .. import paths
@@ -18,11 +18,14 @@ class RSRefSeg2Provider(QgsProcessingProvider):
 
     Args:
         client: returns the worker client (created on first use).
+        active_layer: returns QGIS's active layer, or None (headless): the algorithms' default input.
     """
 
-    def __init__(self, *, client: Callable[..., BackendClient]) -> None:
+    def __init__(self, *, client: Callable[..., BackendClient],
+                 active_layer: Callable[[], QgsMapLayer | None] = lambda: None) -> None:
         super().__init__()
         self._client = client
+        self._active_layer = active_layer
 
     def id(self) -> str:
         return "rsrefseg2"
@@ -34,4 +37,4 @@ class RSRefSeg2Provider(QgsProcessingProvider):
         return QIcon(paths.icon_path())
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS's name)
-        self.addAlgorithm(ReferringSegmentationAlgorithm(client=self._client))
+        self.addAlgorithm(ReferringSegmentationAlgorithm(client=self._client, active_layer=self._active_layer))

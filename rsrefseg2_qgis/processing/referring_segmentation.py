@@ -18,6 +18,7 @@ from qgis.core import (
     QgsFeatureSink,
     QgsField,
     QgsFields,
+    QgsMapLayer,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
@@ -31,6 +32,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsRasterLayer,
     QgsRectangle,
     QgsVectorLayer,
     QgsWkbTypes,
@@ -39,15 +41,17 @@ from qgis.PyQt.QtCore import QMetaType, QVariant
 
 from ..auto_resolution import automatic_note, automatic_resolution
 from ..client import BackendClient, WorkerError
-from ..i18n import tr
+from ..i18n import tr, tr_count
 from ..model_catalog import imported_models
 from ..preload import LoadSpec, ModelInfo
 from ..query import run_query
 from ..raster_source import RasterInputError, extent_in_layer_crs, local_file_path, native_resolution, plan_raster
 from ..requests import RESOLUTION_AUTO, SegmentRequest, request_tile_grid
+from ..result_layer import layer_name
 from ..settings import PYTHON_ENV, REFINEMENTS, PluginSettings, model_choice
 from .styling import style_on_load
 
+HELP_URL = "https://github.com/rsrefseg2-qgis/rsrefseg2-qgis#readme"  # metadata.txt's homepage, usage section
 LOAD_MODES = ("trained", "zero-shot")
 SEARCH_MODES = ("view", "find-all")
 
@@ -70,6 +74,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
 
     Args:
         client: returns the shared worker client; called with a Python path when the ``PYTHON`` parameter is set.
+        active_layer: returns QGIS's active layer (None headless): a raster there is the Raster layer default.
     """
 
     INPUT = "INPUT"
@@ -91,13 +96,15 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     OUTPUT = "OUTPUT"
     PROBABILITY = "PROBABILITY"
 
-    def __init__(self, *, client: Callable[..., BackendClient]) -> None:
+    def __init__(self, *, client: Callable[..., BackendClient],
+                 active_layer: Callable[[], QgsMapLayer | None] = lambda: None) -> None:
         super().__init__()
         self._client = client
+        self._active_layer = active_layer
         self._imported = imported_models()  # the MODEL choices after the first, as listed when it was made
 
     def createInstance(self) -> ReferringSegmentationAlgorithm:  # noqa: N802 (QGIS's name)
-        return ReferringSegmentationAlgorithm(client=self._client)
+        return ReferringSegmentationAlgorithm(client=self._client, active_layer=self._active_layer)
 
     def name(self) -> str:
         return "referringsegmentation"
@@ -110,10 +117,15 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
                   "with RSRefSeg 2 and writes them as polygons in the raster's CRS, with the attributes query, "
                   "score, area_m2, model and checkpoint. Give one phrase or a text file with one phrase per line.")
 
+    def helpUrl(self) -> str:  # noqa: N802
+        return HELP_URL
+
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         defaults = PluginSettings.load()
         add = self._add
-        add(QgsProcessingParameterRasterLayer(self.INPUT, tr("Raster layer")),
+        active = self._active_layer()
+        add(QgsProcessingParameterRasterLayer(self.INPUT, tr("Raster layer"), defaultValue=active.id()
+                                              if isinstance(active, QgsRasterLayer) else None),
             tr("The imagery; web maps are read through their provider at the chosen resolution."))
         add(QgsProcessingParameterString(self.PHRASE, tr("Phrase"), optional=True),
             tr("The referring expression, e.g. 'the red-roofed building next to the road'."))
@@ -257,13 +269,15 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             if probability:
                 self._put_probability(reply.result.outputs.probability, probability)
                 outputs[self.PROBABILITY] = probability
+            if context.willLoadLayerOnCompletion(dest_id):  # named like the dock's layers, not "Segmented objects"
+                context.layerToLoadOnCompletionDetails(dest_id).name = layer_name(phrases)
             style_on_load(context, dest_id)
             note = request.resolution_note or reply.result.resolution_note
             if note:
                 feedback.pushInfo(tr("Read at {note}").format(note=note))
             for summary in reply.result.phrases:
-                feedback.pushInfo(tr("'{query}': {count} object(s)").format(query=summary.query,
-                                                                           count=summary.count))
+                feedback.pushInfo(tr("'{query}': {objects}").format(
+                    query=summary.query, objects=tr_count(summary.count, "{count} object", "{count} objects")))
         except WorkerError as exc:
             if exc.code == "cancelled":
                 return {}

@@ -21,8 +21,8 @@ from pathlib import Path
 from qgis.core import Qgis, QgsProject, QgsRasterBlockFeedback, QgsRasterLayer, QgsTask, QgsVectorLayer
 from qgis.PyQt.QtCore import pyqtSignal
 
-from ..client import BackendClient, WorkerError
-from ..i18n import tr
+from ..client import BackendClient, WorkerError, sentence
+from ..i18n import tr, tr_count
 from ..notices import Notices
 from ..query import QueryResult, run_query
 from ..raster_source import RasterInputError, RasterPlan
@@ -141,11 +141,12 @@ class SegmentTask(QgsTask):
             self.project.addMapLayer(raster)
         self.project.addMapLayer(layer)
         untrained = tr(" (untrained model: shapes are random)") if self.request.untrained else ""
-        text = tr("{count} object(s) for '{phrase}' in {seconds:.1f} s{untrained}").format(
-            count=reply.count, phrase=self.request.phrases[0], seconds=self._seconds, untrained=untrained)
+        text = tr("{objects} for '{phrase}' in {seconds:.1f} s{untrained}.").format(
+            objects=tr_count(reply.count, "{count} object", "{count} objects"), phrase=self.request.phrases[0],
+            seconds=self._seconds, untrained=untrained)
         note = self.request.resolution_note or reply.result.resolution_note
-        if note:
-            text += "\n" + tr("Read at {note}").format(note=note)
+        if note:  # its own sentence: the message bar shows the text on one line
+            text += " " + sentence(tr("Read at {note}").format(note=note))
         return TaskOutcome("done", text, layer)
 
     def _keep_probability(self, path: str, name: str) -> str:

@@ -39,7 +39,9 @@ def test_info_json_reports_the_real_environment(tmp_path: Path) -> None:
     assert info["weights_folder"] == str(tmp_path)
     assert info["weights"]["sam-vit-b"] == {"kind": "sam", "path": str(tmp_path / "sam_vit_b_01ec64.pth"),
                                             "status": "unchecked"}
-    assert info["weights"]["sam-vit-h"] == {"kind": "sam", "path": None, "status": "missing"}
+    # Not installed is "optional" (the demo model needs no base weights), never an alarming "missing".
+    assert info["weights"]["sam-vit-h"] == {"kind": "sam", "path": None, "status": "optional"}
+    assert info["summary"].startswith("Ready: Demo model on cpu, ") and info["missing_packages"] == []
     assert info["weights"]["siglip2-tokenizer"]["kind"] == "tokenizer"
 
 
@@ -48,7 +50,8 @@ def test_info_text_is_readable(tmp_path: Path, monkeypatch) -> None:
     text = format_text(collect())
     assert f"  version: {torch.__version__}" in text
     assert f"weights_folder: {tmp_path}" in text
-    assert "  sam-vit-l: not installed (`python -m backend weights download sam-vit-l`)" in text
+    assert text.splitlines()[0].startswith("summary: Ready: Demo model on ")  # the verdict first, details below
+    assert "  sam-vit-l: optional, not installed (`python -m backend weights download sam-vit-l`)" in text
 
 
 def test_errors_become_hint_and_exit_code(tmp_path: Path) -> None:

@@ -76,3 +76,22 @@ def test_not_a_raster_and_existing_output(tmp_path, scene, capsys):
     assert main(["segment", str(scene), "tank", "-o", str(tmp_path / "b.gpkg"), *TINY]) == 7
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "b.gpkg").read_bytes() == b"keep"
+
+
+def test_without_a_checkpoint_the_bundled_demo_model_answers_and_is_named(scene, tmp_path, capsys):
+    """It stopped with "no checkpoint given" although a demo model is bundled (the dock's default)."""
+    out = tmp_path / "demo.gpkg"
+    code = main(["segment", str(scene), "the white tank", "-o", str(out), "--device", "cpu",
+                 "--extent=500010,3999870,500140,3999990"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "model: the bundled demo model (demo-synthetic.safetensors" in captured.out
+    assert out.exists()
+    _meta, _fids, _geometry, fields = pyogrio.raw.read(out)
+    assert set(fields[list(_meta["fields"]).index("checkpoint")]) <= {"demo-synthetic.safetensors"}
+
+
+def test_the_answering_model_is_printed_for_a_config_too(scene, tmp_path, capsys):
+    assert main(["segment", str(scene), "the white tank", "-o", str(tmp_path / "t.gpkg"), *TINY,
+                 "--extent=500010,3999870,500140,3999990"]) == 0
+    assert "model: config tiny (random weights) — rsrefseg2" in capsys.readouterr().out

@@ -151,3 +151,18 @@ def test_set_up_backend_can_fetch_an_authors_model(plugin, slot_errors, monkeypa
     assert wait_until(lambda: dialog.succeeded is not None, 60)
     assert dialog.succeeded and sorted(p.name for p in marks.iterdir()) == ["rsrefseg2-refsegrs", "siglip2-tokenizer"]
     _click(dialog, QDialogButtonBox.StandardButton.Close)
+
+
+def test_diagnostics_work_when_the_worker_python_lacks_our_packages(plugin, slot_errors, monkeypatch,
+                                                                     tmp_path: Path) -> None:
+    """A real, bare venv (no numpy, no tqdm): Diagnostics crashed on the missing tqdm exactly when needed."""
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    monkeypatch.setenv("RSREFSEG2_PYTHON", str(tmp_path / "bare" / "bin" / "python"))
+    dialog = plugin.show_diagnostics()
+    assert wait_until(lambda: dialog.succeeded is not None, 120)
+    text = dialog.output.toPlainText()
+    assert dialog.succeeded, text[-2000:]
+    assert "Not ready: this Python" in text and "numpy" in text and "Worker Python" in text
+    _click(dialog, QDialogButtonBox.StandardButton.Close)

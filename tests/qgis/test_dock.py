@@ -85,7 +85,8 @@ def test_enter_runs_the_query_through_the_task_manager(dock, worker_client, qgis
     assert len(colours) == 2 and None not in colours, "two phrases are told apart on the map"
     assert all(quarter.contains(o.layer.extent()) for o in outcomes if o.layer.featureCount())
     assert not runner.busy and not dock.cancel_button.isEnabled()
-    assert "Read at 0.6 m/px (automatic" in dock.status_label.text()  # 128 m / 256 px, clamped to the model's 0.6–2
+    # 128 m / 256 px, clamped to the model's 0.6–2; a sentence of its own (the message bar shows one line)
+    assert " s. Read at 0.6 m/px (automatic" in dock.status_label.text()
     assert dock.phrase_box.findText("the small grey tank") >= 0
     QgsProject.instance().removeAllMapLayers()
 
@@ -115,8 +116,8 @@ def test_the_model_is_named_by_its_title_never_by_a_path(dock) -> None:
     info = ModelInfo(title="Demo model", description="synthetic scenes only", model="rsrefseg2 (tiny)",
                      device="cpu", scale=ModelScale())
     dock.show_model(dock.load_spec(), info)
-    assert dock.model_label.text() == "Model: Demo model — synthetic scenes only"
-    assert demo in dock.model_label.toolTip()
+    assert dock.model_label.text() == "Model: Demo model"  # one line; the description is in the tooltips
+    assert demo in dock.model_label.toolTip() and "synthetic scenes only" in dock.model_info_button.toolTip()
     stale = LoadSpec(checkpoint="/elsewhere/old.safetensors", config=None)
     dock.show_model(stale, ModelInfo(title="Old", description="", model="", device="cpu", scale=ModelScale()))
     assert "Demo model" in dock.model_label.text()  # a late reply for an earlier choice changes nothing

@@ -264,3 +264,14 @@ def test_cancelled_processing_run_writes_no_file(provider, sample_tif: Path, tmp
                             feedback=feedback)
     assert feedback.isCanceled() and "OUTPUT" not in result
     assert not out.exists()
+
+
+def test_a_loaded_temporary_result_is_named_like_the_docks_layers(provider, sample_tif: Path,
+                                                                  real_layer_tree_view) -> None:
+    """It was "Segmented objects" (the output's description) for every run."""
+    import processing
+
+    processing.runAndLoadResults(ALGORITHM, _parameters(
+        sample_tif, "TEMPORARY_OUTPUT", EXTENT="603000,603128,5339872,5340000 [EPSG:32633]"))
+    assert [layer.name() for layer in _vector_layers()] == ["rsrefseg: the large white storage tank"]
+    QgsProject.instance().removeAllMapLayers()

@@ -48,7 +48,10 @@ def test_task_adds_a_polygon_layer_in_the_raster_crs_inside_its_extent(raster_la
         assert QgsRectangle(*QUARTER).contains(layer.extent())
         assert {f["query"] for f in layer.getFeatures()} == {"the large white storage tank"}
     assert not task.work_dir.exists()
-    assert "object(s)" in task.outcome.text and "untrained" in task.outcome.text
+    count = layer.featureCount()
+    wording = "1 object for" if count == 1 else f"{count} objects for"
+    assert task.outcome.text.startswith(wording) and "object(s)" not in task.outcome.text
+    assert "untrained" in task.outcome.text
 
 
 def test_probability_raster_lies_under_the_polygons_beside_the_geopackage(raster_layer, worker_client,
