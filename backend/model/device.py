@@ -143,7 +143,8 @@ def _cast_in(module: nn.Module, args: tuple) -> None:
     """Forward pre-hook: swap the module's low-precision weights for fp32 copies, unless autocast casts them."""
     swapped = []
     device_type = next((t.device.type for t in args if isinstance(t, torch.Tensor)), "cpu")
-    if not (isinstance(module, _AUTOCAST_CASTS) and torch.is_autocast_enabled(device_type)):
+    autocasting = device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type)  # not on meta tensors
+    if not (isinstance(module, _AUTOCAST_CASTS) and autocasting):
         for owner, table, name in _stored(module):
             tensors = getattr(owner, table)
             stored = tensors[name]
