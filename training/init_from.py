@@ -26,21 +26,27 @@ def _zero_lora_b(module: nn.Module) -> None:
             param.zero_()
 
 
+def _frozen(folded: torch.Tensor) -> nn.Parameter:
+    """A folded weight as a frozen parameter, in the adapter's fp32: a bf16 base (as the authors released it) would
+    round away most of the update."""
+    return nn.Parameter(folded.detach().float(), requires_grad=False)
+
+
 @torch.no_grad()
 def fold_lora(model: nn.Module) -> int:
     """Fold every adapter's update into its base weight and zero its B, keeping the structure (same outputs, fresh
-    adapters). Returns how many adapters were folded."""
+    adapters); a folded weight is fp32 whatever its base's dtype. Returns how many adapters were folded."""
     count = 0
     for module in model.modules():
         if isinstance(module, (LoRALinear, LoRAPackedLinear, LoRAConv2d)):
-            module.base.weight.copy_(module.merge().weight)
+            module.base.weight = _frozen(module.merge().weight)
             _zero_lora_b(module)
             count += 1
         elif parametrize.is_parametrized(module):
             for tensor_name, chain in module.parametrizations.items():
                 deltas = [p for p in chain if isinstance(p, LoRADelta)]
                 if deltas:
-                    chain.original.copy_(getattr(module, tensor_name))
+                    chain.original = _frozen(getattr(module, tensor_name))
                     for delta in deltas:
                         _zero_lora_b(delta)
                     count += 1

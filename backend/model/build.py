@@ -13,6 +13,7 @@ from .architectures.rsrefseg import RSRefSeg
 from .architectures.rsrefseg2 import RSRefSeg2
 from .clip.encoder import ClipDualEncoder, create_open_clip
 from .config import ModelConfig, RankerConfig, Sam2Config
+from .device import cast_weights_per_layer
 from .prompter.v1 import TextFilterPrompter
 from .prompter.v2 import CascadedPrompter
 from .ranker.ranker import ComponentRanker
@@ -60,6 +61,20 @@ def build_sam_head(config: ModelConfig, sam_weights: str | Path | None) -> AnySa
     return SamHead(**parts, cfg=config.sam)
 
 
+def _real_constants(model: nn.Module) -> None:
+    """Rebuild on the CPU the constants a meta-device build left empty: buffers that no state dict holds, so that
+    no checkpoint can fill them (open_clip's causal text mask; our normalisation constants are made on the CPU)."""
+    for module in model.modules():
+        for name, buffer in list(module._buffers.items()):
+            if buffer is None or not buffer.is_meta or name not in module._non_persistent_buffers_set:
+                continue
+            side = buffer.shape[-1]
+            if name != "attn_mask" or buffer.shape != (side, side):
+                raise RuntimeError(f"{type(module).__name__}.{name} cannot be rebuilt after a meta-device build")
+            # open_clip's ``build_causal_mask``: -inf above the diagonal, 0 elsewhere.
+            module._buffers[name] = torch.full((side, side), float("-inf"), device="cpu").triu_(1)
+
+
 def build_model(config: ModelConfig, clip_weights: str | Path | None = None,
                 sam_weights: str | Path | None = None) -> nn.Module:
     """Build the model of ``config``.
@@ -74,8 +89,13 @@ def build_model(config: ModelConfig, clip_weights: str | Path | None = None,
         sam_weights: local SAM checkpoint (segment_anything ``.pth`` for SAM 1, Meta's ``.pt`` for SAM 2.1),
             or None for random init.
 
+    Built under ``torch.device("meta")`` it allocates nothing but its four normalisation constants (CPU):
+    ``checkpoint.io.load_model`` then assigns the checkpoint's tensors in place.
+
     Returns:
-        The model (train mode, CPU), with ``base_weights`` recording the files' names and SHA-256.
+        The model (train mode, CPU), frozen weights in ``config.frozen_dtype``, each layer computing in fp32 or
+        under autocast (``device.cast_weights_per_layer``), with ``base_weights`` recording the files' names and
+        SHA-256.
     """
     if clip_weights is not None:  # open_clip reads it: refuse a damaged file or a general pickle first
         check_base_file("clip", clip_weights)
@@ -85,5 +105,11 @@ def build_model(config: ModelConfig, clip_weights: str | Path | None = None,
         model = MODEL_REGISTRY[config.arch](config, clip_encoder, build_sam_head(config, sam_weights))
         if config.ranker is not None:
             model.ranker = build_ranker(config.ranker, clip_encoder)
+    if config.frozen_dtype == "bfloat16":
+        for param in model.parameters():
+            if not param.requires_grad and param.is_floating_point():
+                param.data = param.data.to(torch.bfloat16)
+    _real_constants(model)
+    cast_weights_per_layer(model)
     model.base_weights = {"clip": weight_record(clip_weights), "sam": weight_record(sam_weights)}
     return model

@@ -13,6 +13,7 @@ from typing import Any
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 ARCHS = ("rsrefseg2", "rsrefseg")
+FROZEN_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,13 @@ class RankerConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A whole model: architecture, its three parts and the input geometry."""
+    """A whole model: architecture, its three parts and the input geometry.
+
+    ``frozen_dtype`` is how the frozen (pre-trained) weights are stored: "float32", or "bfloat16" as the paper
+    model's authors released them (half the memory; computed in fp32 or bf16 per layer,
+    ``device.cast_weights_per_layer``).
+    Trained parts (prompter, LoRA adapters, SAM's decoder) are always float32.
+    """
 
     arch: str
     clip: ClipConfig
@@ -224,10 +231,13 @@ class ModelConfig:
     input_size: int = 1024
     keep_ratio: bool = True
     seed: int = 0
+    frozen_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
+        if self.frozen_dtype not in FROZEN_DTYPES:
+            raise ValueError(f"unknown frozen_dtype {self.frozen_dtype!r}; expected one of {FROZEN_DTYPES}")
         self.sam.check_input_size(self.input_size)
 
     @property

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from backend.errors import BackendError
 
@@ -116,3 +117,75 @@ def autocast(device: torch.device, precision: str = "fp32") -> contextlib.Abstra
     if precision == "bf16" and device.type in ("cuda", "cpu"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# Modules whose weights autocast itself casts to bf16 (matmuls and convolutions); under bf16 autocast they read
+# bf16-stored weights as they are. Everything else (norms, the MAP latent, position tables) reads fp32.
+_AUTOCAST_CASTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                   nn.MultiheadAttention)
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _stored(module: nn.Module) -> list[tuple[nn.Module, str, str]]:
+    """(owner, "_parameters" or "_buffers", name) of the low-precision tensors ``module``'s forward reads itself:
+    its own, and for ``nn.MultiheadAttention`` its ``out_proj``'s too (read as tensors, the module never called)."""
+    owners = [module, *module.children()] if isinstance(module, nn.MultiheadAttention) else [module]
+    found = []
+    for owner in owners:
+        for table in ("_parameters", "_buffers"):
+            for name, tensor in getattr(owner, table).items():
+                if tensor is not None and tensor.dtype in LOW_PRECISION:
+                    found.append((owner, table, name))
+    return found
+
+
+def _cast_in(module: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: swap the module's low-precision weights for fp32 copies, unless autocast casts them."""
+    swapped = []
+    device_type = next((t.device.type for t in args if isinstance(t, torch.Tensor)), "cpu")
+    autocasting = device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type)  # not on meta tensors
+    if not (isinstance(module, _AUTOCAST_CASTS) and autocasting):
+        for owner, table, name in _stored(module):
+            tensors = getattr(owner, table)
+            stored = tensors[name]
+            tensors[name] = stored.float()  # a plain tensor for the call; the Parameter comes back after it
+            swapped.append((tensors, name, stored))
+    module._stored_weights.append(swapped)
+
+
+def _cast_out(module: nn.Module, _args: tuple, _output: object) -> None:
+    """Forward hook (also after an exception): put the stored weights back, dropping the fp32 copies."""
+    for tensors, name, stored in module._stored_weights.pop():
+        tensors[name] = stored
+
+
+def _embedding_out(module: nn.Embedding, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """A bf16-stored embedding is looked up in bf16 (no fp32 copy of the table); the rows go on in fp32."""
+    return output.float() if output.dtype in LOW_PRECISION else output
+
+
+def cast_weights_per_layer(model: nn.Module) -> nn.Module:
+    """Let a model whose frozen weights are stored in bf16 compute in fp32, one layer at a time.
+
+    Each module casts the bf16 weights it reads to fp32 copies for the duration of its own call and drops them after
+    it, so fp32 compute never holds more than one layer's fp32 copy; under bf16 autocast, linear layers,
+    convolutions and attention read the bf16 weights directly. Embedding tables are never copied: the lookup is in
+    bf16 and its rows are cast to fp32. Modules whose weights are fp32 (trained parts, fp32 checkpoints) are left
+    as they are, at the cost of one check per call. Idempotent.
+
+    Args:
+        model: any module tree (the hooks look at the dtypes at call time, so weights assigned later count).
+
+    Returns:
+        ``model``.
+    """
+    for module in model.modules():
+        if hasattr(module, "_stored_weights"):
+            continue
+        module._stored_weights = []
+        if isinstance(module, nn.Embedding):
+            module.register_forward_hook(_embedding_out)
+        elif next(module.parameters(recurse=False), None) is not None or module._buffers:
+            module.register_forward_pre_hook(_cast_in)
+            module.register_forward_hook(_cast_out, always_call=True)
+    return model

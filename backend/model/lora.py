@@ -31,9 +31,10 @@ from .config import LoRAConfig
 
 
 def _folded_linear(base: nn.Linear, weight: torch.Tensor) -> nn.Linear:
-    """A plain ``nn.Linear`` shaped like ``base`` with ``weight`` (base + adapter update) and ``base``'s bias."""
+    """A plain ``nn.Linear`` shaped like ``base`` with ``weight`` (base + adapter update, in ``weight``'s dtype: the
+    adapter's fp32 also for a bf16 base, whose rounding would erase most of the update) and ``base``'s bias."""
     merged = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
-                       device=base.weight.device, dtype=base.weight.dtype)
+                       device=base.weight.device, dtype=weight.dtype)
     with torch.no_grad():
         merged.weight.copy_(weight)
         if base.bias is not None:
@@ -62,8 +63,10 @@ class LoRALinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The effective weight (base + update); lets code that reads ``.weight`` see the adapted layer."""
-        return self.base.weight + self.scale * (self.lora_b @ self.lora_a).to(self.base.weight.dtype)
+        """The effective weight (base + update, in the adapter's dtype); lets code that reads ``.weight`` see the
+        adapted layer."""
+        delta = self.lora_b @ self.lora_a
+        return self.base.weight.to(delta.dtype) + self.scale * delta
 
     @property
     def bias(self) -> torch.Tensor | None:
@@ -103,7 +106,7 @@ class LoRAPackedLinear(nn.Module):
     def weight(self) -> torch.Tensor:
         """The effective out×in weight (base + every projection's update)."""
         delta = torch.bmm(self.lora_b, self.lora_a).reshape(self.base.out_features, self.base.in_features)
-        return self.base.weight + self.scale * delta.to(self.base.weight.dtype)
+        return self.base.weight.to(delta.dtype) + self.scale * delta
 
     @property
     def bias(self) -> torch.Tensor | None:
@@ -144,14 +147,15 @@ class LoRAConv2d(nn.Module):
         return base(x) + self.scale * F.conv2d(low, self.lora_b.to(x.dtype))
 
     def merge(self) -> nn.Conv2d:
-        """A plain ``nn.Conv2d`` with the update folded into its kernel (same outputs without dropout)."""
+        """A plain ``nn.Conv2d`` with the update folded into its kernel, in the adapter's dtype (same outputs
+        without dropout)."""
         base = self.base
+        delta = torch.einsum("or,rikl->oikl", self.lora_b[:, :, 0, 0], self.lora_a)
         merged = nn.Conv2d(base.in_channels, base.out_channels, base.kernel_size, stride=base.stride,
                            padding=base.padding, dilation=base.dilation, bias=base.bias is not None,
-                           device=base.weight.device, dtype=base.weight.dtype)
-        delta = torch.einsum("or,rikl->oikl", self.lora_b[:, :, 0, 0], self.lora_a)
+                           device=base.weight.device, dtype=delta.dtype)
         with torch.no_grad():
-            merged.weight.copy_(base.weight + self.scale * delta.to(base.weight.dtype))
+            merged.weight.copy_(base.weight.to(delta.dtype) + self.scale * delta)
             if base.bias is not None:
                 merged.bias.copy_(base.bias)
         return merged
@@ -176,9 +180,10 @@ class LoRADelta(nn.Module):
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        """Args: weight: out×in. Returns: the adapted out×in weight."""
+        """Args: weight: out×in (bf16-stored weights are added in the adapter's fp32, which keeps the update).
+        Returns: the adapted out×in weight."""
         delta = torch.bmm(self.lora_b, self.lora_a).reshape(weight.shape[0], weight.shape[1])
-        return weight + self.scale * delta.to(weight.dtype)
+        return weight.to(delta.dtype) + self.scale * delta
 
 
 def _adapt_mha(mha: nn.MultiheadAttention, cfg: LoRAConfig) -> None:

@@ -8,6 +8,7 @@ from authors_layout import authors_state, tiny_config
 
 from backend.errors import BackendError
 from backend.model.authors import import_authors
+from backend.model.config import config_from_dict
 
 VISION = "clip_vision_encoder.base_model.model.model."
 
@@ -93,3 +94,12 @@ def test_a_file_that_is_not_pytorch_is_refused(tmp_path, config) -> None:
     (tmp_path / "bad.pth").write_text("<html>proxy login</html>")
     with pytest.raises(BackendError, match="not a PyTorch file"):
         import_authors(tmp_path / "bad.pth", tmp_path / "out.safetensors", config=config)
+
+
+def test_a_config_whose_lora_scale_is_not_the_authors_is_refused(tmp_path) -> None:
+    data = tiny_config().to_dict()
+    data["sam"]["lora"]["alpha"] = 2 * data["sam"]["lora"]["rank"]
+    config = config_from_dict(data)
+    with pytest.raises(BackendError, match="scale") as caught:
+        import_authors(tmp_path / "never-read.pth", tmp_path / "out.safetensors", config=config)
+    assert "rsrefseg2-paper" in caught.value.hint and not (tmp_path / "out.safetensors").exists()

@@ -66,7 +66,10 @@ def test_fine_tuning_an_imported_checkpoint_learns_saves_reloads_and_evaluates(i
                       epochs=4, lr=1e-3, checkpoint_every=0, schedule=schedule, train_base=False)
 
     start = build_train_module(cfg).model
-    torch.testing.assert_close(_forward(start), _forward(load_model(dest)))  # it starts as the authors' model
+    # It starts as the authors' model: their adapters folded in fp32 against the import's unmerged ones (fp32
+    # rounding only, relative to logits of a few hundred).
+    authors = _forward(load_model(dest))
+    torch.testing.assert_close(_forward(start), authors, rtol=1e-4, atol=1e-5 * float(authors.abs().max()))
     frozen = {n for n, p in start.named_parameters() if not p.requires_grad}
     trainable = {n for n, p in start.named_parameters() if p.requires_grad}
     assert any(n.startswith("prompter.") for n in trainable) and any(n.endswith("lora_b") for n in trainable)

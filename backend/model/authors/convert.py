@@ -3,7 +3,9 @@
 The file is opened with ``torch.load(weights_only=True, mmap=True)``: nothing in it runs (a file holding other
 Python objects is refused, with no fallback to full unpickling) and tensors are read from disk only when they are
 converted, one at a time, straight into the output file. Peak memory is about the file's size (its pages, mapped)
-plus the largest tensor being converted. The result loads with ``backend.model.checkpoint.io.load_model`` like any
+plus the largest tensor being converted. The authors' LoRA stays unmerged (``plan``): the base weights are
+written in bf16 as released, so the output is about the size of the input (≈ 2.9 GB for the paper model).
+The result loads with ``backend.model.checkpoint.io.load_model`` like any
 checkpoint saved with ``include_base=True``.
 """
 
@@ -79,6 +81,20 @@ def target_state(config: ModelConfig) -> dict[str, torch.Tensor]:
         return build_model(config).state_dict()
 
 
+def _check_adapter_scale(config: ModelConfig) -> None:
+    """The authors' adapters are kept unmerged, so our slots must apply them at the authors' scale, 1 (alpha = r).
+
+    Raises:
+        BackendError("weights"): a model config whose LoRA scale differs (the import would change the outputs).
+    """
+    for name, lora in (("clip.vision_lora", config.clip.vision_lora), ("clip.text_lora", config.clip.text_lora),
+                       ("sam.lora", config.sam.lora)):
+        if lora is not None and lora.alpha != lora.rank:
+            raise BackendError("weights", f"the model config's {name} has scale alpha/rank = {lora.alpha}/{lora.rank}"
+                                          ", but the authors' adapters were trained at scale 1",
+                               "import with the rsrefseg2-paper config (alpha = rank = 16)")
+
+
 def _write_sidecar(path: Path, config: ModelConfig, meta: CheckpointMeta) -> Path:
     sidecar = path.with_suffix(".json")
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": config.arch, "include_base": True,
@@ -113,6 +129,7 @@ def import_authors(source: str | Path, dest: str | Path, *, config: ModelConfig 
     if dest.suffix != ".safetensors":
         raise ValueError(f"checkpoints are .safetensors files, got {dest.name!r}")
     config = config or load_config(PAPER_CONFIG)
+    _check_adapter_scale(config)
     state = read_authors_state(source)
     target = target_state(config)
     plan = build_plan(state, target, seed=config.seed, source_name=source.name)
@@ -127,6 +144,9 @@ def import_authors(source: str | Path, dest: str | Path, *, config: ModelConfig 
         with torch.no_grad():
             return plan[key].make(state.__getitem__).contiguous()
 
+    # Widest items first, as safetensors writes them: every tensor then starts aligned to its item size, so that
+    # ``map_safetensors`` maps each one in place.
+    entries.sort(key=lambda entry: -entry[2].itemsize)
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_streamed(dest, entries, make, {"format": "pt", "source": source.name}, progress)
     _write_sidecar(dest, config, meta or meta_for(dest.stem, source))

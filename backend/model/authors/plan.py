@@ -4,11 +4,12 @@ Built from names and shapes only (the file is memory-mapped and no tensor is rea
 running every recipe on meta tensors. Every key of the file must be used or deliberately dropped, every key of
 our model must be made, and every shape must match; all problems are gathered into one error naming the keys.
 
-LoRA (PEFT, r = alpha, so scale 1) is merged in float32: ``W = W0 + B·A`` for a Linear, the same on the
-1×1 kernels of the Hiera neck convs. A merged tensor is kept in float32 because rounding it back to bfloat16
-would erase most of the adapter (its entries are far below bfloat16's resolution at the base weight's size);
-tensors copied unchanged keep the file's dtype (bfloat16 for the released files). Our model's own LoRA slots
-start fresh: B = 0 (so the merged weights are what runs) and A drawn like a new adapter, for fine-tuning.
+LoRA (PEFT, r = alpha, so scale 1) is kept unmerged, as the authors ran it: each adapted layer's base weight is
+copied as released (bfloat16) into our wrapper's base, and its A and B go into our adapter slots in float32 (SigLIP's
+separate q/k/v adapters stacked into our packed projection's three groups). Merging would need a float32 copy of
+every adapted weight (rounding ``W0 + B·A`` back to bfloat16 would erase most of the adapter, whose entries are far
+below bfloat16's resolution at the base weight's size). Tensors copied unchanged keep the file's dtype. A LoRA slot
+of ours where the file has no adapter starts fresh: B = 0, A drawn like a new adapter, for fine-tuning.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from . import keymap
 
 Reader = Callable[[str], torch.Tensor]
 _SHOWN = 8
+# Our plain name for a layer's adapter matrices: ``<adapted tensor>.lora_a`` / ``.lora_b``.
+_ADAPTER_SUFFIXES = {".lora_A": ".lora_a", ".lora_B": ".lora_b"}
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,9 @@ def _copy(key: str) -> Recipe:
     return Recipe((key,), lambda read: read(key))
 
 
-def _merged(base: str, lora_a: str, lora_b: str) -> Recipe:
-    def make(read: Reader) -> torch.Tensor:
-        w, a, b = read(base).float(), read(lora_a).float(), read(lora_b).float()
-        if w.dim() == 2:
-            return w + b @ a
-        return w + torch.einsum("or,rikl->oikl", b[:, :, 0, 0], a)  # PEFT's Conv2d delta, here 1×1 kernels
-    return Recipe((base, lora_a, lora_b), make)
+def _adapter(key: str) -> Recipe:
+    """A PEFT ``lora_A`` / ``lora_B`` matrix, in float32 (our trained parts' precision)."""
+    return Recipe((key,), lambda read: read(key).float())
 
 
 def _then(recipe: Recipe, op: Callable[[torch.Tensor], torch.Tensor]) -> Recipe:
@@ -62,6 +61,11 @@ def _then(recipe: Recipe, op: Callable[[torch.Tensor], torch.Tensor]) -> Recipe:
 
 def _cat(parts: list[Recipe]) -> Recipe:
     return Recipe(tuple(k for p in parts for k in p.sources), lambda read: torch.cat([p.make(read) for p in parts]))
+
+
+def _stack(parts: list[Recipe]) -> Recipe:
+    return Recipe(tuple(k for p in parts for k in p.sources),
+                  lambda read: torch.stack([p.make(read) for p in parts]))
 
 
 def _fresh_lora(name: str, shape: tuple[int, ...], seed: int) -> Recipe:
@@ -98,8 +102,8 @@ class _Problems:
 
 
 def _logical(state: dict[str, torch.Tensor], problems: _Problems) -> dict[str, dict[str, Recipe]]:
-    """Per part: the authors' tensors under their own names, LoRA merged (``X.base_layer.weight`` + adapters →
-    ``X.weight``)."""
+    """Per part: the authors' tensors under their own names, LoRA unwrapped (``X.base_layer.weight`` → ``X.weight``,
+    ``X.lora_A.default.weight`` → ``X.lora_A``, the same for B)."""
     parts: dict[str, dict[str, Recipe]] = defaultdict(dict)
     adapters: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     for key in state:
@@ -127,7 +131,9 @@ def _logical(state: dict[str, torch.Tensor], problems: _Problems) -> dict[str, d
             problems.add("incomplete LoRA layers (need base_layer.weight, lora_A and lora_B)",
                          f"{part}:{site} has {sorted(keys)}")
             continue
-        parts[part][f"{site}.weight"] = _merged(keys["weight"], keys["A"], keys["B"])
+        parts[part][f"{site}.weight"] = _copy(keys["weight"])
+        parts[part][f"{site}.lora_A"] = _adapter(keys["A"])
+        parts[part][f"{site}.lora_B"] = _adapter(keys["B"])
         if "bias" in keys:
             parts[part][f"{site}.bias"] = _copy(keys["bias"])
     return parts
@@ -140,10 +146,13 @@ def _plain(parts: dict[str, dict[str, Recipe]], problems: _Problems) -> dict[str
         prefix = keymap.OUR_PREFIX[part]
         fused: dict[tuple[str, str], dict[str, Recipe]] = defaultdict(dict)
         for name, recipe in names.items():
+            adapter = next((s for s in _ADAPTER_SUFFIXES if name.endswith(s)), None)
+            if adapter is not None:  # X.lora_A: named after the adapted tensor, X.weight
+                name = name[: -len(adapter)] + ".weight"
             qkv = keymap.QKV.fullmatch(name) if part in ("vision", "text") else None
             map_in = keymap.MAP_IN_PROJ.fullmatch(name) if part == "vision" else None
             if qkv:
-                fused[(qkv[1], qkv[3])][qkv[2]] = recipe
+                fused[(qkv[1], qkv[3] + (adapter or ""))][qkv[2]] = recipe
             elif map_in:
                 tensor = map_in[1]
                 plain[f"{prefix}attn_pool.q.{tensor}"] = (name, _then(recipe, lambda t: t[: t.shape[0] // 3]))
@@ -152,6 +161,8 @@ def _plain(parts: dict[str, dict[str, Recipe]], problems: _Problems) -> dict[str
                 ours = keymap.RENAME[part](name)
                 if ours is None:
                     problems.add("unknown keys", f"{part}:{name}")
+                elif adapter is not None:
+                    plain[prefix + ours + _ADAPTER_SUFFIXES[adapter]] = (name + adapter, recipe)
                 elif part == "vision" and ours == "pos_embed":
                     plain[prefix + ours] = (name, _then(recipe, lambda t: t.unsqueeze(0)))
                 elif part == "text_scalar":
@@ -163,19 +174,29 @@ def _plain(parts: dict[str, dict[str, Recipe]], problems: _Problems) -> dict[str
             if set(qkv_parts) != {"q", "k", "v"}:
                 problems.add("incomplete q/k/v projections", f"{shown} has only {sorted(qkv_parts)}")
                 continue
-            recipe = _cat([qkv_parts[p] for p in "qkv"])
-            plain[prefix + keymap.fused_qkv_name(part, layer, tensor)] = (shown, recipe)
+            weight, _, adapter = tensor.partition(".")
+            if adapter:  # one adapter per projection: our packed layer's three groups
+                recipe = _stack([qkv_parts[p] for p in "qkv"])
+                plain[prefix + keymap.fused_qkv_name(part, layer, weight) + _ADAPTER_SUFFIXES["." + adapter]] = (
+                    shown, recipe)
+            else:
+                recipe = _cat([qkv_parts[p] for p in "qkv"])
+                plain[prefix + keymap.fused_qkv_name(part, layer, tensor)] = (shown, recipe)
     return plain
 
 
 def _our_key(plain: str, target: dict[str, torch.Tensor]) -> str | None:
     """The real state-dict key of a plain name: itself, or inside our LoRA wrapper (``.base.``) or weight
-    parametrisation (``.parametrizations.<tensor>.original``)."""
-    module, _, tensor = plain.rpartition(".")
-    for key in (plain, f"{module}.base.{tensor}", f"{module}.parametrizations.{tensor}.original"):
-        if key in target:
-            return key
-    return None
+    parametrisation (``.parametrizations.<tensor>.original``); for an adapter matrix (``M.<tensor>.lora_a``) the
+    wrapper's ``M.lora_a`` or the parametrisation's ``M.parametrizations.<tensor>.0.lora_a``."""
+    rest, _, last = plain.rpartition(".")
+    if last in ("lora_a", "lora_b"):
+        module, _, tensor = rest.rpartition(".")
+        candidates = (f"{module}.{last}", f"{module}.parametrizations.{tensor}.0.{last}") if tensor == "weight" \
+            else (f"{module}.parametrizations.{tensor}.0.{last}",)
+    else:
+        candidates = (plain, f"{rest}.base.{last}", f"{rest}.parametrizations.{last}.original")
+    return next((key for key in candidates if key in target), None)
 
 
 def _meta_reader(state: dict[str, torch.Tensor]) -> Reader:
@@ -205,8 +226,11 @@ def build_plan(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], 
         key = _our_key(plain, target)
         if key is None:
             problems.add("keys this model has no place for", authors_name)
-        else:
-            plan[key], shown[key] = recipe, authors_name
+            continue
+        if key.endswith((".0.lora_a", ".0.lora_b")) and len(target[key].shape) == 3 and len(
+                recipe.make(_meta_reader(state)).shape) == 2:
+            recipe = _then(recipe, lambda t: t.unsqueeze(0))  # one adapter: a one-group ``LoRADelta``
+        plan[key], shown[key] = recipe, authors_name
     lora_slot = re.compile(r".+\.(lora_a|lora_b)")
     for key, tensor in target.items():
         if key not in plan and lora_slot.fullmatch(key):

@@ -26,7 +26,7 @@ from ..build import build_model
 from ..config import config_from_dict
 from ..device import select_device
 from ..weight_io.base_weights import file_sha256
-from ..weight_io.files import check_safetensors, kind_of, read_safetensors
+from ..weight_io.files import check_safetensors, kind_of, map_safetensors, read_safetensors
 from ..weight_io.state_check import key_problems
 from .sidecar import FORMAT, FORMAT_VERSION, read_sidecar
 
@@ -110,7 +110,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, include_base: bool = Fal
         raise ValueError(f"checkpoints are .safetensors files, got {path.name!r}")
     state = model.state_dict()
     keys = list(state) if include_base else trained_state_keys(model)
-    tensors = {k: state[k].detach().to("cpu").contiguous().clone() for k in keys}
+    # No copy of the whole state: contiguous CPU tensors are written as they are (bf16 frozen weights stay bf16).
+    tensors = {k: state[k].detach().to("cpu").contiguous() for k in keys}
     meta = meta or getattr(model, "meta", None) or CheckpointMeta()
     sidecar_data = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": model.config.arch,
                     "include_base": include_base, "base_weights": model.base_weights,
@@ -160,11 +161,16 @@ def _verified_base(kind: str, expected: dict[str, str] | None, given: str | Path
 
 
 def _build(sidecar: dict[str, Any], path: Path, clip_file: str | Path | None,
-           sam_file: str | Path | None) -> nn.Module:
-    """The model the sidecar describes; a config that passes the sidecar's checks but still cannot be built
-    (inconsistent sizes) becomes a "checkpoint" error naming the sidecar."""
+           sam_file: str | Path | None, empty: bool = False) -> nn.Module:
+    """The model the sidecar describes (``empty``: on the meta device, weights to be assigned); a config that
+    passes the sidecar's checks but still cannot be built (inconsistent sizes) becomes a "checkpoint" error naming
+    the sidecar."""
     try:
-        return build_model(config_from_dict(sidecar["config"]), clip_weights=clip_file, sam_weights=sam_file)
+        config = config_from_dict(sidecar["config"])
+        if empty:
+            with torch.device("meta"):
+                return build_model(config)
+        return build_model(config, clip_weights=clip_file, sam_weights=sam_file)
     except (ValueError, TypeError, KeyError, IndexError, AssertionError, ZeroDivisionError, RuntimeError) as exc:
         if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc):
             raise
@@ -207,12 +213,24 @@ def load_model(checkpoint: str | Path, clip_weights: str | Path | None = None,
     else:
         clip_file = _verified_base("clip", sidecar["base_weights"]["clip"], clip_weights)
         sam_file = _verified_base("sam", sidecar["base_weights"]["sam"], sam_weights)
-    model = _build(sidecar, path, clip_file, sam_file)
-    state = read_safetensors(path, "checkpoint")
-    reference = model.state_dict()
-    expected = list(reference) if sidecar["include_base"] else trained_state_keys(model)
-    _check_keys(state, reference, expected, path.name)
-    model.load_state_dict(state, strict=bool(sidecar["include_base"]))
+    if sidecar["include_base"]:
+        # Built empty, then the file's tensors assigned, memory-mapped: no random init, no second copy. Frozen
+        # weights keep the file's dtype (bf16 as released, or fp32 from an older file whose LoRA was merged);
+        # trained ones are fp32.
+        model = _build(sidecar, path, None, None, empty=True)
+        state = map_safetensors(path, "checkpoint")
+        reference = model.state_dict()
+        _check_keys(state, reference, list(reference), path.name)
+        trained = set(trained_state_keys(model))
+        state = {k: v.float() if k in trained and v.dtype in (torch.bfloat16, torch.float16) else v
+                 for k, v in state.items()}
+        model.load_state_dict(state, strict=True, assign=True)
+    else:
+        model = _build(sidecar, path, clip_file, sam_file)
+        state = read_safetensors(path, "checkpoint")
+        reference = model.state_dict()
+        _check_keys(state, reference, trained_state_keys(model), path.name)
+        model.load_state_dict(state, strict=False)
     model.base_weights = sidecar["base_weights"]
     model.meta = CheckpointMeta.from_dict(sidecar.get("meta", {}))
     return model.to(select_device(device or "cpu")).eval()

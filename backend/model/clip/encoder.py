@@ -59,8 +59,8 @@ class ClipDualEncoder(nn.Module):
             raise ValueError("project_tokens=false needs a text tower whose width equals embed_dim")
         if self._timm and tuple(model.visual.trunk.patch_embed.img_size) != (cfg.image_size, cfg.image_size):
             model.visual.trunk.set_input_size(img_size=cfg.image_size)
-        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(cfg.mean, device="cpu").view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std, device="cpu").view(1, 3, 1, 1), persistent=False)
         self.lora_names: list[str] = []
         if cfg.vision_lora is not None:
             self.lora_names += apply_lora(model.visual, cfg.vision_lora.target, cfg.vision_lora, PACKED_QKV)
@@ -109,7 +109,7 @@ class ClipDualEncoder(nn.Module):
         size = self.cfg.image_size
         if images.shape[-1] != size or images.shape[-2] != size:
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-        images = (images - self.mean) / self.std
+        images = (images - self.mean.to(images.device)) / self.std.to(images.device)  # CPU after a meta build
         forward = timm_vision_tokens if self._timm else native_vision_tokens
         tokens = forward(self.model.visual, images, clear_last_block)
         grid = int(round(tokens.shape[1] ** 0.5))

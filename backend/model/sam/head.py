@@ -58,7 +58,8 @@ class SamHead(PromptedMaskHead):
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Args: images: B×3×S×S in [0, 1]. Returns: B×Cp×g×g image embeddings (g = S / patch)."""
-        return self.image_encoder((images * 255.0 - self.pixel_mean) / self.pixel_std)
+        mean, std = self.pixel_mean.to(images.device), self.pixel_std.to(images.device)  # CPU after a meta build
+        return self.image_encoder((images * 255.0 - mean) / std)
 
     def _decode(self, image_embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:

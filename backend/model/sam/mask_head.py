@@ -24,8 +24,8 @@ class PromptedMaskHead(nn.Module):
                         lora: LoRAConfig | None) -> None:
         """Freeze ``image_encoder``, register the pixel statistics (not saved) and wrap LoRA adapters if configured."""
         self.image_encoder.requires_grad_(False)
-        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(mean, device="cpu").view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std, device="cpu").view(1, 3, 1, 1), persistent=False)
         self.lora_names = [] if lora is None else apply_lora(self.image_encoder, lora.target, lora)
 
     @property

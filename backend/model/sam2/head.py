@@ -96,7 +96,8 @@ class Sam2Head(PromptedMaskHead):
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Args: images: B×3×S×S in [0, 1]. Returns: B×4d×g×g packed levels (g = S / 16; see module doc)."""
-        feat_s0, feat_s1, embedding = self.image_encoder((images - self.pixel_mean) / self.pixel_std)
+        feat_s0, feat_s1, embedding = self.image_encoder(
+            (images - self.pixel_mean.to(images.device)) / self.pixel_std.to(images.device))  # CPU after a meta build
         embedding = embedding + self.no_mem_embed.view(1, -1, 1, 1)
         decoder = self.sam_mask_decoder
         return pack_levels(embedding, decoder.conv_s1(feat_s1), decoder.conv_s0(feat_s0))

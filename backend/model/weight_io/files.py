@@ -10,6 +10,8 @@ unpickler builds tensors and plain containers and refuses every other Python obj
 from __future__ import annotations
 
 import json
+import math
+import mmap
 import pickle
 import warnings
 from pathlib import Path
@@ -79,6 +81,50 @@ def read_safetensors(path: Path, code: str) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise _error(code, path, f"cannot be read as safetensors ({type(exc).__name__})", AGAIN) from None
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def map_safetensors(path: Path, code: str) -> dict[str, torch.Tensor]:
+    """All tensors of a checked safetensors file, memory-mapped: nothing is read until a tensor is used, and what is
+    read lives in the page cache, once (no private copy of the file).
+
+    The mapping is copy-on-write, so an in-place change to a tensor (fine-tuning) never reaches the file.
+
+    Raises:
+        BackendError(code): the file is damaged (checked as ``check_safetensors``), or a tensor's bytes do not match
+            its dtype and shape.
+    """
+    check_safetensors(path, code)
+    with open(path, "rb") as stream:
+        header_len = int.from_bytes(stream.read(8), "little")
+        header = json.loads(stream.read(header_len).decode("utf-8"))
+        mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_COPY)
+    start = 8 + header_len
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _DTYPES.get(info.get("dtype"))
+        shape = [int(n) for n in info.get("shape", [])]
+        begin, end = (int(n) for n in info["data_offsets"])
+        count = math.prod(shape)
+        if dtype is None or end - begin != count * dtype.itemsize:
+            raise _error(code, path, f"has a damaged safetensors entry {name!r} ({info.get('dtype')} {shape}, "
+                                     f"{end - begin} bytes)", AGAIN)
+        if count == 0:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+        elif (start + begin) % dtype.itemsize:  # not aligned to its item size (another writer): a private copy
+            raw = bytearray(mapped[start + begin:start + end])
+            tensors[name] = torch.frombuffer(raw, dtype=dtype, count=count).view(shape)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "non-writable buffer": the copy-on-write map is writable
+                tensors[name] = torch.frombuffer(mapped, dtype=dtype, count=count, offset=start + begin).view(shape)
+    return tensors
 
 
 def read_torch_pickle(path: Path, code: str, hint: str, *, mmap: bool = False) -> Any:
