@@ -15,13 +15,13 @@
 # download.pytorch.org only.)
 # Environment overrides:
 #   RSREFSEG2_TORCH="torch==X torchvision==Y"  a pip pair to install instead (e.g. with a CPU index in PIP_INDEX_URL)
-#   RSREFSEG2_EXTRAS="train,dev"                 the project extras to install
+#   RSREFSEG2_EXTRAS="train,dev,cluster"         the project extras to install
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PIP_TORCH="torch==2.14.1 torchvision==0.29.1"
 DISTRO_TORCH_MIN=2.1  # the floor in backend/requirements.txt
-EXTRAS=${RSREFSEG2_EXTRAS:-"train,dev"}
+EXTRAS=${RSREFSEG2_EXTRAS:-"train,dev,cluster"}  # cluster: Ray, for batch --ray and its tests
 SYSTEM_PYTHON=/usr/bin/python3
 VENV=.venv
 
