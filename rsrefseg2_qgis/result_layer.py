@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
+    Qgis,
     QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsField,
@@ -13,7 +14,7 @@ from qgis.core import (
     QgsVectorFileWriter,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QMetaType, QVariant
 
 from .i18n import tr
 
@@ -113,7 +114,11 @@ def replace_features(layer: QgsVectorLayer, features: list[QgsFeature], clicks: 
     """
     provider = layer.dataProvider()
     if layer.fields().indexFromName(CLICKS_FIELD) < 0:
-        if not provider.addAttributes([QgsField(CLICKS_FIELD, QVariant.Int)]):
+        if Qgis.QGIS_VERSION_INT >= 33800:  # noqa: SIM108 (check_qt6 wants the QVariant fallback in an else:)
+            integer = QMetaType.Type.Int  # QMetaType field types: the only ones left with Qt 6 / QGIS 4
+        else:
+            integer = QVariant.Int
+        if not provider.addAttributes([QgsField(CLICKS_FIELD, integer)]):
             raise ResultLayerError(tr("Cannot add the field 'clicks' to {name}.").format(name=layer.name()))
         layer.updateFields()
     fields = layer.fields()

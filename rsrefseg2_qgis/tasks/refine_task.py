@@ -59,6 +59,9 @@ class RefineTask(QgsTask):
 
     def run(self) -> bool:
         """Worker thread: the ``refine`` request. Returns True on success."""
+        if not Path(self.source.fields["raster"]).is_file():  # the temp GeoTIFF of a layer read through its provider
+            self._error = WorkerError("not_cached", tr("The view's temporary copy is gone."))
+            return False
         try:
             self._reply = self.client.refine(output_dir=str(self.work_dir), clicks=self.clicks, box=self.box,
                                              is_cancelled=self.isCanceled, **self.source.fields)

@@ -4,15 +4,20 @@ on a real canvas showing the sample; the answer's layer is edited in place and U
 from __future__ import annotations
 
 import pytest
-from qgis.core import QgsGeometry, QgsPointXY, QgsProject
+from osgeo import gdal
+from qgis.core import QgsGeometry, QgsPointXY, QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 from qgis.PyQt.QtGui import QKeyEvent
-from qgis_helpers import wait_until
+from qgis_helpers import tiny_request, wait_until
 
 from rsrefseg2_qgis.dock import SegmentDock
+from rsrefseg2_qgis.notices import Notices
+from rsrefseg2_qgis.raster_source import plan_raster
+from rsrefseg2_qgis.refine_tool import RefineMapTool
 from rsrefseg2_qgis.runner import SegmentRunner
 from rsrefseg2_qgis.settings import PluginSettings
+from rsrefseg2_qgis.tasks.segment_task import SegmentTask
 
 PHRASE = "the red building at the top left"
 
@@ -109,3 +114,37 @@ def test_a_click_outside_the_view_is_refused_and_nothing_is_sent(answered, qgis_
     assert tool.task is None and tool.edits == []
     assert "outside the view" in dock.status_label.text()
     assert _union(layer).equals(before) and "clicks" not in layer.fields().names()
+
+
+def test_a_layer_read_through_a_temp_geotiff_says_run_the_phrase_again(sample_tif, qgis_iface, qgis_canvas,
+                                                                      worker_client) -> None:
+    memory_path = "/vsimem/rsrefseg2_refine.tif"
+    gdal.Translate(memory_path, str(sample_tif))
+    layer = QgsRasterLayer(memory_path, "in memory", "gdal")
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        corners = (603_000.0, 5_339_872.0, 603_128.0, 5_340_000.0)  # the north-west quarter: a quick query
+        quarter = QgsRectangle(*corners)
+        plan = plan_raster(layer, quarter, None, max_pixels=10**7)
+        task = SegmentTask(request=tiny_request(layer.id(), extent=corners), plan=plan,
+                           client=worker_client, project=QgsProject.instance())
+        ok = task.run()
+        task.finished(ok)
+        assert ok and task.outcome.source is not None, task.outcome
+        result = task.outcome.layer
+        before = [feature.geometry().asWkt() for feature in result.getFeatures()]
+        qgis_canvas.setDestinationCrs(layer.crs())
+        qgis_canvas.setExtent(quarter)
+        tool = RefineMapTool(qgis_canvas, layer=result, source=task.outcome.source, client=worker_client,
+                             notices=Notices(qgis_iface.messageBar()))
+        messages = []
+        tool.message.connect(messages.append)
+        qgis_canvas.setMapTool(tool)
+        _click(qgis_canvas, quarter.center(), Qt.MouseButton.LeftButton)
+        assert wait_until(lambda: tool.task is None, 60)
+        assert "run the phrase again" in messages[-1]
+        assert tool.edits == [] and [feature.geometry().asWkt() for feature in result.getFeatures()] == before
+        qgis_canvas.unsetMapTool(tool)
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+        gdal.Unlink(memory_path)
