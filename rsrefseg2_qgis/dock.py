@@ -340,9 +340,11 @@ class SegmentDock(QDockWidget):
         canvas = self.iface.mapCanvas()
         self.refine_tool = RefineMapTool(canvas, layer=outcome.layer, source=outcome.source, client=client,
                                          notices=notices)
-        self.refine_tool.message.connect(self.status_label.setText)
-        self.refine_tool.edits_changed.connect(lambda edits: self.undo_button.setEnabled(edits > 0))
-        self.refine_tool.deactivated.connect(lambda: self.refine_button.setChecked(False))
+        tool = self.refine_tool
+        tool.message.connect(self.status_label.setText)
+        tool.edits_changed.connect(lambda edits: self.undo_button.setEnabled(edits > 0))
+        tool.busy_changed.connect(lambda busy: self.undo_button.setEnabled(not busy and bool(tool.edits)))
+        tool.deactivated.connect(lambda: self.refine_button.setChecked(False))
         self.refine_button.setEnabled(True)
 
     def _toggle_refine(self, checked: bool) -> None:

@@ -74,6 +74,7 @@ class RefineMapTool(QgsMapTool):
                  client: BackendClient, notices: Notices | None = None) -> None:
         super().__init__(canvas)
         self.layer = layer
+        self.layer_id = layer.id()
         self.source = source
         self.client = client
         self.notices = notices
@@ -108,7 +109,7 @@ class RefineMapTool(QgsMapTool):
         """A click adds a point (right or Shift = exclude); a drag sets the box."""
         press, self._press = self._press, None
         self._drop_drag_band()
-        if press is None:
+        if press is None or event.button() not in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
             return
         if (event.pos() - press).manhattanLength() > DRAG_PIXELS and event.button() == Qt.MouseButton.LeftButton:
             self._add_box(QgsRectangle(self.toMapCoordinates(press), event.mapPoint()))
@@ -185,8 +186,7 @@ class RefineMapTool(QgsMapTool):
         if outcome.features is None:
             self._tell(outcome.text, Qgis.MessageLevel.Warning if outcome.not_cached else Qgis.MessageLevel.Critical)
             return
-        if QgsProject.instance().mapLayer(self.layer.id()) is not self.layer:
-            self._tell(tr("The result layer was removed; the refinement is dropped."), Qgis.MessageLevel.Warning)
+        if not self._layer_kept():
             return
         self.edits.append(edit)
         self.answers.append(outcome.features)
@@ -208,6 +208,14 @@ class RefineMapTool(QgsMapTool):
         """True unless a refinement is running (edits apply one at a time, each on the last answer)."""
         if self.task is not None:
             self._tell(tr("Wait for the last click's answer."), Qgis.MessageLevel.Info)
+            return False
+        return self._layer_kept()
+
+    def _layer_kept(self) -> bool:
+        """True while the answer's layer is in the project (else the user is told the edit is dropped)."""
+        if QgsProject.instance().mapLayer(self.layer_id) is None:
+            self._tell(tr("The answer's layer was removed from the project: run the phrase again to refine."),
+                       Qgis.MessageLevel.Warning)
             return False
         return True
 
