@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 from osgeo import gdal
-from qgis.core import QgsGeometry, QgsPointXY, QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.core import QgsGeometry, QgsPointXY, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
 from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 from qgis.PyQt.QtGui import QKeyEvent
 from qgis_helpers import tiny_request, wait_until
 
+from rsrefseg2_qgis import paths
 from rsrefseg2_qgis.dock import SegmentDock
 from rsrefseg2_qgis.notices import Notices
 from rsrefseg2_qgis.raster_source import plan_raster
@@ -148,3 +149,45 @@ def test_a_layer_read_through_a_temp_geotiff_says_run_the_phrase_again(sample_ti
     finally:
         QgsProject.instance().removeAllMapLayers()
         gdal.Unlink(memory_path)
+
+
+def test_a_drag_sets_the_box_and_a_geopackage_answer_is_edited_in_its_file(raster_layer, qgis_canvas,
+                                                                           worker_client, tmp_path) -> None:
+    gpkg = tmp_path / "answers.gpkg"
+    request = tiny_request(raster_layer.id(), phrase=PHRASE, checkpoint=str(paths.demo_checkpoint()), config=None,
+                           output_gpkg=str(gpkg))
+    task = SegmentTask(request=request, plan=plan_raster(raster_layer, None, None, max_pixels=10**7),
+                       client=worker_client, project=QgsProject.instance())
+    ok = task.run()
+    task.finished(ok)
+    assert ok and task.outcome.layer.featureCount() > 0, task.outcome
+    result = task.outcome.layer
+    assert result.providerType() == "ogr"
+    before = _union(result)
+    qgis_canvas.setDestinationCrs(raster_layer.crs())
+    qgis_canvas.setExtent(raster_layer.extent())
+    tool = RefineMapTool(qgis_canvas, layer=result, source=task.outcome.source, client=worker_client)
+    qgis_canvas.setMapTool(tool)
+
+    box = before.boundingBox().buffered(10.0)
+    to_pixel = qgis_canvas.getCoordinateTransform()
+    start, end = to_pixel.transform(box.xMinimum(), box.yMaximum()), to_pixel.transform(box.xMaximum(), box.yMinimum())
+    start, end = QPoint(round(start.x()), round(start.y())), QPoint(round(end.x()), round(end.y()))
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    tool.canvasPressEvent(QgsMapMouseEvent(qgis_canvas, QEvent.Type.MouseButtonPress, start, left, left))
+    tool.canvasMoveEvent(QgsMapMouseEvent(qgis_canvas, QEvent.Type.MouseMove, end, none, left))
+    assert tool.drawn_items == 1, "the box is drawn while dragging"
+    tool.canvasReleaseEvent(QgsMapMouseEvent(qgis_canvas, QEvent.Type.MouseButtonRelease, end, left, none))
+    assert wait_until(lambda: tool.task is None, 120)
+    (edit,) = tool.edits
+    assert edit.clicks == () and QgsRectangle(*edit.box).contains(box.buffered(-2.0))
+    assert tool.drawn_items == 1, "the applied box stays on the map"
+    saved = QgsVectorLayer(f"{gpkg}|layername={result.source().split('layername=')[1]}", "read back", "ogr")
+    assert saved.isValid() and {feature["clicks"] for feature in saved.getFeatures()} == {1}
+    assert saved.featureCount() == result.featureCount() > 0
+
+    tool.undo()
+    assert _union(result).equals(before)
+    qgis_canvas.unsetMapTool(tool)
+    assert tool.drawn_items == 0
+    QgsProject.instance().removeAllMapLayers()
