@@ -222,6 +222,16 @@ class BackendClient:
         """
         return self.call(self.protocol.Segment(id=_new_id(), **fields), on_progress, is_cancelled)
 
+    def refine(self, *, is_cancelled: Callable[[], bool] | None = None, **fields: Any) -> Any:
+        """Run one ``refine`` request (fields as in ``protocol.Refine`` without ``id``): the user's clicks on a view
+        the worker segmented, decoded on its cached features. Returns the ``Result`` reply.
+
+        Raises:
+            WorkerError: code "not_cached" when the worker no longer holds the view (segment it again), or as
+                ``segment``.
+        """
+        return self.call(self.protocol.Refine(id=_new_id(), **fields), None, is_cancelled)
+
     def call(self, request: Any, on_progress: Callable[[float, str, str], None] | None = None,
              is_cancelled: Callable[[], bool] | None = None) -> Any:
         """Send ``request`` and wait for its reply (see ``segment`` for the arguments)."""

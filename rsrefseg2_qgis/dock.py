@@ -31,14 +31,18 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .auto_resolution import ModelScale, automatic_note, automatic_resolution, canvas_resolution
+from .client import BackendClient
 from .dock_widgets import ElidedLabel, FixedLinesLabel
 from .i18n import tr
 from .model_catalog import imported_models
+from .notices import Notices
 from .paths import demo_checkpoint
 from .preload import LoadSpec, ModelInfo
 from .raster_source import RasterInputError, extent_in_layer_crs, local_file_path, native_resolution
+from .refine_tool import RefineMapTool
 from .requests import RESOLUTION_AUTO, SegmentRequest
 from .settings import PluginSettings, model_choice
+from .tasks.segment_task import TaskOutcome
 
 EXTENT_LAYER, EXTENT_CANVAS, EXTENT_DRAWN = "layer", "canvas", "drawn"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -73,6 +77,7 @@ class SegmentDock(QDockWidget):
         self.settings = settings
         self._drawn: tuple[QgsRectangle, QgsCoordinateReferenceSystem] | None = None
         self._map_tool: QgsMapToolExtent | None = None
+        self.refine_tool: RefineMapTool | None = None  # on the last answer that can be refined
         self._model_scale = ModelScale()  # of the last model loaded for this dock's choice
         self._chosen: LoadSpec | None = None  # the model the widgets named last
         self._model_error = ""  # the load failure the status line shows, cleared once it is stale
@@ -175,6 +180,18 @@ class SegmentDock(QDockWidget):
         self.restart_button.clicked.connect(self.restart_requested)
         for button in (self.run_button, self.cancel_button, self.diagnostics_button, self.restart_button):
             buttons.addWidget(button)
+        refine_buttons = QHBoxLayout()
+        self.refine_button = QPushButton(tr("Refine"), body)
+        self.refine_button.setCheckable(True)
+        self.refine_button.setEnabled(False)
+        self.refine_button.setToolTip(tr("Correct the last answer on the map: click = include, right click or "
+                                         "Shift+click = exclude, drag = box; Ctrl+Z undoes, Esc leaves"))
+        self.refine_button.toggled.connect(self._toggle_refine)
+        self.undo_button = QPushButton(tr("Undo click"), body)
+        self.undo_button.setEnabled(False)
+        self.undo_button.clicked.connect(self._undo_click)
+        refine_buttons.addWidget(self.refine_button)
+        refine_buttons.addWidget(self.undo_button)
 
         self.progress_bar = QProgressBar(body)
         self.progress_bar.setRange(0, 100)
@@ -186,6 +203,7 @@ class SegmentDock(QDockWidget):
         layout = QVBoxLayout(body)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addLayout(refine_buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
         layout.addStretch(1)
@@ -347,6 +365,48 @@ class SegmentDock(QDockWidget):
         self._drawn = (QgsRectangle(rect), crs)
         self.extent_combo.setCurrentIndex(self.extent_combo.findData(EXTENT_DRAWN))
 
+    # ----------------------------------------------------------------------------------------------- refine
+    def offer_refinement(self, outcome: TaskOutcome, client: BackendClient, notices: Notices | None = None) -> None:
+        """A query ended (a ``TaskOutcome``): make its answer the one the Refine tool edits, through ``client``
+        (the worker that segmented it); an answer that cannot be refined (find-all, several phrases) disables it."""
+        if outcome.status != "done":
+            return  # a failed or cancelled query leaves the last answer refinable
+        self._leave_refine()
+        if outcome.layer is None or outcome.source is None:
+            self.refine_tool = None
+            self.refine_button.setEnabled(False)
+            return
+        canvas = self.iface.mapCanvas()
+        self.refine_tool = RefineMapTool(canvas, layer=outcome.layer, source=outcome.source, client=client,
+                                         notices=notices)
+        tool = self.refine_tool
+        tool.message.connect(self.status_label.setText)
+        tool.edits_changed.connect(lambda edits: self.undo_button.setEnabled(edits > 0))
+        tool.busy_changed.connect(lambda busy: self.undo_button.setEnabled(not busy and bool(tool.edits)))
+        tool.deactivated.connect(lambda: self.refine_button.setChecked(False))
+        self.refine_button.setEnabled(True)
+
+    def _toggle_refine(self, checked: bool) -> None:
+        if self.refine_tool is None:
+            return
+        canvas = self.iface.mapCanvas()
+        if checked:
+            canvas.setMapTool(self.refine_tool)
+            self.status_label.setText(tr("Refine: click = include, right click or Shift+click = exclude, drag = "
+                                         "box; Ctrl+Z undoes, Esc leaves."))
+        elif canvas.mapTool() is self.refine_tool:
+            canvas.unsetMapTool(self.refine_tool)
+
+    def _undo_click(self) -> None:
+        if self.refine_tool is not None:
+            self.refine_tool.undo()
+
+    def _leave_refine(self) -> None:
+        if self.refine_tool is not None and self.iface.mapCanvas().mapTool() is self.refine_tool:
+            self.iface.mapCanvas().unsetMapTool(self.refine_tool)
+        self.refine_button.setChecked(False)
+        self.undo_button.setEnabled(False)
+
     # ----------------------------------------------------------------------------------------------- request
     def build_request(self) -> SegmentRequest:
         """The request the widgets describe.
@@ -409,3 +469,5 @@ class SegmentDock(QDockWidget):
         if self._map_tool is not None:
             self.iface.mapCanvas().unsetMapTool(self._map_tool)
             self._map_tool = None
+        self._leave_refine()
+        self.refine_tool = None

@@ -108,6 +108,8 @@ class RSRefSeg2Plugin:
         self.runner.busy_changed.connect(self.dock.set_busy)
         self.runner.progress_changed.connect(self.dock.progress_bar.setValue)
         self.runner.status_changed.connect(self.dock.status_label.setText)
+        self.runner.outcome_ready.connect(
+            lambda outcome: self.dock.offer_refinement(outcome, self.client(), self.runner.notices))
         self.preloader = ModelPreloader(client=self.client)
         self.dock.preload_requested.connect(self.preloader.preload)
         self.preloader.loaded.connect(self.dock.show_model)

@@ -19,11 +19,23 @@ READ_SHARE, LOAD_SHARE = 0.05, 0.10
 
 
 @dataclass(frozen=True)
+class RefineSource:
+    """What a ``refine`` request on a segmented view repeats: the ``segment`` fields sent (without
+    ``output_dir``), and the view read, (xmin, ymin, xmax, ymax) in the raster's CRS (``crs_wkt``)."""
+
+    fields: dict[str, Any]
+    view: tuple[float, float, float, float]
+    crs_wkt: str
+
+
+@dataclass(frozen=True)
 class QueryResult:
-    """The worker's replies for one query: ``loaded`` (a ``Loaded``) and ``result`` (a ``Result``)."""
+    """The worker's replies for one query: ``loaded`` (a ``Loaded``) and ``result`` (a ``Result``), and
+    ``source``: how to refine its answer with clicks (one phrase in view mode only, else None)."""
 
     loaded: Any
     result: Any
+    source: RefineSource | None = None
 
     @property
     def count(self) -> int:
@@ -73,10 +85,12 @@ def run_query(*, client: BackendClient, request: SegmentRequest, plan: RasterPla
             text = tr("Publishing the result…")
         on_progress(start + (1.0 - start) * fraction, text)
 
-    result = client.segment(
-        raster=raster.raster, phrases=request.phrases, output_dir=str(output_dir), window=window,
-        resolution=raster.resolution, bands=raster.bands, mode=request.search, refine=request.refine,
-        tile_size=request.tile_size, overlap=request.overlap, threshold=request.threshold,
-        all_matches=request.all_matches, probability=request.probability, on_progress=forward,
-        is_cancelled=is_cancelled)
-    return QueryResult(loaded=loaded, result=result)
+    fields = {"raster": raster.raster, "phrases": request.phrases, "window": window,
+              "resolution": raster.resolution, "bands": raster.bands, "mode": request.search,
+              "refine": request.refine, "tile_size": request.tile_size, "overlap": request.overlap,
+              "threshold": request.threshold, "all_matches": request.all_matches}
+    result = client.segment(output_dir=str(output_dir), probability=request.probability, on_progress=forward,
+                            is_cancelled=is_cancelled, **fields)
+    refinable = request.search == "view" and len(request.phrases) == 1
+    source = RefineSource(fields=fields, view=plan.extent, crs_wkt=plan.crs_wkt) if refinable else None
+    return QueryResult(loaded=loaded, result=result, source=source)

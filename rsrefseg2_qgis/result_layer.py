@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
+    Qgis,
     QgsCoordinateReferenceSystem,
     QgsFeature,
+    QgsField,
+    QgsGeometry,
     QgsProject,
     QgsVectorFileWriter,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtCore import QMetaType, QVariant
 
 from .i18n import tr
 
@@ -96,3 +100,42 @@ def save_to_geopackage(layer: QgsVectorLayer, gpkg_path: str, project: QgsProjec
         raise ResultLayerError(tr("Cannot save the result into {path}: {message}").format(
             path=gpkg_path, message=message))
     return QgsVectorLayer(f"{gpkg_path}|layername={table}", layer.name(), "ogr")
+
+
+CLICKS_FIELD = "clicks"
+
+
+def replace_features(layer: QgsVectorLayer, features: list[QgsFeature], clicks: int) -> None:
+    """Put ``features`` in place of the result layer's own (the same layer: style and position stay), each with
+    the attribute ``clicks`` (added when missing) set to ``clicks``; attributes are matched by field name.
+
+    Raises:
+        ResultLayerError: the layer's provider refused the edit (e.g. a read-only GeoPackage).
+    """
+    provider = layer.dataProvider()
+    if layer.fields().indexFromName(CLICKS_FIELD) < 0:
+        if Qgis.QGIS_VERSION_INT >= 33800:  # noqa: SIM108 (check_qt6 wants the QVariant fallback in an else:)
+            integer = QMetaType.Type.Int  # QMetaType field types: the only ones left with Qt 6 / QGIS 4
+        else:
+            integer = QVariant.Int
+        if not provider.addAttributes([QgsField(CLICKS_FIELD, integer)]):
+            raise ResultLayerError(tr("Cannot add the field 'clicks' to {name}.").format(name=layer.name()))
+        layer.updateFields()
+    fields = layer.fields()
+    copies = []
+    for feature in features:
+        copy = QgsFeature(fields)
+        geometry = QgsGeometry(feature.geometry())
+        geometry.convertToMultiType()
+        copy.setGeometry(geometry)
+        for name in feature.fields().names():
+            if fields.indexFromName(name) >= 0 and name != "fid":
+                copy[name] = feature[name]
+        copy[CLICKS_FIELD] = clicks
+        copies.append(copy)
+    old = [feature.id() for feature in layer.getFeatures()]
+    if not provider.deleteFeatures(old) or not provider.addFeatures(copies)[0]:
+        raise ResultLayerError(tr("Cannot update the features of {name} (is its file read-only?).").format(
+            name=layer.name()))
+    layer.updateExtents()
+    layer.triggerRepaint()

@@ -24,7 +24,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 from ..client import BackendClient, WorkerError, sentence
 from ..i18n import tr, tr_count
 from ..notices import Notices
-from ..query import QueryResult, run_query
+from ..query import QueryResult, RefineSource, run_query
 from ..raster_source import RasterInputError, RasterPlan
 from ..requests import SegmentRequest
 from ..result_layer import ResultLayerError, layer_name, memory_copy, save_to_geopackage
@@ -35,11 +35,13 @@ LOG = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TaskOutcome:
-    """How a query ended: ``status`` ("done", "failed", "cancelled"), the text shown, the layer added (or None)."""
+    """How a query ended: ``status`` ("done", "failed", "cancelled"), the text shown, the layer added (or None),
+    and ``source``: what refining the answer with clicks repeats (None when it cannot be refined)."""
 
     status: str
     text: str
     layer: QgsVectorLayer | None = None
+    source: RefineSource | None = None
 
 
 class SegmentTask(QgsTask):
@@ -147,7 +149,7 @@ class SegmentTask(QgsTask):
         note = self.request.resolution_note or reply.result.resolution_note
         if note:  # its own sentence: the message bar shows the text on one line
             text += " " + sentence(tr("Read at {note}").format(note=note))
-        return TaskOutcome("done", text, layer)
+        return TaskOutcome("done", text, layer, reply.source)
 
     def _keep_probability(self, path: str, name: str) -> str:
         """Move the worker's probability GeoTIFF out of the query's temp folder (deleted after publishing):
