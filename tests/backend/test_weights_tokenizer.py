@@ -136,7 +136,7 @@ def test_list_and_info_show_whether_the_tokenizer_is_present(hub, tmp_path: Path
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["weights"]}
     assert rows[NAME]["path"] is None and rows[NAME]["status"] == "missing" and rows[NAME]["kind"] == "tokenizer"
     assert collect()["weights"][NAME]["path"] is None
-    assert f"  {NAME}: not installed (`python -m backend weights download {NAME}`)" in format_text(collect())
+    assert f"  {NAME}: optional, not installed (`python -m backend weights download {NAME}`)" in format_text(collect())
 
     assert main(["weights", "download", NAME]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / NAME)
