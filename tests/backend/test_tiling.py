@@ -80,7 +80,7 @@ def test_canvas_spills_to_disk_and_cleans_up(tmp_path):
 
 
 def test_peak_memory_scales_with_the_tile_not_the_raster(tmp_path):
-    tile, size = 128, 512  # the raster holds 16 tiles
+    tile, size = 128, 1024  # the raster holds 64 tiles
     yy, xx = np.mgrid[0:size, 0:size]
     disc = ((yy - 300) ** 2 + (xx - 200) ** 2 < 150**2).astype(np.uint8)  # an object crossing many tiles
     path = write_geotiff(tmp_path / "big.tif", np.stack([disc * 200 + 20] * 3))
@@ -100,6 +100,7 @@ def test_peak_memory_scales_with_the_tile_not_the_raster(tmp_path):
     finally:
         tracemalloc.stop()
     assert len(detections) == 1 and detections[0].area_px == pytest.approx(disc.sum())
-    # The peak is a few copies of one tile's 3-band float32 read (the stretch sample is tile-sized here), below
-    # even the single-band float32 map of the whole raster that an in-memory stitch would hold.
-    assert peak < 4 * 3 * tile_f32_bytes < raster_f32_bytes, f"peak {peak / 2**20:.2f} MiB"
+    # The peak is a few copies of one tile's 3-band float32 read (the stretch sample is tile-sized here; numpy's
+    # percentile copies it once or twice more depending on its version: 0.77 MiB with numpy 1.24), far below the
+    # single-band float32 map of the whole raster (4 MiB) that an in-memory stitch would hold.
+    assert peak < 6 * 3 * tile_f32_bytes < raster_f32_bytes / 3, f"peak {peak / 2**20:.2f} MiB"
