@@ -397,7 +397,7 @@ class ReferringPredictor:
         d = self.model.config.mask_size
         if mask_input is not None and tuple(mask_input.shape) != (1, 1, d, d):
             raise ValueError(f"mask_input must be 1×1×{d}×{d} low-res logits, got {tuple(mask_input.shape)}")
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             prompts = self.model.prompt(state.embeddings.clip, texts)
             mask = prompts.dense if mask_input is None else mask_input.to(self.device, prompts.dense.dtype)
             logits, _ = self.model.sam_head.decode_with_clicks(state.embeddings.sam, prompts.sparse, mask, *clicks)

@@ -13,7 +13,7 @@ from .architectures.rsrefseg import RSRefSeg
 from .architectures.rsrefseg2 import RSRefSeg2
 from .clip.encoder import ClipDualEncoder, create_open_clip
 from .config import ModelConfig, RankerConfig, Sam2Config
-from .device import cast_weights_per_layer
+from .device import cast_weights_per_layer, low_precision_keys
 from .prompter.v1 import TextFilterPrompter
 from .prompter.v2 import CascadedPrompter
 from .ranker.ranker import ComponentRanker
@@ -106,8 +106,9 @@ def build_model(config: ModelConfig, clip_weights: str | Path | None = None,
         if config.ranker is not None:
             model.ranker = build_ranker(config.ranker, clip_encoder)
     if config.frozen_dtype == "bfloat16":
-        for param in model.parameters():
-            if not param.requires_grad and param.is_floating_point():
+        low = low_precision_keys(model)
+        for name, param in model.named_parameters():
+            if name in low and not param.requires_grad and param.is_floating_point():
                 param.data = param.data.to(torch.bfloat16)
     _real_constants(model)
     cast_weights_per_layer(model)

@@ -126,6 +126,23 @@ _AUTOCAST_CASTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
+def low_precision_keys(model: nn.Module) -> set[str]:
+    """State-dict keys whose frozen tensors may stay in bf16: the weights of linear layers, convolutions and
+    attention projections (autocast reads them as they are; fp32 compute casts them per call) and embedding tables
+    (looked up in bf16). Everything else (biases, norms, position tables, buffers such as SAM's random Fourier
+    matrix) is small and is kept in fp32: code reads some of them outside its module's ``forward`` (e.g.
+    ``PositionEmbeddingRandom.forward_with_coords``), where no per-layer cast runs."""
+    keys = set()
+    for prefix, module in model.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        if isinstance(module, (*_AUTOCAST_CASTS, nn.Embedding)):
+            keys.add(f"{dot}weight")
+        if isinstance(module, nn.MultiheadAttention):
+            keys.update({f"{dot}in_proj_weight", f"{dot}q_proj_weight", f"{dot}k_proj_weight",
+                         f"{dot}v_proj_weight", f"{dot}out_proj.weight"})
+    return keys
+
+
 def _stored(module: nn.Module) -> list[tuple[nn.Module, str, str]]:
     """(owner, "_parameters" or "_buffers", name) of the low-precision tensors ``module``'s forward reads itself:
     its own, and for ``nn.MultiheadAttention`` its ``out_proj``'s too (read as tensors, the module never called)."""

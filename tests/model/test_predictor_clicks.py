@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from backend.model import build_model, load_config
+from backend.model.checkpoint.io import load_model, save_checkpoint
+from backend.model.device import low_precision_keys
 from backend.model.ranker.clicks import apply_clicks, click_cells, click_ranks, outside_box
 from backend.predictor import ReferringPredictor
 
@@ -91,3 +95,24 @@ def test_an_include_click_the_decoder_lost_keeps_the_previous_answer_and_a_box_c
     assert (out[0, 0, 0:3, 0:3] > 0).all() and (out[0, 0, 3:5, 3:5] < 0).all()
     boxed = outside_box(torch.full((1, 1, 8, 8), 3.0), torch.tensor([[0.0, 0.0, 32.0, 32.0]]), 64)
     assert (boxed[0, 0, :4, :4] == 3.0).all() and (boxed[0, 0, 4:, :] < 0).all() and (boxed[0, 0, :, 4:] < 0).all()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-sam2"])
+def test_clicks_work_on_a_checkpoint_whose_frozen_weights_are_stored_in_bf16(tmp_path, name, precision) -> None:
+    """The paper model's converted file stores its frozen base in bf16 (as released): a click reads SAM's random
+    Fourier matrix outside any module's forward, which once met a bf16 buffer in an fp32 matmul and failed."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(load_config(name), frozen_dtype="bfloat16")
+    save_checkpoint(build_model(config), tmp_path / "bf16.safetensors", include_base=True)
+    model = load_model(tmp_path / "bf16.safetensors")
+    low = low_precision_keys(model)
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    assert {dtypes[k] for k in low & set(dtypes) if not k.startswith(("prompter.", "ranker."))} & {torch.bfloat16}
+    assert all(dtypes[k] == torch.float32 for k in dtypes if k not in low and dtypes[k].is_floating_point)
+    predictor = ReferringPredictor(model, device="cpu", precision=precision)
+    predictor.set_image(_image(), image_key="scene")
+    first = predictor.predict(PHRASE)
+    clicked = predictor.predict(PHRASE, points=[[60.0, 40.0]], point_labels=[0], mask_input=first.next_mask_input)
+    assert clicked.probs.shape == (1, 180, 240) and np.isfinite(clicked.probs).all()
+    assert clicked.probs[0, 40, 60] < 0.5

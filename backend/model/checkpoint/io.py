@@ -24,7 +24,7 @@ from backend.files.scratch import create_scratch
 
 from ..build import build_model
 from ..config import config_from_dict
-from ..device import select_device
+from ..device import LOW_PRECISION, low_precision_keys, select_device
 from ..weight_io.base_weights import file_sha256
 from ..weight_io.files import check_safetensors, kind_of, map_safetensors, read_safetensors
 from ..weight_io.state_check import key_problems
@@ -215,15 +215,14 @@ def load_model(checkpoint: str | Path, clip_weights: str | Path | None = None,
         sam_file = _verified_base("sam", sidecar["base_weights"]["sam"], sam_weights)
     if sidecar["include_base"]:
         # Built empty, then the file's tensors assigned, memory-mapped: no random init, no second copy. Frozen
-        # weights keep the file's dtype (bf16 as released, or fp32 from an older file whose LoRA was merged);
-        # trained ones are fp32.
+        # matmul weights and embedding tables keep the file's dtype (bf16 as released, or fp32 from an older file
+        # whose LoRA was merged); trained tensors and the small rest (norms, biases, buffers) are fp32.
         model = _build(sidecar, path, None, None, empty=True)
         state = map_safetensors(path, "checkpoint")
         reference = model.state_dict()
         _check_keys(state, reference, list(reference), path.name)
-        trained = set(trained_state_keys(model))
-        state = {k: v.float() if k in trained and v.dtype in (torch.bfloat16, torch.float16) else v
-                 for k, v in state.items()}
+        keep = low_precision_keys(model) - set(trained_state_keys(model))
+        state = {k: v.float() if k not in keep and v.dtype in LOW_PRECISION else v for k, v in state.items()}
         model.load_state_dict(state, strict=True, assign=True)
     else:
         model = _build(sidecar, path, clip_file, sam_file)
