@@ -40,8 +40,17 @@ def resolution_value(text: str) -> float | str | None:
     return value
 
 
-def read_phrases(args: argparse.Namespace) -> tuple[str, ...]:
-    """The phrases of the command line and of ``--phrases-file``, each checked to be valid UTF-8."""
+def read_phrases(args: argparse.Namespace, *, missing_hint: str) -> tuple[str, ...]:
+    """The phrases of the command line (``args.phrases``) and of ``--phrases-file``, each checked to be valid UTF-8.
+
+    Args:
+        args: the parsed command line.
+        missing_hint: how to give a phrase on this command's line (the hint when there is none).
+
+    Raises:
+        BackendError: ``empty_query`` without any phrase; ``bad_request`` for an unreadable file or text that is
+            not UTF-8.
+    """
     phrases = list(args.phrases)
     for number, phrase in enumerate(phrases, 1):
         check_utf8(phrase, f"phrase {number}")
@@ -54,6 +63,5 @@ def read_phrases(args: argparse.Namespace) -> tuple[str, ...]:
         text = decode_utf8(data, f"the phrases file {args.phrases_file!r}")
         phrases += [line.strip() for line in text.splitlines() if line.strip()]
     if not phrases:
-        raise BackendError("empty_query", "no phrase given",
-                           'add a phrase after the raster, e.g. "the large white storage tank"')
+        raise BackendError("empty_query", "no phrase given", missing_hint)
     return tuple(phrases)

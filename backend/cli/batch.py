@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from backend.batch.run import run_batch, summary_lines
     from backend.batch.work import BatchSettings
 
-    phrases = read_phrases(args)
+    phrases = read_phrases(args, missing_hint='add --phrase "all storage tanks" (repeat it for more) '
+                                         'or --phrases-file FILE')
     # A checkpoint file by its absolute path: Ray's workers do not run in this folder. (A name is an imported one.)
     checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint and Path(args.checkpoint).is_file() \
         else args.checkpoint

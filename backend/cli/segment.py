@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the request, load the model, segment, write the outputs, print one summary line per phrase."""
     from backend.protocol import ProtocolError, Window
 
-    phrases = read_phrases(args)
+    phrases = read_phrases(args, missing_hint='add a phrase after the raster, e.g. "the large white storage tank"')
     if args.extent and args.pixels:
         raise BackendError("bad_request", "both --extent and --pixels were given", "give only one of them")
     _check_clicks(args, phrases)

@@ -35,7 +35,22 @@ def test_batch_reads_phrases_from_its_options_and_file_like_segment(tmp_path) ->
     phrases.write_bytes("\ufeffthe small grey tank\n\n  the red building  \n".encode())
     args = _parser(batch).parse_args(["scene.tif", "--phrase", "the pond", "--phrases-file", str(phrases),
                                       "-o", "out"])
-    assert read_phrases(args) == ("the pond", "the small grey tank", "the red building")
+    assert read_phrases(args, missing_hint="") == ("the pond", "the small grey tank", "the red building")
     with pytest.raises(BackendError) as refused:
-        read_phrases(_parser(batch).parse_args(["scene.tif", "-o", "out"]))
-    assert refused.value.code == "empty_query"
+        read_phrases(_parser(batch).parse_args(["scene.tif", "-o", "out"]), missing_hint="give --phrase")
+    assert (refused.value.code, refused.value.hint) == ("empty_query", "give --phrase")
+
+
+def test_each_command_says_how_to_give_a_phrase_on_its_own_line(tmp_path, capsys) -> None:
+    """batch takes phrases with --phrase: "add a phrase after the raster" would make the phrase an input."""
+    from backend.cli import main
+
+    scene = tmp_path / "scene.tif"
+    scene.write_bytes(b"")  # never opened: the phrases are checked first
+    assert main(["batch", str(scene), "-o", str(tmp_path / "out")]) != 0
+    batch_error = capsys.readouterr().err
+    assert "error: no phrase given" in batch_error and 'hint: add --phrase "' in batch_error
+    assert "--phrases-file FILE" in batch_error and "after the raster" not in batch_error
+    assert main(["segment", str(scene), "-o", str(tmp_path / "out.gpkg")]) != 0
+    assert "hint: add a phrase after the raster" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
