@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
 from qgis_helpers import PYTHON
 
 from rsrefseg2_qgis import paths
@@ -161,3 +167,38 @@ def test_every_batch_parameter_has_help_and_it_runs_threaded(logged) -> None:
     assert algorithm.parameterDefinition("OVERWRITE").defaultValue() is False
     for parameter in algorithm.parameterDefinitions():
         assert parameter.help(), parameter.name()
+
+
+def test_inputs_in_other_crss_are_merged_in_the_first_inputs_crs(logged, sample_tif: Path, tmp_path: Path) -> None:
+    import processing
+
+    mercator = tmp_path / "mercator.tif"
+    gdal.Warp(str(mercator), str(sample_tif), dstSRS="EPSG:3857")
+    folder = tmp_path / "out"
+    result = processing.run(BATCH, _parameters([sample_tif, mercator], folder, tmp_path / "merged.gpkg"))
+    assert (result["DONE"], result["FAILED"]) == (2, 0)
+    own = QgsVectorLayer(str(folder / "mercator.gpkg"), "own", "ogr")
+    assert own.crs().authid() == "EPSG:3857" and own.featureCount() >= 1
+    del own
+    merged = QgsVectorLayer(result["OUTPUT"], "merged", "ogr")
+    assert merged.crs().authid() == "EPSG:32633"
+    sample_extent = QgsRasterLayer(str(sample_tif), "sample", "gdal").extent()
+    reprojected = [f for f in merged.getFeatures() if f["source"] == "mercator"]
+    assert reprojected and all(sample_extent.contains(f.geometry().boundingBox()) for f in reprojected)
+    del merged
+
+
+def test_a_geopackage_that_appears_meanwhile_is_never_replaced(qgis_app, tmp_path: Path) -> None:
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransformContext
+
+    from rsrefseg2_qgis.processing.batch_outputs import BatchOutputError, write_geopackage
+    from rsrefseg2_qgis.processing.shared import result_fields
+
+    theirs = tmp_path / "sample.gpkg"
+    theirs.write_bytes(b"written by someone else while the batch ran")
+    with pytest.raises(BatchOutputError, match="appeared while the batch ran"):
+        write_geopackage(theirs, table="sample", features=[], fields=result_fields(),
+                         crs=QgsCoordinateReferenceSystem("EPSG:32633"),
+                         transform_context=QgsCoordinateTransformContext(), overwrite=False)
+    assert theirs.read_bytes() == b"written by someone else while the batch ran"
+    assert [path.name for path in tmp_path.iterdir()] == ["sample.gpkg"]
