@@ -3,8 +3,8 @@
 One run, one worker, one loaded model: every input goes through the provider's shared worker client, which keeps
 the model between requests (``BackendClient.load``), so the model loads once for all inputs. Each input gets a
 GeoPackage named after it in the output folder; the merged layer (every input's polygons, with the input's name
-in ``source``, in the first input's CRS) is the algorithm's output. An input that fails is reported and the
-others go on; cancelling stops the running request and the inputs after it.
+in ``source``, in the CRS of the first input that runs) is the algorithm's output. An input that fails is
+reported and the others go on; cancelling stops the running request and the inputs after it.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class BatchReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         add_parameter(self, QgsProcessingParameterFeatureSink(self.OUTPUT, tr("Merged objects"),
                                                               QgsProcessing.SourceType.TypeVectorPolygon),
                       tr("Every input's polygons with query, score, area_m2, model, checkpoint and source (the "
-                         "input's name), in the first input's CRS."))
+                         "input's name), in the CRS of the first input that runs."))
         self.addOutput(QgsProcessingOutputNumber(self.DONE, tr("Inputs segmented")))
         self.addOutput(QgsProcessingOutputNumber(self.FAILED, tr("Inputs that failed")))
 
@@ -141,11 +141,12 @@ class BatchReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         if choices.untrained:
             feedback.pushWarning(tr("No checkpoint: the tiny model runs with random weights (untrained)."))
         client = choices.client(self._client)
-        merged_crs = layers[0].crs()
+        planned, failed = self._plan_all(layers, stems, choices, client, feedback)
+        # The CRS of the first input that can run (one that cannot may have none).
+        merged_crs = planned[0][0].crs() if planned else layers[0].crs()
         merged_fields = result_fields()
         merged_fields.append(QgsField(SOURCE_FIELD, shared.field_types()[0]))
         merged: list[QgsFeature] = []
-        planned, failed = self._plan_all(layers, stems, choices, client, feedback)
         done = 0
         for index, (layer, stem, request, plan) in enumerate(planned):
             if feedback.isCanceled():

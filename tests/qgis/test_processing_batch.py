@@ -102,7 +102,8 @@ def test_three_inputs_share_one_model_load_and_a_bad_input_fails_alone(logged, s
     bad = _not_georeferenced(tmp_path / "scan.tif")
     folder, merged = tmp_path / "out", tmp_path / "merged.gpkg"
     feedback = RecordingFeedback()
-    result = processing.run(BATCH, _parameters([inputs[0], bad, *inputs[1:]], folder, merged), feedback=feedback)
+    # The bad input first: the merged layer takes the CRS of the first input that runs, not of the first given.
+    result = processing.run(BATCH, _parameters([bad, *inputs], folder, merged), feedback=feedback)
     assert (result["DONE"], result["FAILED"]) == (3, 1)
     assert sorted(path.name for path in folder.iterdir()) == ["north.gpkg", "sample.gpkg", "south.gpkg"]
     assert logged.loads == 1, [line for line in logged.lines if LOAD_LINE in line]
