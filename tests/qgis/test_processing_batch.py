@@ -5,6 +5,9 @@ input fails alone; existing files are refused; cancel stops between inputs."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from rsrefseg2_qgis import paths
 from rsrefseg2_qgis.client import BackendClient
 from rsrefseg2_qgis.processing.provider import RSRefSeg2Provider
 
+ROOT = Path(__file__).resolve().parents[2]
 BATCH = "rsrefseg2:batchreferringsegmentation"
 SINGLE = "rsrefseg2:referringsegmentation"
 PHRASE = "the red building at the top left"
@@ -203,3 +207,25 @@ def test_a_geopackage_that_appears_meanwhile_is_never_replaced(qgis_app, tmp_pat
                          transform_context=QgsCoordinateTransformContext(), overwrite=False)
     assert theirs.read_bytes() == b"written by someone else while the batch ran"
     assert [path.name for path in tmp_path.iterdir()] == ["sample.gpkg"]
+
+
+@pytest.mark.skipif(shutil.which("qgis_process") is None, reason="qgis_process is not installed here")
+def test_qgis_process_runs_the_batch_headless_from_the_plugin_zip(sample_tif: Path, tmp_path: Path) -> None:
+    """Several INPUTS= on the qgis_process command line, the plugin installed from its ZIP (fresh profile)."""
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_plugin_zip.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    zipfile.ZipFile(next(tmp_path.glob("rsrefseg2_qgis-*.zip"))).extractall(tmp_path / "plugins")
+    env = {"QGIS_PLUGINPATH": str(tmp_path / "plugins"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "RSREFSEG2_PYTHON": str(PYTHON)}
+    wrapper = str(ROOT / "scripts" / "qgis_process.sh")
+    subprocess.run([wrapper, "plugins", "enable", "rsrefseg2_qgis"], env=env, check=True, capture_output=True,
+                   timeout=120)
+    (copy,) = _copies(sample_tif, ("copy.tif",))
+    done = subprocess.run([wrapper, "run", BATCH, "--", f"INPUTS={sample_tif}", f"INPUTS={copy}", f"PHRASE={PHRASE}",
+                           f"OUTPUT_FOLDER={tmp_path / 'out'}", f"OUTPUT={tmp_path / 'merged.gpkg'}"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["copy.gpkg", "sample.gpkg"]
+    merged = QgsVectorLayer(str(tmp_path / "merged.gpkg"), "merged", "ogr")
+    assert merged.isValid() and {f["source"] for f in merged.getFeatures()} == {"copy", "sample"}
+    del merged
