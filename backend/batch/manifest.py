@@ -70,10 +70,6 @@ class Manifest:
                                "rerun with the same inputs to resume it, or choose another output folder")
         return cls(path, data)
 
-    def parts(self, status: str | None = None) -> list[Part]:
-        """The parts (with ``status`` only, when given), in plan order."""
-        return [Part.from_dict(e) for e in self.data["parts"] if status is None or e["status"] == status]
-
     def todo(self) -> list[Part]:
         """The parts a run still has to do: every part not done (pending, failed, or cut short by a kill)."""
         return [Part.from_dict(e) for e in self.data["parts"] if e["status"] != "done"]

@@ -8,7 +8,6 @@ finds the same parts in the manifest.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -129,8 +128,3 @@ def build_plan(inputs: list[str], part_size: int = DEFAULT_PART_SIZE) -> list[Pa
             parts.append(Part(part_id=f"{stem}_r{row:06d}_c{col:06d}", raster=path,
                               pixels=(col, row, width, height), source=path))
     return parts
-
-
-def relative_to(folder: str, path: str) -> str:
-    """``path`` relative to ``folder`` with forward slashes (how the manifest stores part outputs)."""
-    return Path(os.path.relpath(path, folder)).as_posix()

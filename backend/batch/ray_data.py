@@ -15,8 +15,10 @@ times, and each part it was running is retried up to ``RETRIES`` times on a live
 the engine (bad raster, out of memory) is not retried: it is recorded as failed with its error.
 
 The cluster must see the same paths as the driver: the inputs, the checkpoint and the output folder (a shared
-file system; COGs on object storage are read through GDAL's ``/vsis3/`` paths). The ``backend`` package travels
-to the workers with the job (``job_runtime_env``); its dependencies must be installed there.
+file system, or object storage mounted at the same path; the inputs must be files there, so COGs on object
+storage are reached through a VRT on that file system whose sources are GDAL ``/vsis3/`` paths: see
+``docs/scale.md``). The ``backend`` package travels to the workers with the job (``job_runtime_env``); its
+dependencies must be installed there.
 Ray is imported here only, and only when a run asks for it.
 """
 

@@ -11,20 +11,33 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from backend.batch.plan import DEFAULT_PART_SIZE, Part
+from backend.engine import Engine, SegmentJob
 from backend.errors import BackendError
-from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, Window
+from backend.protocol import Load, Window
 
 # Settings that do not change a part's polygons, so a rerun may change them and still resume.
 NOT_IN_FINGERPRINT = ("device", "precision", "clip_weights", "sam_weights")
 
 
+def field_defaults(cls: type) -> dict[str, object]:
+    """The default of each field of the dataclass ``cls`` that has one."""
+    return {field.name: field.default for field in fields(cls) if field.default is not MISSING}
+
+
+# The one source of the defaults: the engine's job (search) and the protocol's load request (model).
+JOB_DEFAULTS = field_defaults(SegmentJob)
+LOAD_DEFAULTS = field_defaults(Load)
+
+
 @dataclass(frozen=True)
 class BatchSettings:
     """What every part of a batch is segmented with (see ``backend.engine.SegmentJob`` for the search fields).
+
+    The defaults are the engine's (``SegmentJob``) and the protocol's (``Load``), read from their dataclasses.
 
     Attributes:
         phrases: the referring phrases (one layer attribute ``query`` each).
@@ -37,23 +50,23 @@ class BatchSettings:
     """
 
     phrases: tuple[str, ...]
-    mode: str = "view"
-    resolution: float | str | None = RESOLUTION_AUTO
-    bands: tuple[int, ...] | None = None
-    refine: str = DEFAULT_REFINE
-    tile_size: int | None = None
-    overlap: int | None = None
-    threshold: float = 0.5
-    min_area_px: int = 16
-    simplify_tolerance: float = 0.0
-    all_matches: bool = False
-    checkpoint: str | None = None
-    config: str | None = None
-    clip_weights: str | None = None
-    sam_weights: str | None = None
-    device: str = "auto"
-    model_mode: str = "trained"
-    precision: str = "auto"
+    mode: str = JOB_DEFAULTS["mode"]
+    resolution: float | str | None = JOB_DEFAULTS["resolution"]
+    bands: tuple[int, ...] | None = JOB_DEFAULTS["bands"]
+    refine: str = JOB_DEFAULTS["refine"]
+    tile_size: int | None = JOB_DEFAULTS["tile_size"]
+    overlap: int | None = JOB_DEFAULTS["overlap"]
+    threshold: float = JOB_DEFAULTS["threshold"]
+    min_area_px: int = JOB_DEFAULTS["min_area_px"]
+    simplify_tolerance: float = JOB_DEFAULTS["simplify_tolerance"]
+    all_matches: bool = JOB_DEFAULTS["all_matches"]
+    checkpoint: str | None = LOAD_DEFAULTS["checkpoint"]
+    config: str | None = LOAD_DEFAULTS["config"]
+    clip_weights: str | None = LOAD_DEFAULTS["clip_weights"]
+    sam_weights: str | None = LOAD_DEFAULTS["sam_weights"]
+    device: str = LOAD_DEFAULTS["device"]
+    model_mode: str = LOAD_DEFAULTS["mode"]
+    precision: str = LOAD_DEFAULTS["precision"]
     part_size: int = DEFAULT_PART_SIZE
 
     def to_dict(self) -> dict:
@@ -96,7 +109,6 @@ class PartWorker:
         Raises:
             BackendError: when the model cannot be loaded (no part can run then).
         """
-        from backend.engine import Engine
         from backend.loading import describe, load_predictor
 
         if threads:
@@ -124,8 +136,6 @@ class PartWorker:
             The outcome: ``part_id``, ``status`` ("done" or "failed"), ``polygons``, ``seconds``, ``error``
             (None when done), ``model``, ``resolution`` (map units per pixel read), ``worker`` (host:pid).
         """
-        from backend.engine import SegmentJob
-
         settings = self.settings
         started = time.perf_counter()
         outcome = {"part_id": part.part_id, "status": "failed", "polygons": None, "error": None,

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from backend.batch.plan import DEFAULT_PART_SIZE
-from backend.cli.segment import _numbers, _phrases, _resolution
+from backend.cli.arguments import number_list, read_phrases, resolution_value
 from backend.errors import EXIT_CODES
 from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO
 
@@ -69,9 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--find-all", action="store_true",
                      help="find every instance tile by tile; by default each part is one picture")
     how.add_argument("--all-matches", action="store_true", help="keep every match of a phrase in view mode")
-    how.add_argument("--resolution", type=_resolution, default=RESOLUTION_AUTO, metavar="auto|native|UNITS",
+    how.add_argument("--resolution", type=resolution_value, default=RESOLUTION_AUTO, metavar="auto|native|UNITS",
                      help="ground size of a pixel in map units, 'native' or 'auto' (default: auto)")
-    how.add_argument("--bands", type=_numbers(int, 0, "1-based band numbers, e.g. 1,2,3"), metavar="R,G,B",
+    how.add_argument("--bands", type=number_list(int, 0, "1-based band numbers, e.g. 1,2,3"), metavar="R,G,B",
                      help="bands read as red, green, blue (default: the declared RGB, else the first three)")
     how.add_argument("--refine", choices=REFINE_STRATEGIES, default=DEFAULT_REFINE,
                      help=f"view-mode refinement at full resolution (default {DEFAULT_REFINE})")
@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from backend.batch.run import run_batch, summary_lines
     from backend.batch.work import BatchSettings
 
-    phrases = _phrases(args)
+    phrases = read_phrases(args, missing_hint='add --phrase "all storage tanks" (repeat it for more) '
+                                         'or --phrases-file FILE')
     # A checkpoint file by its absolute path: Ray's workers do not run in this folder. (A name is an imported one.)
     checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint and Path(args.checkpoint).is_file() \
         else args.checkpoint

@@ -12,8 +12,9 @@ import math
 import sys
 from pathlib import Path
 
+from backend.cli.arguments import number_list, read_phrases, resolution_value
 from backend.errors import BackendError
-from backend.output.preflight import check_output_targets, check_utf8, decode_utf8
+from backend.output.preflight import check_output_targets
 from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO, Click
 
 # The demo checkpoint shipped beside the backend (``<backend root>/resources/models``, in a checkout and in the
@@ -40,24 +41,9 @@ Coordinates that start with '-' need the '=' form: --extent=-73.99,40.70,-73.96,
 """
 
 
-def _numbers(kind: type, count: int, what: str):
-    """An argparse type parsing ``count`` comma-separated numbers."""
-    def parse(text: str) -> tuple:
-        try:
-            values = tuple(kind(v) for v in text.split(","))
-        except ValueError:
-            values = ()
-        if len(values) != count and count:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        if not values:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return values
-    return parse
-
-
 def _click(include: bool):
     """An argparse type parsing ``X,Y`` into a ``protocol.Click``."""
-    numbers = _numbers(float, 2, "X,Y in the raster's CRS")
+    numbers = number_list(float, 2, "X,Y in the raster's CRS")
 
     def parse(text: str) -> Click:
         x, y = numbers(text)
@@ -65,19 +51,6 @@ def _click(include: bool):
             raise argparse.ArgumentTypeError(f"expected finite X,Y, got {text!r}")
         return Click(x=x, y=y, include=include)
     return parse
-
-
-def _resolution(text: str) -> float | str | None:
-    """``--resolution``: "auto", "native" (None) or a positive number of map units per pixel."""
-    if text.strip().lower() in (RESOLUTION_AUTO, "native"):
-        return None if text.strip().lower() == "native" else RESOLUTION_AUTO
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected 'auto', 'native' or a positive number, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,16 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phrases-file", metavar="FILE", help="a UTF-8 text file with one phrase per line")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     area = parser.add_argument_group("area and pixels")
-    area.add_argument("--extent", type=_numbers(float, 4, "xmin,ymin,xmax,ymax"), metavar="XMIN,YMIN,XMAX,YMAX",
+    area.add_argument("--extent", type=number_list(float, 4, "xmin,ymin,xmax,ymax"), metavar="XMIN,YMIN,XMAX,YMAX",
                       help="segment only this rectangle, in the raster's CRS (default: the whole raster)")
-    area.add_argument("--pixels", type=_numbers(int, 4, "col,row,width,height"), metavar="COL,ROW,WIDTH,HEIGHT",
+    area.add_argument("--pixels", type=number_list(int, 4, "col,row,width,height"), metavar="COL,ROW,WIDTH,HEIGHT",
                       help="segment only this pixel window of the raster (instead of --extent)")
-    area.add_argument("--resolution", type=_resolution, default=RESOLUTION_AUTO, metavar="auto|native|UNITS",
+    area.add_argument("--resolution", type=resolution_value, default=RESOLUTION_AUTO, metavar="auto|native|UNITS",
                       help="ground size of one pixel in the raster's map units (e.g. 0.5 for 50 cm in a metric "
                            "CRS), the raster is resampled to it; 'native' keeps the raster's own; 'auto' reads "
                            "it at the ground resolution the model was trained at, when its checkpoint records "
                            "one (else native) (default: auto)")
-    area.add_argument("--bands", type=_numbers(int, 0, "1-based band numbers, e.g. 1,2,3"), metavar="R,G,B",
+    area.add_argument("--bands", type=number_list(int, 0, "1-based band numbers, e.g. 1,2,3"), metavar="R,G,B",
                       help="bands read as red, green, blue; one band is used as grey (default: the bands the "
                            "file declares as RGB, else the first three)")
     how = parser.add_argument_group("how to search")
@@ -133,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a point on the object meant (repeatable), in the raster's CRS")
     clicks.add_argument("--exclude-point", type=_click(False), action="append", dest="clicks", metavar="X,Y",
                         help="a point on an object that is not meant (repeatable), in the raster's CRS")
-    clicks.add_argument("--box", type=_numbers(float, 4, "xmin,ymin,xmax,ymax"), metavar="XMIN,YMIN,XMAX,YMAX",
+    clicks.add_argument("--box", type=number_list(float, 4, "xmin,ymin,xmax,ymax"), metavar="XMIN,YMIN,XMAX,YMAX",
                         help="a rectangle the object lies in, in the raster's CRS")
     parser.add_argument("--probability", metavar="PATH.tif",
                         help="also write the answer's probability over the area as a GeoTIFF (float32 0-1, one "
@@ -153,25 +126,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                        help="compute precision: 'auto' uses bf16 on CUDA and on CPUs with native bf16 "
                             "(AVX512-BF16 or AMX), fp32 elsewhere (default auto)")
-
-
-def _phrases(args: argparse.Namespace) -> tuple[str, ...]:
-    """The phrases of the command line and of ``--phrases-file``, each checked to be valid UTF-8."""
-    phrases = list(args.phrases)
-    for number, phrase in enumerate(phrases, 1):
-        check_utf8(phrase, f"phrase {number}")
-    if args.phrases_file:
-        try:
-            data = Path(args.phrases_file).read_bytes()
-        except OSError as err:
-            raise BackendError("bad_request", f"cannot read {args.phrases_file!r}: {err.strerror}",
-                               "give a readable UTF-8 text file with one phrase per line") from err
-        text = decode_utf8(data, f"the phrases file {args.phrases_file!r}")
-        phrases += [line.strip() for line in text.splitlines() if line.strip()]
-    if not phrases:
-        raise BackendError("empty_query", "no phrase given",
-                           'add a phrase after the raster, e.g. "the large white storage tank"')
-    return tuple(phrases)
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
@@ -220,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the request, load the model, segment, write the outputs, print one summary line per phrase."""
     from backend.protocol import ProtocolError, Window
 
-    phrases = _phrases(args)
+    phrases = read_phrases(args, missing_hint='add a phrase after the raster, e.g. "the large white storage tank"')
     if args.extent and args.pixels:
         raise BackendError("bad_request", "both --extent and --pixels were given", "give only one of them")
     _check_clicks(args, phrases)

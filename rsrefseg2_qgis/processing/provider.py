@@ -10,11 +10,12 @@ from qgis.PyQt.QtGui import QIcon
 from .. import paths
 from ..client import BackendClient
 from ..i18n import tr
+from .batch_segmentation import BatchReferringSegmentationAlgorithm
 from .referring_segmentation import ReferringSegmentationAlgorithm
 
 
 class RSRefSeg2Provider(QgsProcessingProvider):
-    """Holds the algorithms; they share the plugin's worker client.
+    """Holds the algorithms; they share the plugin's worker client (and so its loaded model).
 
     Args:
         client: returns the worker client (created on first use).
@@ -38,3 +39,4 @@ class RSRefSeg2Provider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS's name)
         self.addAlgorithm(ReferringSegmentationAlgorithm(client=self._client, active_layer=self._active_layer))
+        self.addAlgorithm(BatchReferringSegmentationAlgorithm(client=self._client))
