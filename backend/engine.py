@@ -45,7 +45,7 @@ from backend.passes import (
 from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, Click, PhraseSummary, Window
 from backend.raster.normalize import stretch_for_view
 from backend.raster.reading import MAX_VIEW_PIXELS, RasterView, make_view, read_tile
-from backend.raster.resolution import ResolutionChoice, choose_resolution
+from backend.raster.resolution import ResolutionChoice, choose_resolution, default_min_area_m2
 from backend.raster.tiling import CANVAS_FOLDER_PREFIX, IN_MEMORY_BYTES, ProbabilityCanvas
 
 MODES = ("view", "find-all")
@@ -70,6 +70,9 @@ class SegmentJob:
             tiles are seen at native resolution; overlap None = an eighth of the tile.
         threshold: probability above which a pixel is foreground.
         min_area_px: polygons smaller than this many view pixels are dropped.
+        min_area_m2: polygons of less ground area (m², measured as the outputs' ``area_m2``) are dropped; None
+            (the default) = the model's smallest drawable object (``resolution.default_min_area_m2``) for
+            find-all and ``all_matches`` results, none for a view's single answer; 0 = no minimum.
         simplify_tolerance: polygon simplification in map units (0: none).
         output_dir: folder the outputs are written into.
         output_name: file stem of the outputs (``<output_dir>/<output_name>.geojson`` and ``.gpkg``).
@@ -98,6 +101,7 @@ class SegmentJob:
     overlap: int | None = None
     threshold: float = 0.5
     min_area_px: int = 16
+    min_area_m2: float | None = None
     simplify_tolerance: float = 0.0
     output_name: str = "segmentation"
     overwrite: bool = False
@@ -162,6 +166,12 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
     if job.refine not in REFINE_STRATEGIES:
         raise BackendError("bad_request", f"unknown refinement {job.refine!r}",
                            f"use one of {', '.join(REFINE_STRATEGIES)}")
+    minimum = job.min_area_m2
+    if minimum is not None and not (isinstance(minimum, (int, float)) and not isinstance(minimum, bool)
+                                    and math.isfinite(minimum) and minimum >= 0):
+        raise BackendError("bad_request", f"minimum area {minimum!r} m² is not usable",
+                           "give a number of square metres >= 0 (0 keeps every polygon), or none for the model's "
+                           "default")
     if not 0.0 < job.threshold < 1.0:
         raise BackendError("bad_request", f"threshold {job.threshold} is outside (0, 1)", "use e.g. 0.5")
     if (job.clicks or job.box is not None) and (job.mode != "view" or len(phrases) != 1):
@@ -243,10 +253,12 @@ class Engine:
                 canvases, tiles = self._segment(ctx, job, phrases, grid, stack)
                 ctx.check_cancel()
                 ctx.report(0.9, "vectorize", "tracing polygons")
+                minimum_m2 = self._min_area_m2(job)
                 with ctx.timed("vectorize"):
                     layers = [PhraseDetections(p, tuple(self._answer(job, clicks, vectorize(
                         c, view.transform, view.crs, threshold=job.threshold, min_area_px=job.min_area_px,
-                        simplify_tolerance=job.simplify_tolerance)))) for p, c in zip(phrases, canvases, strict=True)]
+                        min_area_m2=minimum_m2, simplify_tolerance=job.simplify_tolerance))))
+                        for p, c in zip(phrases, canvases, strict=True)]
                 ctx.check_cancel()
                 ctx.report(0.97, "write", "writing outputs")
                 maps = None
@@ -294,6 +306,15 @@ class Engine:
                                f"folder {folder!r}, which has {free / 2**30:.1f} GiB free",
                                "free space there, point TMPDIR to a larger disk, or choose a coarser resolution or "
                                "a smaller extent")
+
+    def _min_area_m2(self, job: SegmentJob) -> float:
+        """The job's minimum polygon area in m²: its own, else the model's smallest drawable object for results
+        that keep every match (a view's single answer keeps its best polygon whatever its size)."""
+        if job.min_area_m2 is not None:
+            return float(job.min_area_m2)
+        if job.mode != "find-all" and not job.all_matches:
+            return 0.0
+        return default_min_area_m2(getattr(getattr(self.predictor, "meta", None), "gsd_range_m", None)) or 0.0
 
     @staticmethod
     def _answer(job: SegmentJob, clicks: ViewClicks | None, detections: list) -> list:

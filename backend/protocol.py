@@ -179,6 +179,8 @@ class Segment:
             each edits the answer the clicks before it left.
         box: (xmin, ymin, xmax, ymax) in the raster's CRS: the object lies inside (view mode, one phrase).
         probability: also write each phrase's probability over the view as a GeoTIFF (``Outputs.probability``).
+        min_area_m2: polygons of less ground area (m²) are dropped; None = the model's default (its smallest
+            drawable object, for find-all and ``all_matches`` results); 0 = keep every polygon.
     """
 
     TYPE: ClassVar[str] = "segment"
@@ -198,6 +200,7 @@ class Segment:
     clicks: tuple[Click, ...] = ()
     box: tuple[float, float, float, float] | None = None
     probability: bool = False
+    min_area_m2: float | None = None
 
     def __post_init__(self) -> None:
         if self.clicks or self.box is not None:
@@ -220,6 +223,8 @@ class Segment:
                      and self.resolution > 0),
                  f"segment.resolution: must be > 0, {RESOLUTION_AUTO!r} or null, got {self.resolution!r}")
         _require(self.bands is None or all(b >= 1 for b in self.bands), "segment.bands: indices are 1-based")
+        _require(self.min_area_m2 is None or (math.isfinite(self.min_area_m2) and self.min_area_m2 >= 0),
+                 f"segment.min_area_m2: must be >= 0 or null, got {self.min_area_m2!r}")
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,17 @@ def _resolution(text: str) -> float | str | None:
     return value
 
 
+def _square_metres(text: str) -> float:
+    """``--min-area``: a finite number of square metres >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of square metres >= 0, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the ``segment`` options on ``parser``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -124,8 +135,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="pixels shared by neighbouring tiles (default: an eighth of the tile)")
     how.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is kept "
                                                                   "(default 0.5)")
-    how.add_argument("--min-area", type=int, default=16, metavar="PX",
-                     help="drop polygons smaller than this many pixels (default 16)")
+    how.add_argument("--min-area", type=_square_metres, metavar="M2",
+                     help="drop polygons of less ground area than this many m² (0: keep all) (default: with "
+                          "--find-all or --all-matches, the smallest object the model can draw, one cell of "
+                          "its mask at its finest training resolution, e.g. 5.76 m² for the demo model; else "
+                          "none)")
+    how.add_argument("--min-pixels", type=int, default=16, metavar="PX",
+                     help="drop polygons smaller than this many pixels of the area read (default 16)")
     how.add_argument("--simplify", type=float, default=0.0, metavar="UNITS",
                      help="simplify polygon outlines by this tolerance in map units (default: none)")
     clicks = parser.add_argument_group("correcting the answer (one phrase, not with --find-all)")
@@ -256,7 +272,8 @@ def run(args: argparse.Namespace) -> int:
                      output_name=output.stem, window=window, resolution=args.resolution, bands=args.bands,
                      mode="find-all" if args.find_all else "view", refine=args.refine, tile_size=args.tile_size,
                      overlap=args.overlap,
-                     threshold=args.threshold, min_area_px=args.min_area, simplify_tolerance=args.simplify,
+                     threshold=args.threshold, min_area_px=args.min_pixels, min_area_m2=args.min_area,
+                     simplify_tolerance=args.simplify,
                      overwrite=args.overwrite, all_matches=args.all_matches, clicks=tuple(args.clicks),
                      box=tuple(args.box) if args.box else None, probability_path=args.probability,
                      model_name=describe(predictor),
