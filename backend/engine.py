@@ -42,10 +42,15 @@ from backend.passes import (
     refine_pass,
     view_clicks,
 )
-from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, Click, PhraseSummary, Window
+from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, WARNING_STAGE, Click, PhraseSummary, Window
 from backend.raster.normalize import stretch_for_view
 from backend.raster.reading import MAX_VIEW_PIXELS, RasterView, make_view, read_tile
-from backend.raster.resolution import ResolutionChoice, choose_resolution, default_min_area_m2
+from backend.raster.resolution import (
+    ResolutionChoice,
+    choose_resolution,
+    default_min_area_m2,
+    resolution_warnings,
+)
 from backend.raster.tiling import CANVAS_FOLDER_PREFIX, IN_MEMORY_BYTES, ProbabilityCanvas
 
 MODES = ("view", "find-all")
@@ -127,6 +132,9 @@ class SegmentResult:
         tiles: how many tiles were encoded after the coarse pass (refinement or find-all).
         resolution_used: map units per view pixel (x) the view was read at.
         resolution_note: one line saying what that resolution is and why it was chosen.
+        warnings: what the user should know about the answer, one sentence each: phrases longer than the text
+            encoder reads (``ReferringPredictor.phrase_warnings``), a view read finer than the raster or far
+            outside the model's training resolution (``resolution.resolution_warnings``).
     """
 
     outputs: dict[str, str]
@@ -136,6 +144,7 @@ class SegmentResult:
     tiles: int = 0
     resolution_used: float | None = None
     resolution_note: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 def _check_job(job: SegmentJob) -> tuple[str, ...]:
@@ -228,7 +237,8 @@ class Engine:
                 leaves no output file.
 
         Returns:
-            Output paths, per-phrase summaries, the CRS, per-stage timings and the resolution used.
+            Output paths, per-phrase summaries, the CRS, per-stage timings, the resolution used and the
+            warnings (each also reported as ``progress(0.0, WARNING_STAGE, warning)`` before the model runs).
         """
         phrases = _check_job(job)
         grid = _tile_grid_size(job, int(self.predictor.input_size))
@@ -237,13 +247,17 @@ class Engine:
             paths["probability"] = job.probability_path or os.path.join(job.output_dir,
                                                                         f"{job.output_name}_probability.tif")
         check_output_targets(paths.values(), job.overwrite)
-        view, choice = self._view(job)
+        view, choice, resolution_notes = self._view(job)
         clicks = view_clicks(view, job.clicks, job.box)
         self._check_scratch_space(view, len(phrases))
+        warnings = (*self.predictor.phrase_warnings(phrases), *resolution_notes)
+        report = progress or (lambda *_: None)
+        for warning in warnings:  # told at once, before the model runs; the result lists them again
+            report(0.0, WARNING_STAGE, warning)
         ctx = RunContext(view=view, stretch=None, predictor=self.predictor,
                          key_prefix=(os.path.abspath(view.path), os.stat(view.path).st_mtime_ns, view.window,
                                      view.resolution, view.bands),
-                         report=progress or (lambda *_: None), should_cancel=should_cancel or (lambda: False),
+                         report=report, should_cancel=should_cancel or (lambda: False),
                          cached_only=job.cached_only, clicks=clicks, answers=self._answers)
         with ctx.timed("total"):
             ctx.report(0.0, "normalise", "estimating the radiometric stretch")
@@ -276,10 +290,11 @@ class Engine:
                           for layer in layers)
         return SegmentResult(outputs=paths, phrases=summaries, crs=view.crs.to_wkt(),
                              timings={k: round(v, 4) for k, v in ctx.timings.items()}, tiles=tiles,
-                             resolution_used=view.resolution[0], resolution_note=choice.note)
+                             resolution_used=view.resolution[0], resolution_note=choice.note, warnings=warnings)
 
-    def _view(self, job: SegmentJob) -> tuple[RasterView, ResolutionChoice]:
-        """The job's view, at its resolution ("auto" resolved against the checkpoint's training range)."""
+    def _view(self, job: SegmentJob) -> tuple[RasterView, ResolutionChoice, list[str]]:
+        """The job's view, at its resolution ("auto" resolved against the checkpoint's training range), and the
+        warnings about that resolution."""
         window = job.window
         area = {"extent": window.extent if window else None, "pixels": window.pixels if window else None,
                 "bands": job.bands}
@@ -292,7 +307,10 @@ class Engine:
                                    input_size=int(self.predictor.input_size),
                                    gsd_range_m=getattr(meta, "gsd_range_m", None))
         view = make_view(job.raster, **area, resolution=choice.resolution, max_pixels=self.max_view_pixels)
-        return view, choice
+        warnings = resolution_warnings(crs=native.crs, native=(res_x, res_y), used=view.resolution,
+                                       centre=native.transform @ (width / 2, height / 2),
+                                       gsd_range_m=getattr(meta, "gsd_range_m", None))
+        return view, choice, warnings
 
     def _check_scratch_space(self, view: RasterView, count: int) -> None:
         """Refuse a run whose disk-backed probability maps (one per phrase) would not fit in the temp folder."""

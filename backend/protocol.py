@@ -314,7 +314,10 @@ class Progress:
 @dataclass(frozen=True)
 class Result:
     """A finished segment request: output files, one summary per phrase, the CRS (WKT), seconds per stage,
-    the resolution the view was read at (map units per pixel) and a one-line note saying why."""
+    the resolution the view was read at (map units per pixel), a one-line note saying why, and ``warnings``:
+    what the user should know about the answer, one sentence each (a phrase longer than the model reads, a view
+    read finer than the raster or far outside the model's training resolution), also sent as ``Progress``
+    with stage ``WARNING_STAGE`` before the model ran."""
 
     TYPE: ClassVar[str] = "result"
     id: str
@@ -324,6 +327,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     resolution_used: float | None = None
     resolution_note: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

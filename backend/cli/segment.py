@@ -14,7 +14,7 @@ from pathlib import Path
 
 from backend.errors import BackendError
 from backend.output.preflight import check_output_targets, check_utf8, decode_utf8
-from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO, Click
+from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO, WARNING_STAGE, Click
 
 # The demo checkpoint shipped beside the backend (``<backend root>/resources/models``, in a checkout and in the
 # plugin ZIP alike): what the dock answers with when no model is chosen, and so the CLI's default too.
@@ -266,8 +266,6 @@ def run(args: argparse.Namespace) -> int:
     predictor = load_predictor(checkpoint=checkpoint, config=args.config, clip_weights=args.clip_weights,
                                sam_weights=args.sam_weights, device=args.device, mode=args.mode,
                                precision=args.precision)
-    for warning in predictor.phrase_warnings(phrases):
-        print(f"warning: {warning}", file=sys.stderr)
     job = SegmentJob(raster=args.raster, phrases=phrases, output_dir=str(output.parent or "."),
                      output_name=output.stem, window=window, resolution=args.resolution, bands=args.bands,
                      mode="find-all" if args.find_all else "view", refine=args.refine, tile_size=args.tile_size,
@@ -280,7 +278,10 @@ def run(args: argparse.Namespace) -> int:
                      checkpoint_name=Path(checkpoint).name if checkpoint else f"none ({args.config})")
     print(f"model: {_model_source(checkpoint, args)} — {describe(predictor)}")
     with tqdm(total=100, file=sys.stderr, unit="%", bar_format="{desc:<12}{bar}| {n_fmt}% [{elapsed}]") as bar:
-        def progress(fraction: float, stage: str, _message: str) -> None:
+        def progress(fraction: float, stage: str, message: str) -> None:
+            if stage == WARNING_STAGE:  # the engine's warnings, told before the model runs
+                bar.write(f"warning: {message}", file=sys.stderr)
+                return
             bar.set_description_str(stage)
             bar.update(max(0, round(fraction * 100) - bar.n))
         result = Engine(predictor).run(job, progress=progress)
