@@ -88,7 +88,8 @@ def run_query(*, client: BackendClient, request: SegmentRequest, plan: RasterPla
     fields = {"raster": raster.raster, "phrases": request.phrases, "window": window,
               "resolution": raster.resolution, "bands": raster.bands, "mode": request.search,
               "refine": request.refine, "tile_size": request.tile_size, "overlap": request.overlap,
-              "threshold": request.threshold, "all_matches": request.all_matches}
+              "threshold": request.threshold, "all_matches": request.all_matches,
+              "min_area_m2": request.min_area_m2}
     result = client.segment(output_dir=str(output_dir), probability=request.probability, on_progress=forward,
                             is_cancelled=is_cancelled, **fields)
     refinable = request.search == "view" and len(request.phrases) == 1

@@ -92,6 +92,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     OVERLAP = "OVERLAP"
     THRESHOLD = "THRESHOLD"
     ALL_MATCHES = "ALL_MATCHES"
+    MIN_AREA = "MIN_AREA"
     PYTHON = "PYTHON"
     OUTPUT = "OUTPUT"
     PROBABILITY = "PROBABILITY"
@@ -178,6 +179,11 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         add(QgsProcessingParameterBoolean(self.ALL_MATCHES, tr("All matches"), defaultValue=False),
             tr("View mode: keep every object the phrase matches, not only the best one (a referring phrase names "
                "one object; others are kept only when they score almost as high)."))
+        add(QgsProcessingParameterNumber(self.MIN_AREA, tr("Minimum area (m², empty = the model's)"),
+                                         QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0),
+            tr("Polygons of less ground area are dropped. Empty: for every match (tiled or All matches) the "
+               "smallest object the model can draw, from the resolution it was trained at; 0 keeps all."),
+            advanced=True)
         add(QgsProcessingParameterFile(self.PYTHON, tr("Worker Python"), optional=True,
                                        fileFilter="All files (*)"),  # the default, (*.*), wants a dot in the name
             tr("A Python with PyTorch that runs the model; empty = the {env} environment variable, else the "
@@ -245,7 +251,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
                 tile_size=tile_size, overlap=overlap,
                 threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
                 all_matches=self.parameterAsBoolean(parameters, self.ALL_MATCHES, context), resolution_note=note,
-                probability=bool(probability))
+                probability=bool(probability), min_area_m2=self._min_area(parameters, context))
             plan = plan_raster(layer, extent, request.resolution, PluginSettings.load().max_pixels)
         except RasterInputError as exc:
             raise QgsProcessingException(str(exc)) from exc
@@ -272,6 +278,8 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
             if context.willLoadLayerOnCompletion(dest_id):  # named like the dock's layers, not "Segmented objects"
                 context.layerToLoadOnCompletionDetails(dest_id).name = layer_name(phrases)
             style_on_load(context, dest_id)
+            for warning in reply.result.warnings:
+                feedback.pushWarning(tr("Warning: {warning}").format(warning=warning))
             note = request.resolution_note or reply.result.resolution_note
             if note:
                 feedback.pushInfo(tr("Read at {note}").format(note=note))
@@ -287,6 +295,12 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
         return {self.OUTPUT: dest_id, **outputs}
+
+    def _min_area(self, parameters, context) -> float | None:
+        """The Minimum area parameter in m², None when left empty (the model's default)."""
+        if parameters.get(self.MIN_AREA) in (None, ""):
+            return None
+        return self.parameterAsDouble(parameters, self.MIN_AREA, context)
 
     @staticmethod
     def _automatic_resolution(layer, extent: QgsRectangle | None, spec: LoadSpec, client: BackendClient,
