@@ -79,6 +79,8 @@ def run_query(*, client: BackendClient, request: SegmentRequest, plan: RasterPla
     window = None if raster.window is None else client.protocol.Window(extent=tuple(raster.window))
 
     def forward(fraction: float, stage: str, message: str) -> None:
+        if stage == client.protocol.WARNING_STAGE:  # the result lists it again: shown once, after the answer
+            return
         start = READ_SHARE + LOAD_SHARE
         text = message or stage
         if str(work_dir) in text:  # "wrote /tmp/…": the worker's temp files are not the user's output

@@ -36,11 +36,16 @@ FAR_FINER = "the view is read at 0.25 m/px, far finer than the 0.6–2 m/px the 
 
 
 class WarningFeedback(QgsProcessingFeedback):
-    """Keeps the warnings the algorithm pushes to the Processing log."""
+    """Keeps the warnings the algorithm pushes to the Processing log, and its progress texts."""
 
     def __init__(self) -> None:
         super().__init__()
         self.warnings: list[str] = []
+        self.texts: list[str] = []
+
+    def setProgressText(self, text: str) -> None:  # noqa: N802 (QGIS's name)
+        self.texts.append(text)
+        super().setProgressText(text)
 
     def pushWarning(self, warning: str) -> None:  # noqa: N802 (QGIS's name)
         self.warnings.append(warning)
@@ -69,6 +74,7 @@ def test_processing_pushes_the_workers_warnings_to_its_log(provider, sample_tif,
     processing.run(ALGORITHM, _parameters(sample_tif, tmp_path / "fine.gpkg"), feedback=feedback)
     assert [w.split(": ", 1)[1][:len(FINER)] for w in feedback.warnings[:1]] == [FINER], feedback.warnings
     assert len(feedback.warnings) == 2 and FAR_FINER in feedback.warnings[1], feedback.warnings
+    assert not [text for text in feedback.texts if FINER in text], "each warning is logged once, as a warning"
     native = WarningFeedback()
     processing.run(ALGORITHM, _parameters(sample_tif, tmp_path / "native.gpkg", RESOLUTION=0.5), feedback=native)
     assert native.warnings == []
