@@ -247,10 +247,10 @@ class Engine:
             paths["probability"] = job.probability_path or os.path.join(job.output_dir,
                                                                         f"{job.output_name}_probability.tif")
         check_output_targets(paths.values(), job.overwrite)
-        view, choice, resolution_notes = self._view(job)
+        view, choice, scale_warnings = self._view(job)
         clicks = view_clicks(view, job.clicks, job.box)
         self._check_scratch_space(view, len(phrases))
-        warnings = (*self.predictor.phrase_warnings(phrases), *resolution_notes)
+        warnings = (*self.predictor.phrase_warnings(phrases), *scale_warnings)
         report = progress or (lambda *_: None)
         for warning in warnings:  # told at once, before the model runs; the result lists them again
             report(0.0, WARNING_STAGE, warning)
