@@ -42,10 +42,15 @@ from backend.passes import (
     refine_pass,
     view_clicks,
 )
-from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, Click, PhraseSummary, Window
+from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, WARNING_STAGE, Click, PhraseSummary, Window
 from backend.raster.normalize import stretch_for_view
 from backend.raster.reading import MAX_VIEW_PIXELS, RasterView, make_view, read_tile
-from backend.raster.resolution import ResolutionChoice, choose_resolution
+from backend.raster.resolution import (
+    ResolutionChoice,
+    choose_resolution,
+    default_min_area_m2,
+    resolution_warnings,
+)
 from backend.raster.tiling import CANVAS_FOLDER_PREFIX, IN_MEMORY_BYTES, ProbabilityCanvas
 
 MODES = ("view", "find-all")
@@ -70,6 +75,9 @@ class SegmentJob:
             tiles are seen at native resolution; overlap None = an eighth of the tile.
         threshold: probability above which a pixel is foreground.
         min_area_px: polygons smaller than this many view pixels are dropped.
+        min_area_m2: polygons of less ground area (m², measured as the outputs' ``area_m2``) are dropped; None
+            (the default) = the model's smallest drawable object (``resolution.default_min_area_m2``) for
+            find-all and ``all_matches`` results, none for a view's single answer; 0 = no minimum.
         simplify_tolerance: polygon simplification in map units (0: none).
         output_dir: folder the outputs are written into.
         output_name: file stem of the outputs (``<output_dir>/<output_name>.geojson`` and ``.gpkg``).
@@ -98,6 +106,7 @@ class SegmentJob:
     overlap: int | None = None
     threshold: float = 0.5
     min_area_px: int = 16
+    min_area_m2: float | None = None
     simplify_tolerance: float = 0.0
     output_name: str = "segmentation"
     overwrite: bool = False
@@ -123,6 +132,9 @@ class SegmentResult:
         tiles: how many tiles were encoded after the coarse pass (refinement or find-all).
         resolution_used: map units per view pixel (x) the view was read at.
         resolution_note: one line saying what that resolution is and why it was chosen.
+        warnings: what the user should know about the answer, one sentence each: phrases longer than the text
+            encoder reads (``ReferringPredictor.phrase_warnings``), a view read finer than the raster or far
+            outside the model's training resolution (``resolution.resolution_warnings``).
     """
 
     outputs: dict[str, str]
@@ -132,6 +144,7 @@ class SegmentResult:
     tiles: int = 0
     resolution_used: float | None = None
     resolution_note: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 def _check_job(job: SegmentJob) -> tuple[str, ...]:
@@ -162,6 +175,12 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
     if job.refine not in REFINE_STRATEGIES:
         raise BackendError("bad_request", f"unknown refinement {job.refine!r}",
                            f"use one of {', '.join(REFINE_STRATEGIES)}")
+    minimum = job.min_area_m2
+    if minimum is not None and not (isinstance(minimum, (int, float)) and not isinstance(minimum, bool)
+                                    and math.isfinite(minimum) and minimum >= 0):
+        raise BackendError("bad_request", f"minimum area {minimum!r} m² is not usable",
+                           "give a number of square metres >= 0 (0 keeps every polygon), or none for the model's "
+                           "default")
     if not 0.0 < job.threshold < 1.0:
         raise BackendError("bad_request", f"threshold {job.threshold} is outside (0, 1)", "use e.g. 0.5")
     if (job.clicks or job.box is not None) and (job.mode != "view" or len(phrases) != 1):
@@ -218,7 +237,8 @@ class Engine:
                 leaves no output file.
 
         Returns:
-            Output paths, per-phrase summaries, the CRS, per-stage timings and the resolution used.
+            Output paths, per-phrase summaries, the CRS, per-stage timings, the resolution used and the
+            warnings (each also reported as ``progress(0.0, WARNING_STAGE, warning)`` before the model runs).
         """
         phrases = _check_job(job)
         grid = _tile_grid_size(job, int(self.predictor.input_size))
@@ -227,13 +247,17 @@ class Engine:
             paths["probability"] = job.probability_path or os.path.join(job.output_dir,
                                                                         f"{job.output_name}_probability.tif")
         check_output_targets(paths.values(), job.overwrite)
-        view, choice = self._view(job)
+        view, choice, scale_warnings = self._view(job)
         clicks = view_clicks(view, job.clicks, job.box)
         self._check_scratch_space(view, len(phrases))
+        warnings = (*self.predictor.phrase_warnings(phrases), *scale_warnings)
+        report = progress or (lambda *_: None)
+        for warning in warnings:  # told at once, before the model runs; the result lists them again
+            report(0.0, WARNING_STAGE, warning)
         ctx = RunContext(view=view, stretch=None, predictor=self.predictor,
                          key_prefix=(os.path.abspath(view.path), os.stat(view.path).st_mtime_ns, view.window,
                                      view.resolution, view.bands),
-                         report=progress or (lambda *_: None), should_cancel=should_cancel or (lambda: False),
+                         report=report, should_cancel=should_cancel or (lambda: False),
                          cached_only=job.cached_only, clicks=clicks, answers=self._answers)
         with ctx.timed("total"):
             ctx.report(0.0, "normalise", "estimating the radiometric stretch")
@@ -243,10 +267,12 @@ class Engine:
                 canvases, tiles = self._segment(ctx, job, phrases, grid, stack)
                 ctx.check_cancel()
                 ctx.report(0.9, "vectorize", "tracing polygons")
+                minimum_m2 = self._min_area_m2(job)
                 with ctx.timed("vectorize"):
                     layers = [PhraseDetections(p, tuple(self._answer(job, clicks, vectorize(
                         c, view.transform, view.crs, threshold=job.threshold, min_area_px=job.min_area_px,
-                        simplify_tolerance=job.simplify_tolerance)))) for p, c in zip(phrases, canvases, strict=True)]
+                        min_area_m2=minimum_m2, simplify_tolerance=job.simplify_tolerance))))
+                        for p, c in zip(phrases, canvases, strict=True)]
                 ctx.check_cancel()
                 ctx.report(0.97, "write", "writing outputs")
                 maps = None
@@ -264,10 +290,11 @@ class Engine:
                           for layer in layers)
         return SegmentResult(outputs=paths, phrases=summaries, crs=view.crs.to_wkt(),
                              timings={k: round(v, 4) for k, v in ctx.timings.items()}, tiles=tiles,
-                             resolution_used=view.resolution[0], resolution_note=choice.note)
+                             resolution_used=view.resolution[0], resolution_note=choice.note, warnings=warnings)
 
-    def _view(self, job: SegmentJob) -> tuple[RasterView, ResolutionChoice]:
-        """The job's view, at its resolution ("auto" resolved against the checkpoint's training range)."""
+    def _view(self, job: SegmentJob) -> tuple[RasterView, ResolutionChoice, list[str]]:
+        """The job's view, at its resolution ("auto" resolved against the checkpoint's training range), and the
+        warnings about that resolution."""
         window = job.window
         area = {"extent": window.extent if window else None, "pixels": window.pixels if window else None,
                 "bands": job.bands}
@@ -280,7 +307,10 @@ class Engine:
                                    input_size=int(self.predictor.input_size),
                                    gsd_range_m=getattr(meta, "gsd_range_m", None))
         view = make_view(job.raster, **area, resolution=choice.resolution, max_pixels=self.max_view_pixels)
-        return view, choice
+        warnings = resolution_warnings(crs=native.crs, native=(res_x, res_y), used=view.resolution,
+                                       centre=native.transform @ (width / 2, height / 2),
+                                       gsd_range_m=getattr(meta, "gsd_range_m", None))
+        return view, choice, warnings
 
     def _check_scratch_space(self, view: RasterView, count: int) -> None:
         """Refuse a run whose disk-backed probability maps (one per phrase) would not fit in the temp folder."""
@@ -294,6 +324,15 @@ class Engine:
                                f"folder {folder!r}, which has {free / 2**30:.1f} GiB free",
                                "free space there, point TMPDIR to a larger disk, or choose a coarser resolution or "
                                "a smaller extent")
+
+    def _min_area_m2(self, job: SegmentJob) -> float:
+        """The job's minimum polygon area in m²: its own, else the model's smallest drawable object for results
+        that keep every match (a view's single answer keeps its best polygon whatever its size)."""
+        if job.min_area_m2 is not None:
+            return float(job.min_area_m2)
+        if job.mode != "find-all" and not job.all_matches:
+            return 0.0
+        return default_min_area_m2(getattr(getattr(self.predictor, "meta", None), "gsd_range_m", None)) or 0.0
 
     @staticmethod
     def _answer(job: SegmentJob, clicks: ViewClicks | None, detections: list) -> list:

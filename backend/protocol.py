@@ -179,6 +179,8 @@ class Segment:
             each edits the answer the clicks before it left.
         box: (xmin, ymin, xmax, ymax) in the raster's CRS: the object lies inside (view mode, one phrase).
         probability: also write each phrase's probability over the view as a GeoTIFF (``Outputs.probability``).
+        min_area_m2: polygons of less ground area (m²) are dropped; None = the model's default (its smallest
+            drawable object, for find-all and ``all_matches`` results); 0 = keep every polygon.
     """
 
     TYPE: ClassVar[str] = "segment"
@@ -198,6 +200,7 @@ class Segment:
     clicks: tuple[Click, ...] = ()
     box: tuple[float, float, float, float] | None = None
     probability: bool = False
+    min_area_m2: float | None = None
 
     def __post_init__(self) -> None:
         if self.clicks or self.box is not None:
@@ -220,6 +223,8 @@ class Segment:
                      and self.resolution > 0),
                  f"segment.resolution: must be > 0, {RESOLUTION_AUTO!r} or null, got {self.resolution!r}")
         _require(self.bands is None or all(b >= 1 for b in self.bands), "segment.bands: indices are 1-based")
+        _require(self.min_area_m2 is None or (math.isfinite(self.min_area_m2) and self.min_area_m2 >= 0),
+                 f"segment.min_area_m2: must be >= 0 or null, got {self.min_area_m2!r}")
 
 
 @dataclass(frozen=True)
@@ -309,7 +314,10 @@ class Progress:
 @dataclass(frozen=True)
 class Result:
     """A finished segment request: output files, one summary per phrase, the CRS (WKT), seconds per stage,
-    the resolution the view was read at (map units per pixel) and a one-line note saying why."""
+    the resolution the view was read at (map units per pixel), a one-line note saying why, and ``warnings``:
+    what the user should know about the answer, one sentence each (a phrase longer than the model reads, a view
+    read finer than the raster or far outside the model's training resolution), also sent as ``Progress``
+    with stage ``WARNING_STAGE`` before the model ran."""
 
     TYPE: ClassVar[str] = "result"
     id: str
@@ -319,6 +327,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     resolution_used: float | None = None
     resolution_note: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

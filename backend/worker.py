@@ -297,12 +297,11 @@ class Worker:
                          checkpoint_name=self._checkpoint_name, cached_only=isinstance(req, Refine))
 
         def progress(fraction: float, stage: str, message: str = "") -> None:
+            if stage == WARNING_STAGE:
+                log.warning("request %s: %s", req.id, message)
             self.send(Progress(id=req.id, fraction=min(max(float(fraction), 0.0), 1.0), stage=stage,
                                message=message))
 
-        for warning in self._engine.predictor.phrase_warnings(req.phrases):
-            log.warning("request %s: %s", req.id, warning)
-            progress(0.0, WARNING_STAGE, warning)
         # A failed or cancelled run leaves nothing of its own in the output folder: writing is the engine's last
         # step and places its files all or none (backend.output.writing). So nothing is deleted here: any file
         # that appeared in the folder meanwhile is someone else's (another program, another worker).
@@ -313,7 +312,8 @@ class Worker:
                                                     gpkg=result.outputs.get("gpkg"),
                                                     probability=result.outputs.get("probability")),
                          phrases=tuple(result.phrases), crs=result.crs, timings=dict(result.timings),
-                         resolution_used=result.resolution_used, resolution_note=result.resolution_note))
+                         resolution_used=result.resolution_used, resolution_note=result.resolution_note,
+                         warnings=tuple(result.warnings)))
 
 
 # Longest id kept whole in an output file name; file systems allow 255 bytes for a name with its suffix.

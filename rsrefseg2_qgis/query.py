@@ -79,6 +79,8 @@ def run_query(*, client: BackendClient, request: SegmentRequest, plan: RasterPla
     window = None if raster.window is None else client.protocol.Window(extent=tuple(raster.window))
 
     def forward(fraction: float, stage: str, message: str) -> None:
+        if stage == client.protocol.WARNING_STAGE:  # the result lists it again: shown once, after the answer
+            return
         start = READ_SHARE + LOAD_SHARE
         text = message or stage
         if str(work_dir) in text:  # "wrote /tmp/…": the worker's temp files are not the user's output
@@ -88,7 +90,8 @@ def run_query(*, client: BackendClient, request: SegmentRequest, plan: RasterPla
     fields = {"raster": raster.raster, "phrases": request.phrases, "window": window,
               "resolution": raster.resolution, "bands": raster.bands, "mode": request.search,
               "refine": request.refine, "tile_size": request.tile_size, "overlap": request.overlap,
-              "threshold": request.threshold, "all_matches": request.all_matches}
+              "threshold": request.threshold, "all_matches": request.all_matches,
+              "min_area_m2": request.min_area_m2}
     result = client.segment(output_dir=str(output_dir), probability=request.probability, on_progress=forward,
                             is_cancelled=is_cancelled, **fields)
     refinable = request.search == "view" and len(request.phrases) == 1

@@ -43,6 +43,8 @@ class SegmentRequest:
             "" leaves the explanation to the worker.
         probability: also have the worker write the phrases' probability over the view as a GeoTIFF
             (``Result.outputs.probability``, in the query's temp folder).
+        min_area_m2: polygons of less ground area are dropped; None = the model's default (its smallest
+            drawable object, for "every match" results; ``backend.protocol.Segment.min_area_m2``).
     """
 
     layer_id: str
@@ -64,6 +66,7 @@ class SegmentRequest:
     all_matches: bool = False
     resolution_note: str = ""
     probability: bool = False
+    min_area_m2: float | None = None
 
     def __post_init__(self) -> None:
         if not self.phrases or not all(phrase.strip() for phrase in self.phrases):

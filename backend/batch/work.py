@@ -42,8 +42,8 @@ class BatchSettings:
     Attributes:
         phrases: the referring phrases (one layer attribute ``query`` each).
         mode: "view" (each part is one picture) or "find-all" (every instance, tile by tile).
-        resolution, bands, refine, tile_size, overlap, threshold, min_area_px, simplify_tolerance, all_matches:
-            as in ``SegmentJob``.
+        resolution, bands, refine, tile_size, overlap, threshold, min_area_px, min_area_m2, simplify_tolerance,
+            all_matches: as in ``SegmentJob``.
         checkpoint: trained checkpoint path (or imported name); config: a config name without one (tests).
         clip_weights, sam_weights, device, model_mode, precision: as in ``backend.loading.load_predictor``.
         part_size: side of a mosaic part in raster pixels (``backend.batch.plan``).
@@ -58,6 +58,7 @@ class BatchSettings:
     overlap: int | None = JOB_DEFAULTS["overlap"]
     threshold: float = JOB_DEFAULTS["threshold"]
     min_area_px: int = JOB_DEFAULTS["min_area_px"]
+    min_area_m2: float | None = JOB_DEFAULTS["min_area_m2"]
     simplify_tolerance: float = JOB_DEFAULTS["simplify_tolerance"]
     all_matches: bool = JOB_DEFAULTS["all_matches"]
     checkpoint: str | None = LOAD_DEFAULTS["checkpoint"]
@@ -146,6 +147,7 @@ class PartWorker:
                              resolution=settings.resolution, bands=settings.bands, mode=settings.mode,
                              refine=settings.refine, tile_size=settings.tile_size, overlap=settings.overlap,
                              threshold=settings.threshold, min_area_px=settings.min_area_px,
+                             min_area_m2=settings.min_area_m2,
                              simplify_tolerance=settings.simplify_tolerance, overwrite=True,
                              model_name=self.model_name, checkpoint_name=self.checkpoint_name,
                              all_matches=settings.all_matches)

@@ -40,6 +40,17 @@ def resolution_value(text: str) -> float | str | None:
     return value
 
 
+def square_metres(text: str) -> float:
+    """``--min-area``: a finite number of square metres >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of square metres >= 0, got {text!r}")
+    return value
+
+
 def read_phrases(args: argparse.Namespace, *, missing_hint: str) -> tuple[str, ...]:
     """The phrases of the command line (``args.phrases``) and of ``--phrases-file``, each checked to be valid UTF-8.
 

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from backend.batch.plan import DEFAULT_PART_SIZE
-from backend.cli.arguments import number_list, read_phrases, resolution_value
+from backend.cli.arguments import number_list, read_phrases, resolution_value, square_metres
 from backend.errors import EXIT_CODES
 from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO
 
@@ -78,7 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--tile-size", type=int, metavar="PX", help="tile side (default: the model's input size)")
     how.add_argument("--overlap", type=int, metavar="PX", help="tile overlap (default: an eighth of the tile)")
     how.add_argument("--threshold", type=float, default=0.5, help="foreground probability (default 0.5)")
-    how.add_argument("--min-area", type=int, default=16, metavar="PX", help="smallest polygon kept (default 16)")
+    how.add_argument("--min-area", type=square_metres, metavar="M2",
+                     help="drop polygons of less ground area (m², 0: keep all; default: with --find-all or "
+                          "--all-matches the smallest object the model can draw, as in segment)")
+    how.add_argument("--min-pixels", type=int, default=16, metavar="PX",
+                     help="drop polygons smaller than this many pixels (default 16)")
     how.add_argument("--simplify", type=float, default=0.0, metavar="UNITS", help="outline simplification")
     model = parser.add_argument_group("model")
     model.add_argument("--checkpoint", metavar="FILE", help="trained RSRefSeg checkpoint (.safetensors)")
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     settings = BatchSettings(phrases=phrases, mode="find-all" if args.find_all else "view",
                              resolution=args.resolution, bands=args.bands, refine=args.refine,
                              tile_size=args.tile_size, overlap=args.overlap, threshold=args.threshold,
-                             min_area_px=args.min_area, simplify_tolerance=args.simplify,
+                             min_area_px=args.min_pixels, min_area_m2=args.min_area, simplify_tolerance=args.simplify,
                              all_matches=args.all_matches, checkpoint=checkpoint, config=args.config,
                              clip_weights=args.clip_weights, sam_weights=args.sam_weights, device=args.device,
                              model_mode=args.mode, precision=args.precision, part_size=args.part_size)

@@ -12,10 +12,10 @@ import math
 import sys
 from pathlib import Path
 
-from backend.cli.arguments import number_list, read_phrases, resolution_value
+from backend.cli.arguments import number_list, read_phrases, resolution_value, square_metres
 from backend.errors import BackendError
 from backend.output.preflight import check_output_targets
-from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO, Click
+from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO, WARNING_STAGE, Click
 
 # The demo checkpoint shipped beside the backend (``<backend root>/resources/models``, in a checkout and in the
 # plugin ZIP alike): what the dock answers with when no model is chosen, and so the CLI's default too.
@@ -97,8 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="pixels shared by neighbouring tiles (default: an eighth of the tile)")
     how.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is kept "
                                                                   "(default 0.5)")
-    how.add_argument("--min-area", type=int, default=16, metavar="PX",
-                     help="drop polygons smaller than this many pixels (default 16)")
+    how.add_argument("--min-area", type=square_metres, metavar="M2",
+                     help="drop polygons of less ground area than this many m² (0: keep all) (default: with "
+                          "--find-all or --all-matches, the smallest object the model can draw, one cell of "
+                          "its mask at its finest training resolution, e.g. 5.76 m² for the demo model; else "
+                          "none)")
+    how.add_argument("--min-pixels", type=int, default=16, metavar="PX",
+                     help="drop polygons smaller than this many pixels of the area read (default 16)")
     how.add_argument("--simplify", type=float, default=0.0, metavar="UNITS",
                      help="simplify polygon outlines by this tolerance in map units (default: none)")
     clicks = parser.add_argument_group("correcting the answer (one phrase, not with --find-all)")
@@ -204,20 +209,22 @@ def run(args: argparse.Namespace) -> int:
     predictor = load_predictor(checkpoint=checkpoint, config=args.config, clip_weights=args.clip_weights,
                                sam_weights=args.sam_weights, device=args.device, mode=args.mode,
                                precision=args.precision)
-    for warning in predictor.phrase_warnings(phrases):
-        print(f"warning: {warning}", file=sys.stderr)
     job = SegmentJob(raster=args.raster, phrases=phrases, output_dir=str(output.parent or "."),
                      output_name=output.stem, window=window, resolution=args.resolution, bands=args.bands,
                      mode="find-all" if args.find_all else "view", refine=args.refine, tile_size=args.tile_size,
                      overlap=args.overlap,
-                     threshold=args.threshold, min_area_px=args.min_area, simplify_tolerance=args.simplify,
+                     threshold=args.threshold, min_area_px=args.min_pixels, min_area_m2=args.min_area,
+                     simplify_tolerance=args.simplify,
                      overwrite=args.overwrite, all_matches=args.all_matches, clicks=tuple(args.clicks),
                      box=tuple(args.box) if args.box else None, probability_path=args.probability,
                      model_name=describe(predictor),
                      checkpoint_name=Path(checkpoint).name if checkpoint else f"none ({args.config})")
     print(f"model: {_model_source(checkpoint, args)} — {describe(predictor)}")
     with tqdm(total=100, file=sys.stderr, unit="%", bar_format="{desc:<12}{bar}| {n_fmt}% [{elapsed}]") as bar:
-        def progress(fraction: float, stage: str, _message: str) -> None:
+        def progress(fraction: float, stage: str, message: str) -> None:
+            if stage == WARNING_STAGE:  # the engine's warnings, told before the model runs
+                bar.write(f"warning: {message}", file=sys.stderr)
+                return
             bar.set_description_str(stage)
             bar.update(max(0, round(fraction * 100) - bar.n))
         result = Engine(predictor).run(job, progress=progress)

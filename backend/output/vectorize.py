@@ -2,7 +2,8 @@
 
 The map is read in strips of rows so a map on disk is never loaded whole. Polygons that touch a strip seam
 are merged across it at the end (the same merge joins objects cut by tile borders, since the canvas already
-holds every tile's core). Holes are kept; specks under ``min_area_px`` are dropped after merging.
+holds every tile's core). Holes are kept; specks under ``min_area_px`` pixels or ``min_area_m2`` of ground are
+dropped after merging.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def _strip_polygons(mask: np.ndarray, probs: np.ndarray, transform: Affine) -> t
 
 
 def vectorize(probs: np.ndarray, transform: Affine, crs: CRS, *, threshold: float = 0.5, min_area_px: float = 0,
-              simplify_tolerance: float = 0.0, block_pixels: int = BLOCK_PIXELS) -> list[Detection]:
+              min_area_m2: float = 0.0, simplify_tolerance: float = 0.0,
+              block_pixels: int = BLOCK_PIXELS) -> list[Detection]:
     """Threshold a probability map and return its polygons.
 
     Args:
@@ -110,6 +112,8 @@ def vectorize(probs: np.ndarray, transform: Affine, crs: CRS, *, threshold: floa
         crs: the map's CRS.
         threshold: pixels with probability > threshold are foreground.
         min_area_px: polygons with fewer pixels are dropped.
+        min_area_m2: polygons whose ground area (``Detection.area_m2``, as written to the outputs) is smaller are
+            dropped.
         simplify_tolerance: Douglas–Peucker tolerance in map units (0: none); topology is preserved.
         block_pixels: strip size bound in pixels.
 
@@ -140,7 +144,10 @@ def vectorize(probs: np.ndarray, transform: Affine, crs: CRS, *, threshold: floa
         if count < max(min_area_px, 1):
             continue
         geometry = polygon.simplify(simplify_tolerance, preserve_topology=True) if simplify_tolerance else polygon
-        detections.append(Detection(geometry=geometry, score=total / count, area_m2=area_m2(geometry, crs),
+        ground = area_m2(geometry, crs)
+        if ground < min_area_m2:
+            continue
+        detections.append(Detection(geometry=geometry, score=total / count, area_m2=ground,
                                     area_px=polygon.area / pixel_area))
     return sorted(detections, key=lambda d: -d.score)
 

@@ -115,3 +115,68 @@ def choose_resolution(requested: float | str | None, *, crs: CRS, native: tuple[
     if math.isclose(units, native_units, rel_tol=1e-6):
         return ResolutionChoice(None, note)
     return ResolutionChoice(units, note)
+
+
+# SAM's mask decoder (SAM 1 and SAM 2.1 alike) draws one logit per 4×4 model input pixels: two 2× transposed
+# convolutions over the stride-16 image embedding.
+MASK_STRIDE_PX = 4
+
+
+def default_min_area_m2(gsd_range_m: tuple[float, float] | None) -> float | None:
+    """The smallest object the model can draw, in m²: one cell of its mask logits at its finest training scale.
+
+    The mask decoder's output has one value per ``MASK_STRIDE_PX`` × ``MASK_STRIDE_PX`` input pixels, and the
+    finest ground resolution the model was trained at is ``lo`` m/px, so no object it learnt to outline was
+    smaller than (``MASK_STRIDE_PX`` · lo)² m² (5.76 m² for the demo model, trained at 0.6–2 m/px). A polygon
+    under that is the upsampling's noise, not an object: reading finer than the raster (issue 25: 0.25 m/px on
+    the 0.5 m sample) gave "every match" specks of 1.1–4.8 m² beside tanks of 27–32 m².
+
+    Args:
+        gsd_range_m: (lo, hi) metres per pixel at the model input the checkpoint was trained at, or None.
+
+    Returns:
+        The area in m², or None when the checkpoint records no usable training resolution.
+    """
+    if gsd_range_m is None or not all(math.isfinite(v) and v > 0 for v in gsd_range_m):
+        return None
+    return (MASK_STRIDE_PX * min(gsd_range_m)) ** 2
+
+
+# A view whose ground resolution lies beyond the model's training range by more than this factor is "far
+# outside" it (objects 1.5× larger or smaller than any it learnt): warned about, still run.
+FAR_OUTSIDE_FACTOR = 1.5
+
+
+def resolution_warnings(*, crs: CRS, native: tuple[float, float], used: tuple[float, float],
+                        centre: tuple[float, float], gsd_range_m: tuple[float, float] | None) -> list[str]:
+    """What the user should know about the resolution a view is read at.
+
+    Args:
+        crs: the raster's CRS.
+        native: the raster's (x, y) pixel size in map units.
+        used: the view's (x, y) pixel size in map units.
+        centre: (x, y) of the view's centre in map units (where ground metres per unit are measured).
+        gsd_range_m: (lo, hi) metres per pixel the model was trained at, or None.
+
+    Returns:
+        Up to two messages: the view is finer than the raster (upsampling invents no detail), and the view's
+        ground resolution is far outside the training range; empty when neither holds.
+    """
+    mx, my = ground_metres_per_unit(crs, *centre, step=max(min(native), 1e-12))
+    unit_m = math.sqrt(mx * my)
+    native_units, used_units = math.sqrt(native[0] * native[1]), math.sqrt(used[0] * used[1])
+    warnings = []
+    if used_units < native_units * (1 - 1e-6):
+        warnings.append(f"the view is read at {_format(used_units, unit_m, crs)}, finer than the raster's "
+                        f"{_format(native_units, unit_m, crs)}: upsampling invents no detail (small objects "
+                        "may be specks of it); read at the raster's resolution or coarser")
+    if gsd_range_m is not None and all(math.isfinite(v) and v > 0 for v in gsd_range_m):
+        lo, hi = sorted(gsd_range_m)
+        metres = used_units * unit_m
+        if not lo / FAR_OUTSIDE_FACTOR <= metres <= hi * FAR_OUTSIDE_FACTOR:
+            side = "finer" if metres < lo else "coarser"
+            looks = "larger" if metres < lo else "smaller"
+            warnings.append(f"the view is read at {metres:.3g} m/px, far {side} than the {lo:g}–{hi:g} m/px the "
+                            f"model was trained at: objects look {looks} than any it learnt, so answers may be "
+                            "wrong; use the automatic resolution")
+    return warnings

@@ -60,6 +60,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     OVERLAP = shared.OVERLAP
     THRESHOLD = shared.THRESHOLD
     ALL_MATCHES = shared.ALL_MATCHES
+    MIN_AREA = shared.MIN_AREA
     PYTHON = shared.PYTHON
     OUTPUT = "OUTPUT"
     PROBABILITY = "PROBABILITY"

@@ -59,6 +59,7 @@ TILE_SIZE = "TILE_SIZE"
 OVERLAP = "OVERLAP"
 THRESHOLD = "THRESHOLD"
 ALL_MATCHES = "ALL_MATCHES"
+MIN_AREA = "MIN_AREA"
 PYTHON = "PYTHON"
 
 
@@ -152,6 +153,11 @@ def add_model_parameters(algorithm: QgsProcessingAlgorithm, imported: list[Impor
     add(QgsProcessingParameterBoolean(ALL_MATCHES, tr("All matches"), defaultValue=False),
         tr("View mode: keep every object the phrase matches, not only the best one (a referring phrase names "
            "one object; others are kept only when they score almost as high)."))
+    add(QgsProcessingParameterNumber(MIN_AREA, tr("Minimum area (m², empty = the model's)"),
+                                     QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0),
+        tr("Polygons of less ground area are dropped. Empty: for every match (tiled or All matches) the "
+           "smallest object the model can draw, from the resolution it was trained at; 0 keeps all."),
+        advanced=True)
     add(QgsProcessingParameterFile(PYTHON, tr("Worker Python"), optional=True,
                                    fileFilter="All files (*)"),  # the default, (*.*), wants a dot in the name
         tr("A Python with PyTorch that runs the model; empty = the {env} environment variable, else the "
@@ -187,6 +193,7 @@ class RunChoices:
         tile_size, overlap: the tile grid as a request states it (None, None = the model's input size).
         threshold: mask probability threshold.
         all_matches: view mode keeps every match.
+        min_area_m2: polygons of less ground area are dropped; None = the model's default.
         resolution: map units per pixel, or ``RESOLUTION_AUTO`` (the parameter was 0).
         python: the ``PYTHON`` parameter ("" = the plugin's worker Python).
     """
@@ -200,6 +207,7 @@ class RunChoices:
     overlap: int | None
     threshold: float
     all_matches: bool
+    min_area_m2: float | None
     resolution: float | str
     python: str
 
@@ -217,7 +225,8 @@ class RunChoices:
             resolution=resolution, load_mode=self.spec.mode, checkpoint=self.spec.checkpoint,
             config=self.spec.config, device=self.spec.device, search=self.search, refine=self.refine,
             tile_size=self.tile_size, overlap=self.overlap, threshold=self.threshold,
-            all_matches=self.all_matches, resolution_note=note, probability=probability)
+            all_matches=self.all_matches, resolution_note=note, probability=probability,
+            min_area_m2=self.min_area_m2)
 
 
 def read_choices(algorithm: QgsProcessingAlgorithm, parameters: dict, context,
@@ -244,6 +253,8 @@ def read_choices(algorithm: QgsProcessingAlgorithm, parameters: dict, context,
         tile_size=tile_size, overlap=overlap,
         threshold=algorithm.parameterAsDouble(parameters, THRESHOLD, context),
         all_matches=algorithm.parameterAsBoolean(parameters, ALL_MATCHES, context),
+        min_area_m2=(None if parameters.get(MIN_AREA) in (None, "")
+                     else algorithm.parameterAsDouble(parameters, MIN_AREA, context)),
         resolution=algorithm.parameterAsDouble(parameters, RESOLUTION, context) or RESOLUTION_AUTO,
         python=algorithm.parameterAsFile(parameters, PYTHON, context))
 
@@ -306,7 +317,10 @@ def copy_features(geojson: str, sink: QgsFeatureSink) -> None:
 
 
 def report_reply(feedback, request: SegmentRequest, reply: QueryResult) -> None:
-    """Tell the Processing log the resolution read at (when explained) and each phrase's object count."""
+    """Tell the Processing log the answer's warnings, the resolution read at (when explained) and each phrase's
+    object count."""
+    for warning in reply.result.warnings:
+        feedback.pushWarning(tr("Warning: {warning}").format(warning=warning))
     note = request.resolution_note or reply.result.resolution_note
     if note:
         feedback.pushInfo(tr("Read at {note}").format(note=note))

@@ -36,12 +36,14 @@ LOG = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TaskOutcome:
     """How a query ended: ``status`` ("done", "failed", "cancelled"), the text shown, the layer added (or None),
-    and ``source``: what refining the answer with clicks repeats (None when it cannot be refined)."""
+    ``source``: what refining the answer with clicks repeats (None when it cannot be refined), and the
+    worker's ``warnings`` about the answer (also in ``text``, each its own sentence)."""
 
     status: str
     text: str
     layer: QgsVectorLayer | None = None
     source: RefineSource | None = None
+    warnings: tuple[str, ...] = ()
 
 
 class SegmentTask(QgsTask):
@@ -146,10 +148,13 @@ class SegmentTask(QgsTask):
         text = tr("{objects} for '{phrase}' in {seconds:.1f} s{untrained}.").format(
             objects=tr_count(reply.count, "{count} object", "{count} objects"), phrase=self.request.phrases[0],
             seconds=self._seconds, untrained=untrained)
+        warnings = tuple(reply.result.warnings)
+        for warning in warnings:  # before the note: the dock's status shows the first lines
+            text += " " + sentence(tr("Warning: {warning}").format(warning=warning))
         note = self.request.resolution_note or reply.result.resolution_note
         if note:  # its own sentence: the message bar shows the text on one line
             text += " " + sentence(tr("Read at {note}").format(note=note))
-        return TaskOutcome("done", text, layer, reply.source)
+        return TaskOutcome("done", text, layer, reply.source, warnings)
 
     def _keep_probability(self, path: str, name: str) -> str:
         """Move the worker's probability GeoTIFF out of the query's temp folder (deleted after publishing):
@@ -177,6 +182,6 @@ class SegmentTask(QgsTask):
     def _show(self, outcome: TaskOutcome) -> None:
         if self.notices is None:
             return
-        level = {"done": Qgis.MessageLevel.Success, "cancelled": Qgis.MessageLevel.Info}.get(
-            outcome.status, Qgis.MessageLevel.Critical)
+        level = {"done": Qgis.MessageLevel.Warning if outcome.warnings else Qgis.MessageLevel.Success,
+                 "cancelled": Qgis.MessageLevel.Info}.get(outcome.status, Qgis.MessageLevel.Critical)
         self.notices.show(outcome.text, level)
