@@ -13,8 +13,12 @@ nothing):
   ``out_proj.weight`` as tensors inside ``F.multi_head_attention_forward`` and never calls ``out_proj`` as a
   module, so wrapping its submodules would be silently bypassed. There the adapter is a weight
   parametrisation (``torch.nn.utils.parametrize``) on both tensors; the packed in-projection gets three
-  independent rank-r adapters (q, k and v, like PEFT on separate ``q/k/v_proj``). A weight-space delta cannot
-  drop input features, so LoRA dropout is not applied on this path (documented limitation).
+  independent rank-r adapters (q, k and v, like PEFT on separate ``q/k/v_proj``). The parametrisation names the
+  state and serves code that reads the weights; the module's own self-attention call applies the adapters to the
+  activations instead (``LoRAMultiheadAttention``), as PEFT does, never forming ``W0 + B·A``. LoRA dropout is
+  not applied on this path (documented limitation).
+* Under autocast the wrappers cast their input once for the base layer and the adapter, and in inference add the
+  update in place.
 """
 
 from __future__ import annotations
@@ -28,6 +32,31 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .config import LoRAConfig
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in autocast's dtype when autocast is on (cast once here, so that the base layer and the adapter do
+    not each cast it again), else as it is."""
+    device_type = x.device.type
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type) and x.is_floating_point():
+        return x.to(torch.get_autocast_dtype(device_type))
+    return x
+
+
+def _add_scaled(out: torch.Tensor, update: torch.Tensor, scale: float) -> torch.Tensor:
+    """``out + scale · update``, in place when no gradient needs ``out`` (inference): one pass over the output."""
+    if torch.is_grad_enabled() and (out.requires_grad or update.requires_grad):
+        return out + scale * update
+    return out.add_(update.to(out.dtype), alpha=scale)
+
+
+def _packed_update(x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
+    """The unscaled update of ``groups`` adapters packed along the output rows.
+
+    Args: x: ...×in; lora_a: G×r×in; lora_b: G×rows×r. Returns: ...×(G·rows), group g's rows at block g.
+    """
+    low = torch.einsum("...i,gri->...gr", x, lora_a.to(x.dtype))
+    return torch.einsum("...gr,gor->...go", low, lora_b.to(x.dtype)).flatten(-2)
 
 
 def _folded_linear(base: nn.Linear, weight: torch.Tensor) -> nn.Linear:
@@ -74,8 +103,9 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ...×in_features. Returns: ...×out_features."""
+        x = _compute_dtype(x)
         update = self.dropout(x) @ self.lora_a.t().to(x.dtype) @ self.lora_b.t().to(x.dtype)
-        return self.base(x) + self.scale * update
+        return _add_scaled(self.base(x), update, self.scale)
 
     def merge(self) -> nn.Linear:
         """A plain ``nn.Linear`` with the update folded into its weight (same outputs without dropout)."""
@@ -114,9 +144,8 @@ class LoRAPackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ...×in_features. Returns: ...×out_features (the projections' outputs side by side)."""
-        low = torch.einsum("...i,gri->...gr", self.dropout(x), self.lora_a.to(x.dtype))
-        update = torch.einsum("...gr,gor->...go", low, self.lora_b.to(x.dtype)).flatten(-2)
-        return self.base(x) + self.scale * update
+        x = _compute_dtype(x)
+        return _add_scaled(self.base(x), _packed_update(self.dropout(x), self.lora_a, self.lora_b), self.scale)
 
     def merge(self) -> nn.Linear:
         """A plain ``nn.Linear`` with the updates folded into its weight (same outputs without dropout)."""
@@ -186,9 +215,63 @@ class LoRADelta(nn.Module):
         return weight.to(delta.dtype) + self.scale * delta
 
 
+def _adapted_linear(x: torch.Tensor, owner: nn.Module, name: str, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x`` through ``owner.<name>`` (an out×in weight under a ``LoRADelta`` parametrisation), the adapter applied
+    to the activations: ``x W0ᵀ + b + scale · x (BA)ᵀ``, the parametrised weight never formed.
+
+    Args: x: ...×in. Returns: ...×out.
+    """
+    chain = owner.parametrizations[name]
+    base, delta = chain.original, chain[0]
+    x = _compute_dtype(x)
+    autocasting = torch.is_autocast_enabled(x.device.type) if x.device.type in ("cpu", "cuda") else False
+    if not autocasting:  # fp32 compute: a bf16-stored base is cast for this call only, as elsewhere
+        base, bias = base.to(x.dtype), None if bias is None else bias.to(x.dtype)
+    return _add_scaled(F.linear(x, base, bias), _packed_update(x, delta.lora_a, delta.lora_b), delta.scale)
+
+
+class LoRAMultiheadAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` whose LoRA parametrisations (``_adapt_mha``) are applied to the activations.
+
+    The parametrised weights stay what the state dict and other readers see (``in_proj_weight`` is base + update),
+    but self-attention without attention weights, the way open_clip's text and vision towers call it, never forms
+    them: forming ``W0 + B·A`` on every call costs more than the attention of a short text, and under bf16
+    autocast the formed weight would be rounded to bf16, erasing most of the update. Other calls (attention
+    weights asked for, a key padding or boolean mask, cross-attention, dropout in training) take the parent's path.
+    """
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args (as the parent's): query = key = value: B×L×E (batch_first) or L×B×E; attn_mask: L×L additive
+        float or None. Returns: (output of query's shape, None)."""
+        plain = (need_weights or key_padding_mask is not None or is_causal or not (query is key is value)
+                 or (attn_mask is not None and not attn_mask.is_floating_point()) or query.dim() != 3
+                 or (self.training and self.dropout > 0)
+                 or not parametrize.is_parametrized(self, "in_proj_weight")
+                 or not parametrize.is_parametrized(self.out_proj, "weight"))
+        if plain:
+            return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                                   attn_mask=attn_mask, average_attn_weights=average_attn_weights,
+                                   is_causal=is_causal)
+        x = query if self.batch_first else query.transpose(0, 1)
+        b, length, dim = x.shape
+        qkv = _adapted_linear(x, self, "in_proj_weight", self.in_proj_bias)
+        q, k, v = qkv.reshape(b, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        if attn_mask is not None:
+            attn_mask = attn_mask.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = _adapted_linear(out.transpose(1, 2).reshape(b, length, dim), self.out_proj, "weight",
+                              self.out_proj.bias)
+        return (out if self.batch_first else out.transpose(0, 1)), None
+
+
 def _adapt_mha(mha: nn.MultiheadAttention, cfg: LoRAConfig) -> None:
     if not mha._qkv_same_embed_dim:
         raise ValueError("LoRA on nn.MultiheadAttention needs a packed in-projection (kdim == vdim == embed_dim)")
+    if type(mha) is nn.MultiheadAttention:
+        mha.__class__ = LoRAMultiheadAttention  # before the parametrisations, which subclass the module's class
     dim = mha.embed_dim
     device = mha.in_proj_weight.device
     mha.in_proj_weight.requires_grad_(False)

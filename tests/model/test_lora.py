@@ -154,3 +154,49 @@ def test_merging_a_deep_copy_leaves_the_original_adapted() -> None:
     torch.testing.assert_close(merged.attn(x, x, x)[0], adapted, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(block.attn(x, x, x)[0], adapted)  # the original still has its adapters
     assert len(lora_parameter_names(block)) == 4
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_mha_adapters_act_on_the_activations_like_the_formed_weight(batch_first) -> None:
+    """The inference path (need_weights=False, open_clip's call) equals the parent's path through the parametrised
+    weights in fp32, also with an additive mask, and under bf16 autocast over a bf16-stored base (the paper
+    model's storage) it stays close to the fp32 answer."""
+    torch.manual_seed(0)
+    block = nn.Sequential()
+    block.attn = nn.MultiheadAttention(64, 4, batch_first=batch_first)
+    apply_lora(block, r"attn", CFG)
+    _nudge_b(block)
+    block.eval()
+    x = torch.randn(2, 9, 64) if batch_first else torch.randn(9, 2, 64)
+    mask = torch.triu(torch.full((9, 9), float("-inf")), 1)
+    with torch.no_grad():
+        for attn_mask in (None, mask):
+            fast = block.attn(x, x, x, need_weights=False, attn_mask=attn_mask)[0]
+            formed = block.attn(x, x, x, need_weights=True, attn_mask=attn_mask)[0]  # the parent's path
+            assert not torch.allclose(fast, block.attn(x, x, x, need_weights=False,
+                                                       attn_mask=None if attn_mask is not None else mask)[0])
+            torch.testing.assert_close(fast, formed, atol=1e-5, rtol=1e-5)
+        for chain in (block.attn.parametrizations.in_proj_weight, block.attn.out_proj.parametrizations.weight):
+            chain.original.data = chain.original.data.to(torch.bfloat16)
+        reference = block.attn(x, x, x, need_weights=False)[0]  # fp32 compute over the bf16 base
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = block.attn(x, x, x, need_weights=False)[0].float()
+    assert (fast - reference).norm() < 0.02 * reference.norm()
+
+
+def test_lora_linear_casts_its_input_once_under_autocast() -> None:
+    """Under bf16 autocast the base and the adapter read one bf16 copy of the input (fewer copies per call), and
+    in inference the update is added in place; the result equals the out-of-place maths."""
+    torch.manual_seed(0)
+    layer = LoRALinear(base=nn.Linear(32, 24), rank=4, alpha=8.0)
+    _nudge_b(layer)
+    x = torch.randn(5, 32)
+    expected = layer.base(x) + layer.scale * (x @ layer.lora_a.t() @ layer.lora_b.t())
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.profiler.profile(record_shapes=True) as prof:
+            out = layer(x)
+    assert out.dtype == torch.bfloat16
+    input_casts = [e for e in prof.events() if e.name == "aten::_to_copy" and e.input_shapes[0] == [5, 32]]
+    assert len(input_casts) == 1  # x once, not again for the adapter
+    torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.05)
