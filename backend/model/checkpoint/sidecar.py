@@ -21,6 +21,7 @@ from typing import Any
 from backend.errors import BackendError
 
 from ..config import ARCHS, SAM_FAMILIES, ModelConfig, Sam2Config, SamConfig
+from ..weight_io.bounded_json import JsonLimitError, loads_bounded
 
 FORMAT = "rsrefseg2-checkpoint"
 FORMAT_VERSION = 1
@@ -35,6 +36,7 @@ _OPEN_CLIP_SIZES = {"embed_dim", "image_size", "layers", "width", "head_width", 
                     "context_length", "vocab_size", "mlp_ratio"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_PROBLEMS = 6
+MAX_SIDECAR_BYTES = 16 << 20
 
 
 def _shown(value: Any) -> str:
@@ -212,9 +214,12 @@ def read_sidecar(checkpoint: Path) -> dict[str, Any]:
     if not sidecar.is_file():
         raise BackendError("checkpoint", f"{sidecar} (the checkpoint's config) is missing",
                            "keep the .json written next to the .safetensors file")
+    if sidecar.stat().st_size > MAX_SIDECAR_BYTES:
+        raise BackendError("checkpoint", f"{sidecar} is {sidecar.stat().st_size} bytes; a checkpoint's sidecar is a "
+                                         f"few kilobytes (at most {MAX_SIDECAR_BYTES >> 20} MB are read)", restore)
     try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = loads_bounded(sidecar.read_bytes())
+    except JsonLimitError as exc:
         raise BackendError("checkpoint", f"{sidecar} is not valid JSON ({exc})", restore) from None
     if not isinstance(data, dict):
         raise BackendError("checkpoint", f"{sidecar} must hold a JSON object, not {_type_name(type(data))}",
