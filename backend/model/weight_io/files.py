@@ -33,12 +33,14 @@ def kind_of(path: Path) -> str:
     from the first bytes; a safetensors file is recognised by an 8-byte length followed by ``{``."""
     with open(path, "rb") as stream:
         head = stream.read(9)
+    # Safetensors first: its length field's first byte is 0x80 (a pickle's PROTO) for one header length in 256.
+    # A pickle's bytes 5-8 are its frame length or first opcodes: three zeros then "{" is no pickle torch writes.
+    if len(head) == 9 and head[8:9] == b"{" and head[5:8] == b"\0\0\0":
+        return "safetensors"
     if head.startswith(_ZIP_MAGIC):
         return "zip"
     if head.startswith(_PICKLE_PROTOCOL):
         return "pickle"
-    if len(head) == 9 and head[8:9] == b"{":
-        return "safetensors"
     return "unknown"
 
 
@@ -68,7 +70,7 @@ def read_safetensors(path: Path, code: str) -> dict[str, torch.Tensor]:
         raise _error(code, path, f"cannot be read as safetensors ({type(exc).__name__})", AGAIN) from None
 
 
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
            "BOOL": torch.bool}
 
@@ -89,7 +91,7 @@ def map_safetensors(path: Path, code: str) -> dict[str, torch.Tensor]:
     start = 8 + header.length
     tensors = {}
     for name, entry in header.tensors.items():
-        dtype = _DTYPES.get(entry.dtype)
+        dtype = TORCH_DTYPES.get(entry.dtype)
         count = math.prod(entry.shape)
         if dtype is None:
             raise _error(code, path, f"has a tensor {name!r} of dtype {entry.dtype}, which no model of ours uses",
