@@ -100,3 +100,35 @@ def test_bounds_leave_sound_values_alone(saved, tmp_path) -> None:
     path = _copy(saved["tiny"], tmp_path)
     _edited(path, "meta.gsd_range_m", [0.001, 10000])
     assert load_model(path).meta.gsd_range_m == (0.001, 10000.0)
+
+
+@pytest.mark.parametrize(("key", "value", "sidecar_shows", "file_shows"), [
+    ("config.clip.name", "ViT-B-32", '"ViT-B-32"', '"tiny-clip"'),
+    ("config.clip.tokenizer", "ViT-B-32", '"ViT-B-32"', '"ViT-B-16"'),  # same shapes: it used to load silently
+    ("config.prompter.num_heads", 2, "2", "4"),
+])
+def test_an_edited_sidecar_config_disagreeing_with_the_file_is_refused(saved, tmp_path, key, value, sidecar_shows,
+                                                                       file_shows) -> None:
+    path = _copy(saved["tiny"], tmp_path)
+    sidecar = _edited(path, key, value)
+    for load in (load_model, lambda p: load_predictor(checkpoint=str(p), device="cpu")):
+        with pytest.raises(BackendError) as info:
+            load(path)
+        assert info.value.code == "checkpoint" and "restore the .json" in info.value.hint
+        assert f"{sidecar} does not describe the model stored in {path.name}" in info.value.message
+        assert f"{key} is {sidecar_shows} in {sidecar.name} but {file_shows} in {path.name}" in info.value.message
+
+
+def test_an_imported_authors_checkpoint_carries_its_config_too(tmp_path) -> None:
+    import torch
+    from authors_layout import authors_state, tiny_config
+
+    from backend.model.authors import import_authors
+
+    config = tiny_config()
+    torch.save({"state_dict": authors_state(config)}, tmp_path / "authors.pth")
+    path = import_authors(tmp_path / "authors.pth", tmp_path / "imported.safetensors", config=config)
+    load_model(path)
+    sidecar = _edited(path, "config.clip.name", "ViT-SO400M-16-SigLIP2-512")
+    with pytest.raises(BackendError, match=f"config.clip.name is \"ViT-SO400M-16-SigLIP2-512\" in {sidecar.name}"):
+        load_model(path)

@@ -3,8 +3,9 @@
 Our checkpoints are ``.safetensors`` (never pickles) plus a sidecar ``.json`` with the model config, the
 format version and the base CLIP/SAM weight files the model was built on (name and SHA-256). Key renames,
 if a checkpoint layout ever changes, belong in this file. Base weights are read by ``base_weights.py``; the
-sidecar is checked by ``checkpoint/sidecar.py`` and the weight files by ``weight_io/files.py`` before anything is
-built, so a damaged, truncated, edited or pickled file fails with a "checkpoint" or "weights" error naming it.
+sidecar is checked by ``checkpoint/sidecar.py`` (and against the config stored in the file, ``stored_config.py``) and
+the weight files by ``weight_io/files.py`` before anything is built, so a damaged, truncated, edited or pickled file
+fails with a "checkpoint" or "weights" error naming it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..weight_io.files import TORCH_DTYPES, check_safetensors, kind_of, map_safe
 from ..weight_io.safetensors_header import SafetensorsHeader
 from ..weight_io.state_check import SHOWN, key_problems
 from .sidecar import FORMAT, FORMAT_VERSION, read_sidecar
+from .stored_config import check_stored_config, stored_metadata
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointMeta", "load_model", "read_checkpoint_meta", "save_checkpoint",
            "trained_state_keys"]
@@ -118,7 +120,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, include_base: bool = Fal
                     "include_base": include_base, "base_weights": model.base_weights,
                     "config": model.config.to_dict(), "meta": meta.to_dict()}
     sidecar = path.with_suffix(".json")
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=stored_metadata(model.config)))
     _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(sidecar_data, indent=2), encoding="utf-8"))
     return sidecar
 
@@ -236,6 +238,7 @@ def load_model(checkpoint: str | Path, clip_weights: str | Path | None = None,
     # Names, shapes and dtypes first, against the model built empty (no memory, no weights), before the base
     # weights are hashed or any tensor is read.
     empty = _build(sidecar, path, None, None, empty=True)
+    check_stored_config(header.metadata, empty.config, path.with_suffix(".json"), path)
     reference = empty.state_dict()
     trained = trained_state_keys(empty)
     _check_header(header, reference, list(reference) if sidecar["include_base"] else trained, path.name)
