@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import BackendError
+from backend.files.bounded_json import JsonLimitError, loads_bounded
 
 from ..config import ARCHS, SAM_FAMILIES, ModelConfig, Sam2Config, SamConfig
-from ..weight_io.bounded_json import JsonLimitError, loads_bounded
 
 FORMAT = "rsrefseg2-checkpoint"
 FORMAT_VERSION = 1

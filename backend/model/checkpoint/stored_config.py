@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import BackendError
+from backend.files.bounded_json import JsonLimitError, loads_bounded
 
 from ..config import ModelConfig, config_from_dict
-from ..weight_io.bounded_json import JsonLimitError, loads_bounded
 
 log = logging.getLogger(__name__)
 

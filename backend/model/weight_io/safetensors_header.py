@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.errors import BackendError
-
-from .bounded_json import JsonLimitError, loads_bounded
+from backend.files.bounded_json import JsonLimitError, loads_bounded
 
 MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header (100 MB)
 AGAIN = "the file is incomplete or damaged (an interrupted copy or download): copy or download it again"
