@@ -13,7 +13,6 @@ Base weight options may be file paths or names known to ``backend.weights.manage
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,11 @@ def _sam_size(config: Any) -> str:
 
 def _cached_for(checkpoint: Path, kind: str) -> Path | None:
     """The weights-folder file for the base weights recorded in the checkpoint's sidecar (None if none/absent)."""
-    try:
-        meta = json.loads(checkpoint.with_suffix(".json").read_text(encoding="utf-8"))
-        record = (meta.get("base_weights") or {}).get(kind)
-    except (OSError, ValueError, AttributeError):
+    from backend.model.checkpoint.sidecar import read_sidecar
+
+    try:  # the checked reader: a huge, deeply nested or malformed sidecar is never parsed here
+        record = read_sidecar(checkpoint)["base_weights"][kind]
+    except BackendError:
         return None  # load_model reports an unreadable sidecar itself
     if not isinstance(record, dict):
         return None

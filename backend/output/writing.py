@@ -1,5 +1,8 @@
 """Write detections as GeoJSON (always) and GeoPackage, atomically and without clobbering.
 
+Both files read back in the polygons' CRS; for a CRS without an EPSG code the GeoJSON carries it as WKT in its
+legacy ``crs`` member (``backend.output.geojson_crs``).
+
 pyogrio writes both: its raw array API takes WKB geometries and numpy field arrays in one vectorised GDAL
 call, so neither fiona nor geopandas is needed. Every file is first written completely under a scratch name in
 the target folder; only then, under the output folders' locks (``backend.files.lock``), are the files put in
@@ -36,6 +39,7 @@ from rasterio.crs import CRS
 from backend.errors import BackendError
 from backend.files.lock import WAIT_SECONDS, LockTimeoutError, folder_locks
 from backend.files.stale import owned_prefix, sweep
+from backend.output.geojson_crs import keep_geojson_crs
 from backend.output.preflight import MIN_FREE_BYTES, check_output_targets, os_error
 from backend.output.probability import ProbabilityMaps, write_probability
 from backend.output.swap import roll_back_dead, swap_in
@@ -168,6 +172,12 @@ def _write_scratch(fmt: str, final: str, geometry: np.ndarray, fields: list[np.n
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise BackendError("bad_request", f"cannot write {final!r}: {reason}",
                            "choose another output name or folder, and check its free space and permissions") from err
+    if fmt == "geojson":
+        try:
+            keep_geojson_crs(temp, crs, final)
+        except BaseException:
+            _remove_quietly(temp)
+            raise
     return temp
 
 

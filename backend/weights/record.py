@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from backend.files.bounded_json import JsonLimitError, loads_bounded
 from backend.files.scratch import create_scratch
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,10 @@ def read(folder: Path) -> dict[str, dict[str, Any]]:
     """The record's entries (relpath → entry); empty when there is none or it cannot be read."""
     path = folder / RECORD_NAME
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_bounded(path.read_bytes())  # a hand-edited record nested 100000 deep crashed `weights list`
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except (OSError, JsonLimitError) as exc:
         log.warning("ignoring the unreadable weights record %s (%s); `weights verify` rewrites it", path, exc)
         return {}
     files = data.get("files") if isinstance(data, dict) else None

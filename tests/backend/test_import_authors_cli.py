@@ -57,3 +57,15 @@ def test_names_cannot_leave_the_folder_and_unknown_names_are_not_found(authors_f
         imported_checkpoint("../escape")
     with pytest.raises(BackendError, match="checkpoint not found"):
         load_predictor(checkpoint="rsrefseg2-refsegrs")
+
+
+def test_a_mis_shaped_file_is_a_weights_error_not_a_bug(authors_file, capsys) -> None:
+    """The CLI's answer to a recipe's own shape error: exit 4 with error/hint, not "this is a bug" (exit 1)."""
+    file, config = authors_file
+    state = torch.load(file, weights_only=True)["state_dict"]
+    state["clip_text_encoder.base_model.model.logit_scale"] = torch.zeros(2)
+    torch.save({"state_dict": state}, file)
+    assert main(["weights", "import-authors", str(file), "--config", str(config)]) == 4
+    err = capsys.readouterr().err
+    assert "error:" in err and "hint:" in err and "logit_scale (2,)" in err and "bug" not in err
+    assert not imported_checkpoint("rsrefseg2-rrsisd").exists()

@@ -103,3 +103,23 @@ def test_a_config_whose_lora_scale_is_not_the_authors_is_refused(tmp_path) -> No
     with pytest.raises(BackendError, match="scale") as caught:
         import_authors(tmp_path / "never-read.pth", tmp_path / "out.safetensors", config=config)
     assert "rsrefseg2-paper" in caught.value.hint and not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_mis_shaped_logit_scale_is_a_weights_error_naming_the_key_and_both_shapes(tmp_path, config, state) -> None:
+    """[2] where one number belongs used to escape the recipe as a RuntimeError ("this is a bug")."""
+    state["clip_text_encoder.base_model.model.logit_scale"] = torch.zeros(2)
+    error = _refused(tmp_path, config, {"state_dict": state})
+    assert "wrong shapes" in error.message
+    assert "clip_text_encoder.base_model.model.logit_scale (2,)" in error.message and "needed ()" in error.message
+
+
+@pytest.mark.parametrize("matrix", ["lora_A", "lora_B"])
+def test_a_lora_pair_of_unequal_ranks_is_a_weights_error_naming_both_shapes(tmp_path, config, state, matrix) -> None:
+    site = f"{VISION}encoder.layers.1.self_attn.k_proj"
+    key = f"{site}.{matrix}.default.weight"
+    rows, columns = state[key].shape
+    state[key] = torch.zeros((2, columns) if matrix == "lora_A" else (rows, 2))
+    a, b = (tuple(state[f"{site}.lora_{m}.default.weight"].shape) for m in "AB")
+    error = _refused(tmp_path, config, {"state_dict": state})
+    assert "LoRA pairs of unequal ranks" in error.message
+    assert f"vision:encoder.layers.1.self_attn.k_proj lora_A {a}, lora_B {b}" in error.message

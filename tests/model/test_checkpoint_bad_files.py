@@ -172,3 +172,21 @@ def test_pickled_checkpoint_is_refused_and_never_runs(tmp_path: Path) -> None:
         path.with_suffix(".json").write_text("{}")
         _assert_clear(_refused(path), "checkpoint", path, "pickle")
     assert not marker.exists()
+
+
+def test_a_safetensors_file_whose_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path: Path) -> None:
+    """One header length in 256 has 0x80 (a pickle's PROTO byte) as its first little-endian byte."""
+    import torch
+    from safetensors.torch import save_file
+
+    model = build_model(load_config("tiny"))
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(model, path, include_base=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    for pad in range(512):
+        save_file(state, str(path), metadata={"format": "pt", "note": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    loaded = load_model(path).state_dict()
+    assert all(torch.equal(loaded[k].float(), v.float()) for k, v in state.items())

@@ -95,3 +95,16 @@ def test_a_registry_name_is_looked_up_in_the_weights_folder(tmp_path, monkeypatc
     folder = write_gemma_like_tokenizer(tmp_path / "siglip2-tokenizer")
     assert tokenizer_folder("siglip2-tokenizer") == folder
     assert GemmaTokenizer(folder=tokenizer_folder("siglip2-tokenizer")).encode(TEXT)[-1] == raw.token_to_id("<eos>")
+
+
+@pytest.mark.parametrize(("text", "words"), [("[" * 100_000 + "]" * 100_000, "nested deeper than 32 levels"),
+                                             ('{"eos_token": ' + "9" * 5000 + "}", "an integer of 5000 digits")],
+                         ids=["nested", "huge-integer"])
+def test_a_hostile_tokenizer_config_is_a_weights_error(tmp_path, text, words) -> None:
+    """Second hostile sweep: a RecursionError or Python's int-size advice used to be the message."""
+    bare = write_gemma_like_tokenizer(tmp_path / "bare", with_config=False)
+    (bare / "tokenizer_config.json").write_text(text, encoding="utf-8")
+    with pytest.raises(BackendError) as info:
+        GemmaTokenizer(folder=bare)
+    assert info.value.code == "weights" and words in info.value.message and "recursion" not in info.value.message
+    assert "set_int_max_str_digits" not in info.value.message

@@ -24,6 +24,7 @@ from backend.files.scratch import create_scratch
 from ..build import build_model
 from ..checkpoint.io import CheckpointMeta
 from ..checkpoint.sidecar import FORMAT, FORMAT_VERSION
+from ..checkpoint.stored_config import stored_metadata
 from ..config import ModelConfig, load_config
 from ..weight_io.files import kind_of, read_torch_pickle
 from .plan import build_plan
@@ -148,6 +149,6 @@ def import_authors(source: str | Path, dest: str | Path, *, config: ModelConfig 
     # ``map_safetensors`` maps each one in place.
     entries.sort(key=lambda entry: -entry[2].itemsize)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    write_streamed(dest, entries, make, {"format": "pt", "source": source.name}, progress)
+    write_streamed(dest, entries, make, {**stored_metadata(config), "source": source.name}, progress)
     _write_sidecar(dest, config, meta or meta_for(dest.stem, source))
     return dest

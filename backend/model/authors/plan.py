@@ -131,6 +131,10 @@ def _logical(state: dict[str, torch.Tensor], problems: _Problems) -> dict[str, d
             problems.add("incomplete LoRA layers (need base_layer.weight, lora_A and lora_B)",
                          f"{part}:{site} has {sorted(keys)}")
             continue
+        lora_a, lora_b = state[keys["A"]], state[keys["B"]]
+        if _rank(lora_a, 0) is None or _rank(lora_a, 0) != _rank(lora_b, 1):
+            problems.add("LoRA pairs of unequal ranks (lora_A's rows must equal lora_B's columns)",
+                         f"{part}:{site} lora_A {tuple(lora_a.shape)}, lora_B {tuple(lora_b.shape)}")
         parts[part][f"{site}.weight"] = _copy(keys["weight"])
         parts[part][f"{site}.lora_A"] = _adapter(keys["A"])
         parts[part][f"{site}.lora_B"] = _adapter(keys["B"])
@@ -203,6 +207,22 @@ def _meta_reader(state: dict[str, torch.Tensor]) -> Reader:
     return lambda key: torch.empty(state[key].shape, dtype=state[key].dtype, device="meta")
 
 
+def _rank(matrix: torch.Tensor, dim: int) -> int | None:
+    """A LoRA matrix's rank: rows of A (``dim`` 0), columns of B (``dim`` 1); None when it is no matrix."""
+    return matrix.shape[dim] if matrix.dim() >= 2 else None
+
+
+def _made_shape(recipe: Recipe, state: dict[str, torch.Tensor]) -> tuple[int, ...] | str:
+    """The shape ``recipe`` makes from the file's shapes (on meta tensors), or why it cannot: a recipe's own shape
+    error (a ``logit_scale`` of [2] where one number belongs, q/k/v adapters of different ranks) names the
+    sources' shapes instead of escaping as an internal error."""
+    try:
+        return tuple(recipe.make(_meta_reader(state)).shape)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        sources = ", ".join(f"{key} {tuple(state[key].shape)}" for key in recipe.sources)
+        return f"cannot be made from {sources} ({str(exc).splitlines()[0][:120]})"
+
+
 def build_plan(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], *, seed: int,
                source_name: str) -> dict[str, Recipe]:
     """Map the authors' ``state_dict`` onto ``target`` (our model's state dict, meta tensors are enough).
@@ -227,8 +247,8 @@ def build_plan(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], 
         if key is None:
             problems.add("keys this model has no place for", authors_name)
             continue
-        if key.endswith((".0.lora_a", ".0.lora_b")) and len(target[key].shape) == 3 and len(
-                recipe.make(_meta_reader(state)).shape) == 2:
+        made = _made_shape(recipe, state)
+        if key.endswith((".0.lora_a", ".0.lora_b")) and len(target[key].shape) == 3 and len(made) == 2:
             recipe = _then(recipe, lambda t: t.unsqueeze(0))  # one adapter: a one-group ``LoRADelta``
         plan[key], shown[key] = recipe, authors_name
     lora_slot = re.compile(r".+\.(lora_a|lora_b)")
@@ -237,12 +257,13 @@ def build_plan(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], 
             plan[key] = _fresh_lora(key, tuple(tensor.shape), seed)
         elif key not in plan:
             problems.add("missing keys (nothing in the file makes them)", key)
-    meta_read = _meta_reader(state)
     for key, recipe in plan.items():
         if not recipe.sources:
             continue
-        shape = tuple(recipe.make(meta_read).shape)
-        if shape != tuple(target[key].shape):
+        shape = _made_shape(recipe, state)
+        if isinstance(shape, str):
+            problems.add("wrong shapes", f"{shown[key]} {shape}, needed {tuple(target[key].shape)} ({key})")
+        elif shape != tuple(target[key].shape):
             problems.add("wrong shapes", f"{shown[key]} {shape} != {tuple(target[key].shape)} ({key})")
     problems.raise_if_any(source_name)
     return plan

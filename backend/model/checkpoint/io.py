@@ -3,8 +3,9 @@
 Our checkpoints are ``.safetensors`` (never pickles) plus a sidecar ``.json`` with the model config, the
 format version and the base CLIP/SAM weight files the model was built on (name and SHA-256). Key renames,
 if a checkpoint layout ever changes, belong in this file. Base weights are read by ``base_weights.py``; the
-sidecar is checked by ``checkpoint/sidecar.py`` and the weight files by ``weight_io/files.py`` before anything is
-built, so a damaged, truncated, edited or pickled file fails with a "checkpoint" or "weights" error naming it.
+sidecar is checked by ``checkpoint/sidecar.py`` (and against the config stored in the file, ``stored_config.py``) and
+the weight files by ``weight_io/files.py`` before anything is built, so a damaged, truncated, edited or pickled file
+fails with a "checkpoint" or "weights" error naming it.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from ..build import build_model
 from ..config import config_from_dict
 from ..device import LOW_PRECISION, low_precision_keys, select_device
 from ..weight_io.base_weights import file_sha256
-from ..weight_io.files import check_safetensors, kind_of, map_safetensors, read_safetensors
-from ..weight_io.state_check import key_problems
+from ..weight_io.files import TORCH_DTYPES, check_safetensors, kind_of, map_safetensors, read_safetensors
+from ..weight_io.safetensors_header import SafetensorsHeader
+from ..weight_io.state_check import SHOWN, key_problems
 from .sidecar import FORMAT, FORMAT_VERSION, read_sidecar
+from .stored_config import check_stored_config, stored_metadata
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointMeta", "load_model", "read_checkpoint_meta", "save_checkpoint",
            "trained_state_keys"]
@@ -117,7 +120,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, include_base: bool = Fal
                     "include_base": include_base, "base_weights": model.base_weights,
                     "config": model.config.to_dict(), "meta": meta.to_dict()}
     sidecar = path.with_suffix(".json")
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=stored_metadata(model.config)))
     _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(sidecar_data, indent=2), encoding="utf-8"))
     return sidecar
 
@@ -179,12 +182,36 @@ def _build(sidecar: dict[str, Any], path: Path, clip_file: str | Path | None,
                            "restore the .json written beside the checkpoint by training") from exc
 
 
-def _check_keys(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], expected: list[str],
-                name: str) -> None:
-    problems = key_problems(state, reference, expected)
+def _check_header(header: SafetensorsHeader, reference: dict[str, torch.Tensor], expected: list[str],
+                  name: str) -> None:
+    """Compare the file's header (names, shapes, dtypes) with the model's state dict before any tensor is read: an
+    8 GiB file that does not fit fails in milliseconds, not after reading it.
+
+    Args:
+        header: the checkpoint's checked header.
+        reference: the model's state dict (meta tensors are enough: only shapes and dtypes are looked at).
+        expected: the keys the file must hold.
+        name: the file name shown.
+    """
+    described = {key: torch.empty(entry.shape, device="meta") for key, entry in header.tensors.items()}
+    problems = key_problems(described, reference, expected)
+    dtypes = sorted(f"{key} {entry.dtype} != {str(reference[key].dtype).removeprefix('torch.')}"
+                    for key, entry in header.tensors.items() if key in reference and key in expected
+                    and not _dtype_fits(entry.dtype, reference[key].dtype))
+    if dtypes:
+        problems.append("wrong dtypes: " + ", ".join(dtypes[:SHOWN]) + (
+            f" … and {len(dtypes) - SHOWN} more" if len(dtypes) > SHOWN else ""))
     if problems:
         raise BackendError("checkpoint", f"{name} does not match its config; " + "; ".join(problems),
                            "use the checkpoint together with the .json written beside it")
+
+
+def _dtype_fits(stored: str, wanted: torch.dtype) -> bool:
+    """Floating tensors may be stored in any float precision we load (fp32, bf16, fp16); others exactly."""
+    dtype = TORCH_DTYPES.get(stored)
+    if wanted.is_floating_point:
+        return dtype in (torch.float32, torch.bfloat16, torch.float16)
+    return dtype == wanted
 
 
 def load_model(checkpoint: str | Path, clip_weights: str | Path | None = None,
@@ -206,30 +233,29 @@ def load_model(checkpoint: str | Path, clip_weights: str | Path | None = None,
     if not path.is_file():
         raise BackendError("checkpoint", f"checkpoint not found: {path}", "check the checkpoint path")
     _require_safetensors(path)
-    check_safetensors(path, "checkpoint")
+    header = check_safetensors(path, "checkpoint")
     sidecar = read_sidecar(path)
+    # Names, shapes and dtypes first, against the model built empty (no memory, no weights), before the base
+    # weights are hashed or any tensor is read.
+    empty = _build(sidecar, path, None, None, empty=True)
+    check_stored_config(header.metadata, empty.config, path.with_suffix(".json"), path)
+    reference = empty.state_dict()
+    trained = trained_state_keys(empty)
+    _check_header(header, reference, list(reference) if sidecar["include_base"] else trained, path.name)
     if sidecar["include_base"]:
-        clip_file = sam_file = None
-    else:
-        clip_file = _verified_base("clip", sidecar["base_weights"]["clip"], clip_weights)
-        sam_file = _verified_base("sam", sidecar["base_weights"]["sam"], sam_weights)
-    if sidecar["include_base"]:
-        # Built empty, then the file's tensors assigned, memory-mapped: no random init, no second copy. Frozen
-        # matmul weights and embedding tables keep the file's dtype (bf16 as released, or fp32 from an older file
-        # whose LoRA was merged); trained tensors and the small rest (norms, biases, buffers) are fp32.
-        model = _build(sidecar, path, None, None, empty=True)
+        # The empty model gets the file's tensors, memory-mapped: no random init, no second copy. Frozen matmul
+        # weights and embedding tables keep the file's dtype (bf16 as released, or fp32 from an older file whose
+        # LoRA was merged); trained tensors and the small rest (norms, biases, buffers) are fp32.
+        model = empty
         state = map_safetensors(path, "checkpoint")
-        reference = model.state_dict()
-        _check_keys(state, reference, list(reference), path.name)
-        keep = low_precision_keys(model) - set(trained_state_keys(model))
+        keep = low_precision_keys(model) - set(trained)
         state = {k: v.float() if k not in keep and v.dtype in LOW_PRECISION else v for k, v in state.items()}
         model.load_state_dict(state, strict=True, assign=True)
     else:
+        clip_file = _verified_base("clip", sidecar["base_weights"]["clip"], clip_weights)
+        sam_file = _verified_base("sam", sidecar["base_weights"]["sam"], sam_weights)
         model = _build(sidecar, path, clip_file, sam_file)
-        state = read_safetensors(path, "checkpoint")
-        reference = model.state_dict()
-        _check_keys(state, reference, trained_state_keys(model), path.name)
-        model.load_state_dict(state, strict=False)
+        model.load_state_dict(read_safetensors(path, "checkpoint"), strict=False)
     model.base_weights = sidecar["base_weights"]
     model.meta = CheckpointMeta.from_dict(sidecar.get("meta", {}))
     return model.to(select_device(device or "cpu")).eval()

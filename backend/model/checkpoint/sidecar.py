@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import BackendError
+from backend.files.bounded_json import JsonLimitError, loads_bounded
 
 from ..config import ARCHS, SAM_FAMILIES, ModelConfig, Sam2Config, SamConfig
 
@@ -28,6 +29,7 @@ META_TEXT_KEYS = ("title", "description", "dataset")
 
 # Numbers in the config are sizes and must be > 0, except these (by field name).
 _ANY_SIGN = {"seed", "alpha"}
+_RANGED = {"input_size"}  # bounds of their own (``_check_input_size``)
 _NON_NEGATIVE = {"dropout", "mean", "window_size", "encoder_global_attn_indexes", "global_att_blocks",
                  "fpn_top_down_levels", "close_gaps"}
 # Sizes inside an inline open_clip model config (``clip.model_cfg``), checked wherever they appear.
@@ -35,6 +37,9 @@ _OPEN_CLIP_SIZES = {"embed_dim", "image_size", "layers", "width", "head_width", 
                     "context_length", "vocab_size", "mlp_ratio"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_PROBLEMS = 6
+MAX_SIDECAR_BYTES = 16 << 20
+MAX_INPUT_SIZE = 4096  # model input side in pixels (the paper's models: 1024 for SAM, 512 for CLIP)
+GSD_RANGE_M = (1e-3, 1e4)  # metres per pixel a training resolution can be (1 mm drone to 10 km products)
 
 
 def _shown(value: Any) -> str:
@@ -56,7 +61,7 @@ def _number(value: Any, tp: type, where: str, name: str, problems: list[str]) ->
           and math.isfinite(value))
     if not ok:
         problems.append(f"{where} must be {_type_name(tp)}, got {_shown(value)}")
-    elif name not in _ANY_SIGN and (value < 0 or (value == 0 and name not in _NON_NEGATIVE)):
+    elif name not in _ANY_SIGN | _RANGED and (value < 0 or (value == 0 and name not in _NON_NEGATIVE)):
         problems.append(f"{where} must be {'non-negative' if name in _NON_NEGATIVE else 'positive'}, got {value}")
 
 
@@ -138,7 +143,7 @@ def _sam_class(sam: Any, where: str, problems: list[str]) -> type | None:
 
 def check_meta(meta: Any, where: str, problems: list[str]) -> None:
     """Append what is wrong with the sidecar's optional ``meta`` object (title, description, dataset: strings;
-    gsd_range_m: null or [lo, hi], two positive numbers with lo <= hi). Other keys are left alone."""
+    gsd_range_m: null or [lo, hi] inside ``GSD_RANGE_M`` with lo <= hi). Other keys are left alone."""
     if not isinstance(meta, dict):
         problems.append(f"{where} must be an object, got {_shown(meta)}")
         return
@@ -150,9 +155,22 @@ def check_meta(meta: Any, where: str, problems: list[str]) -> None:
         return
     numbers = isinstance(gsd, list) and len(gsd) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in gsd)
-    if not numbers or not 0 < gsd[0] <= gsd[1] or gsd[1] == float("inf"):
-        problems.append(f"{where}.gsd_range_m must be [lo, hi], two positive numbers of metres per pixel with "
-                        f"lo <= hi, got {_shown(gsd)}")
+    if not numbers or not GSD_RANGE_M[0] <= gsd[0] <= gsd[1] <= GSD_RANGE_M[1]:  # NaN fails every comparison
+        problems.append(f"{where}.gsd_range_m must be [lo, hi], two numbers of metres per pixel with "
+                        f"{GSD_RANGE_M[0]:g} <= lo <= hi <= {GSD_RANGE_M[1]:g}, got {_shown(gsd)}")
+
+
+def _check_input_size(config: dict[str, Any], problems: list[str]) -> None:
+    """``config.input_size`` (its type is checked with the other fields) must be a multiple of SAM's
+    stride and at most ``MAX_INPUT_SIZE``: a hand-edited 100000 would build a 6250² positional embedding."""
+    size, sam = config.get("input_size"), config.get("sam")
+    if not isinstance(size, int) or isinstance(size, bool) or not isinstance(sam, dict):
+        return
+    patch = sam.get("patch_size", 16)
+    stride = 32 if sam.get("family") == "sam2.1" else patch if isinstance(patch, int) and patch > 0 else 16
+    if size % stride or not stride <= size <= MAX_INPUT_SIZE:
+        problems.append(f"config.input_size must be a multiple of {stride} from {stride} to {MAX_INPUT_SIZE} "
+                        f"(SAM's {'stride' if stride == 32 else 'patch'} {stride}), got {size}")
 
 
 def _check_base_weights(records: Any, where: str, problems: list[str]) -> None:
@@ -186,6 +204,8 @@ def problems_of(data: dict[str, Any]) -> list[str]:
     config = data.get("config")
     if "config" in data:
         _check_dataclass(config, ModelConfig, "config", problems)
+        if isinstance(config, dict):
+            _check_input_size(config, problems)
         if isinstance(config, dict) and "arch" in config and arch in ARCHS and config["arch"] != arch:
             problems.append(f"config.arch {_shown(config['arch'])} differs from arch {_shown(arch)} (edited?)")
     if "meta" in data:
@@ -212,9 +232,12 @@ def read_sidecar(checkpoint: Path) -> dict[str, Any]:
     if not sidecar.is_file():
         raise BackendError("checkpoint", f"{sidecar} (the checkpoint's config) is missing",
                            "keep the .json written next to the .safetensors file")
+    if sidecar.stat().st_size > MAX_SIDECAR_BYTES:
+        raise BackendError("checkpoint", f"{sidecar} is {sidecar.stat().st_size} bytes; a checkpoint's sidecar is a "
+                                         f"few kilobytes (at most {MAX_SIDECAR_BYTES >> 20} MB are read)", restore)
     try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = loads_bounded(sidecar.read_bytes())
+    except JsonLimitError as exc:
         raise BackendError("checkpoint", f"{sidecar} is not valid JSON ({exc})", restore) from None
     if not isinstance(data, dict):
         raise BackendError("checkpoint", f"{sidecar} must hold a JSON object, not {_type_name(type(data))}",

@@ -18,7 +18,6 @@ together, so a result never depends on which other texts were asked with it.)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from tokenizers import Tokenizer
 
 from backend.errors import BackendError
+from backend.files.bounded_json import loads_bounded
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"  # optional: names the pad and EOS tokens when present
@@ -72,7 +72,7 @@ class GemmaTokenizer:
         try:
             self._tokenizer = Tokenizer.from_file(str(file))
             config_file = folder / CONFIG_FILE
-            config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+            config = loads_bounded(config_file.read_bytes()) if config_file.is_file() else {}
         except Exception as exc:
             raise BackendError("weights", f"cannot read the tokenizer in {folder}: {exc}", FETCH_HINT) from exc
         self._tokenizer.no_padding()

@@ -9,7 +9,6 @@ unpickler builds tensors and plain containers and refuses every other Python obj
 
 from __future__ import annotations
 
-import json
 import math
 import mmap
 import pickle
@@ -23,10 +22,10 @@ from safetensors.torch import load_file
 
 from backend.errors import BackendError
 
-_MAX_HEADER = 100 << 20  # safetensors' own limit on the JSON header (100 MB)
+from .safetensors_header import AGAIN, SafetensorsHeader, read_header
+
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOL = b"\x80"  # a pickle of protocol 2 or later starts with PROTO; torch's legacy files too
-AGAIN = "the file is incomplete or damaged (an interrupted copy or download): copy or download it again"
 
 
 def kind_of(path: Path) -> str:
@@ -34,12 +33,14 @@ def kind_of(path: Path) -> str:
     from the first bytes; a safetensors file is recognised by an 8-byte length followed by ``{``."""
     with open(path, "rb") as stream:
         head = stream.read(9)
+    # Safetensors first: its length field's first byte is 0x80 (a pickle's PROTO) for one header length in 256.
+    # A pickle's bytes 5-8 are its frame length or first opcodes: three zeros then "{" is no pickle torch writes.
+    if len(head) == 9 and head[8:9] == b"{" and head[5:8] == b"\0\0\0":
+        return "safetensors"
     if head.startswith(_ZIP_MAGIC):
         return "zip"
     if head.startswith(_PICKLE_PROTOCOL):
         return "pickle"
-    if len(head) == 9 and head[8:9] == b"{":
-        return "safetensors"
     return "unknown"
 
 
@@ -47,31 +48,17 @@ def _error(code: str, path: Path, what: str, hint: str) -> BackendError:
     return BackendError(code, f"{path} {what}", hint)
 
 
-def check_safetensors(path: Path, code: str) -> None:
+def check_safetensors(path: Path, code: str) -> SafetensorsHeader:
     """Check that ``path`` is a whole safetensors file: a readable header whose tensors fill the rest exactly.
+
+    Returns:
+        The checked header (``safetensors_header.read_header``); no tensor data is read.
 
     Raises:
         BackendError(code): naming the file and what is wrong (not safetensors, damaged header, truncated,
             trailing bytes).
     """
-    size = path.stat().st_size
-    with open(path, "rb") as stream:
-        header_len = int.from_bytes(stream.read(8), "little")
-        if size < 10 or not 2 <= header_len <= min(_MAX_HEADER, size - 8):
-            raise _error(code, path, f"is not a complete safetensors file (its {size} bytes hold no valid header)",
-                         AGAIN)
-        raw = stream.read(header_len)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (UnicodeDecodeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        raise _error(code, path, f"has a damaged safetensors header ({type(exc).__name__})", AGAIN) from None
-    expected = 8 + header_len + max(ends, default=0)
-    if size < expected:
-        raise _error(code, path, f"is truncated: its header describes {expected} bytes, the file has {size} "
-                                 f"({expected - size} missing)", AGAIN)
-    if size > expected:
-        raise _error(code, path, f"is damaged: {size - expected} unexpected bytes follow its tensors", AGAIN)
+    return read_header(path, code)
 
 
 def read_safetensors(path: Path, code: str) -> dict[str, torch.Tensor]:
@@ -83,7 +70,7 @@ def read_safetensors(path: Path, code: str) -> dict[str, torch.Tensor]:
         raise _error(code, path, f"cannot be read as safetensors ({type(exc).__name__})", AGAIN) from None
 
 
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
+TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
            "BOOL": torch.bool}
 
@@ -98,32 +85,27 @@ def map_safetensors(path: Path, code: str) -> dict[str, torch.Tensor]:
         BackendError(code): the file is damaged (checked as ``check_safetensors``), or a tensor's bytes do not match
             its dtype and shape.
     """
-    check_safetensors(path, code)
+    header = check_safetensors(path, code)
     with open(path, "rb") as stream:
-        header_len = int.from_bytes(stream.read(8), "little")
-        header = json.loads(stream.read(header_len).decode("utf-8"))
         mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_COPY)
-    start = 8 + header_len
+    start = 8 + header.length
     tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _DTYPES.get(info.get("dtype"))
-        shape = [int(n) for n in info.get("shape", [])]
-        begin, end = (int(n) for n in info["data_offsets"])
-        count = math.prod(shape)
-        if dtype is None or end - begin != count * dtype.itemsize:
-            raise _error(code, path, f"has a damaged safetensors entry {name!r} ({info.get('dtype')} {shape}, "
-                                     f"{end - begin} bytes)", AGAIN)
+    for name, entry in header.tensors.items():
+        dtype = TORCH_DTYPES.get(entry.dtype)
+        count = math.prod(entry.shape)
+        if dtype is None:
+            raise _error(code, path, f"has a tensor {name!r} of dtype {entry.dtype}, which no model of ours uses",
+                         "use a file of F32, BF16 or F16 tensors, as training writes")
         if count == 0:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-        elif (start + begin) % dtype.itemsize:  # not aligned to its item size (another writer): a private copy
-            raw = bytearray(mapped[start + begin:start + end])
-            tensors[name] = torch.frombuffer(raw, dtype=dtype, count=count).view(shape)
+            tensors[name] = torch.empty(entry.shape, dtype=dtype)
+        elif (start + entry.begin) % dtype.itemsize:  # not aligned to its item size (another writer): a copy
+            raw = bytearray(mapped[start + entry.begin:start + entry.end])
+            tensors[name] = torch.frombuffer(raw, dtype=dtype, count=count).view(entry.shape)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "non-writable buffer": the copy-on-write map is writable
-                tensors[name] = torch.frombuffer(mapped, dtype=dtype, count=count, offset=start + begin).view(shape)
+                tensors[name] = torch.frombuffer(mapped, dtype=dtype, count=count,
+                                                 offset=start + entry.begin).view(entry.shape)
     return tensors
 
 
