@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 
+from backend.environment import import_failure
 from backend.errors import EXIT_CODES, BackendError
 from backend.output.preflight import check_utf8
 
@@ -59,6 +60,14 @@ def _report(exc: BackendError) -> int:
     return exc.exit_code
 
 
+def _report_import_failure(exc: ImportError) -> int:
+    """A package that does not import: this Python lacks it (``environment``); one of ours stays a bug."""
+    lacking = import_failure(exc)
+    if lacking is None:
+        raise exc
+    return _report(lacking)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -67,13 +76,18 @@ def main(argv: list[str] | None = None) -> int:
             check_utf8(arg, f"argument {number}")
     except BackendError as exc:
         return _report(exc)
-    args = build_parser(argv).parse_args(argv)
+    try:
+        args = build_parser(argv).parse_args(argv)  # imports the chosen subcommand's module
+    except ImportError as exc:
+        return _report_import_failure(exc)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return importlib.import_module(COMMANDS[args.command][0]).run(args)
     except BackendError as exc:
         return _report(exc)
+    except ImportError as exc:
+        return _report_import_failure(exc)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_CODES["cancelled"]
