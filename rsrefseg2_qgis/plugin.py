@@ -44,6 +44,7 @@ class RSRefSeg2Plugin:
         self.preloader: ModelPreloader | None = None
         self.actions: list[QAction] = []
         self.dialogs: list[ProcessDialog] = []
+        self._setup_dialog: ProcessDialog | None = None  # the last "Set up backend…"
         self._client: BackendClient | None = None
 
     # ------------------------------------------------------------------------------------- worker client
@@ -217,6 +218,11 @@ class RSRefSeg2Plugin:
             authors_model: also download and convert this authors' checkpoint (``rsrefseg2-rrsisd`` or
                 ``rsrefseg2-refsegrs``) and the tokenizer it needs, with the new environment's backend.
         """
+        running = self._setup_dialog
+        if running is not None and running in self.dialogs and running.succeeded is None:
+            running.raise_()  # a second set-up would build into the same folder
+            running.activateWindow()
+            return running
         venv_dir = paths.private_venv_dir(Path(QgsApplication.qgisSettingsDirPath()))
         log_file = venv_dir.parent / "setup-logs" / f"setup-{time.strftime('%Y%m%d-%H%M%S')}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -232,8 +238,9 @@ class RSRefSeg2Plugin:
         steps = setup_steps(venv_dir=venv_dir, gpu=detect_gpu(), log_file=log_file, adopt=adopt)
         if authors_model:
             steps += model_download_steps(paths.venv_python(venv_dir), authors_model)
-        dialog = ProcessDialog(title=tr("Set up the RSRefSeg 2 backend"), steps=steps, parent=self.iface.mainWindow())
-        return self._show_dialog(dialog)
+        self._setup_dialog = ProcessDialog(title=tr("Set up the RSRefSeg 2 backend"), steps=steps,
+                                           parent=self.iface.mainWindow())
+        return self._show_dialog(self._setup_dialog)
 
 
 def _log_worker_line(line: str) -> None:

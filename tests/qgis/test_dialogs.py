@@ -108,6 +108,21 @@ def test_set_up_backend_cancelled_keeps_the_python(plugin, slot_errors, monkeypa
     assert not dialog.isVisible()
 
 
+def test_a_second_set_up_while_one_runs_shows_the_running_one(plugin, slot_errors, monkeypatch, tmp_path) -> None:
+    """Two set-ups at once would build into the same folder: the second request shows the first."""
+    monkeypatch.setattr(plugin_module.paths, "private_venv_dir", lambda profile: tmp_path / "venv")
+    monkeypatch.setattr(plugin_module, "setup_steps", lambda **_: [
+        Step("wait", sys.executable, ("-c", "import time; time.sleep(60)"))])
+    first = plugin.set_up_backend()
+    assert plugin.set_up_backend() is first and plugin.dialogs == [first]
+    _click(first, QDialogButtonBox.StandardButton.Cancel)
+    second = plugin.set_up_backend()  # once it ended, a new set-up may start
+    assert second is not first
+    _click(second, QDialogButtonBox.StandardButton.Cancel)
+    for dialog in (first, second):
+        _click(dialog, QDialogButtonBox.StandardButton.Close)
+
+
 def test_closing_a_process_dialog_by_the_window(slot_errors) -> None:
     dialog = ProcessDialog(title="t", steps=[Step("quick", sys.executable, ("-c", "print('ok')"))])
     dialog.show()
