@@ -135,3 +135,32 @@ def test_a_checked_python_is_moved_into_place_and_adopted(plugin, venv_dir, monk
                            text=True, timeout=120, check=True)
     assert Path(moved.stdout.strip()) == venv_dir  # the moved venv still works from its new place
     dialog.reject()
+
+
+def test_the_probe_asks_the_index_pip_is_configured_with(tmp_path: Path, monkeypatch) -> None:
+    """The probe honours pip's own configuration (here a mirror in a pip.conf, as offices set one): it passes when
+    that index answers with PyTorch, and fails, with the advice, when it answers without."""
+    simple = tmp_path / "mirror" / "simple"
+    (simple / "torch").mkdir(parents=True)
+    (simple / "torch" / "index.html").write_text(
+        '<html><body><a href="torch-2.14.1-py3-none-any.whl">torch-2.14.1-py3-none-any.whl</a></body></html>',
+        encoding="utf-8")
+    config = tmp_path / "pip.conf"
+    config.write_text(f"[global]\nindex-url = {simple.as_uri()}\n", encoding="utf-8")
+    for name in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+    log = tmp_path / "setup.log"
+    steps = setup_steps(venv_dir=tmp_path / "venv", gpu=False, platform="darwin", log_file=log)  # PyPI's index
+    probe = next(step for step in steps if step.arguments[:4] == ("-m", "pip", "index", "versions"))
+    assert probe.arguments[-1] == "torch" and "--index-url" not in probe.arguments
+    started = time.monotonic()
+    answered = subprocess.run([sys.executable, *probe.arguments], capture_output=True, text=True, timeout=120)
+    assert answered.returncode == 0 and "2.14.1" in answered.stdout, answered.stderr
+    assert time.monotonic() - started < 30
+    (simple / "torch" / "index.html").write_text("<html><body></body></html>", encoding="utf-8")
+    empty = subprocess.run([sys.executable, *probe.arguments], capture_output=True, text=True, timeout=120)
+    assert empty.returncode != 0
+    advice = probe.explain(empty.stdout + empty.stderr)
+    assert advice.startswith("The package index offers no PyTorch for this Python (ERROR: "), advice
+    assert "Settings… → Worker Python" in advice and str(log) in advice
