@@ -143,6 +143,8 @@ class ProcessDialog(QDialog):
         self._next()
 
     def _fail(self, failure: str) -> None:
+        if self.succeeded is not None:
+            return
         self.failure = failure
         if failure:
             self.output.appendPlainText(failure)
@@ -150,8 +152,11 @@ class ProcessDialog(QDialog):
 
     def _on_error(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart:
-            self._fail(tr("Cannot start {program}: {error}").format(program=self.process.program(),
-                                                                     error=self.process.errorString()))
+            problem = tr("Cannot start {program}: {error}").format(program=self.process.program(),
+                                                                    error=self.process.errorString())
+            self.output.appendPlainText(problem)
+            explain = self._step.explain if self._step is not None else None
+            self._fail(explain(problem) if explain is not None else problem)
 
     def _finish(self, ok: bool) -> None:
         if self.succeeded is not None:

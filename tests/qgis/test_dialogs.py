@@ -67,7 +67,8 @@ def test_diagnostics_with_a_python_that_cannot_run_say_so(plugin, slot_errors, m
     dialog = plugin.show_diagnostics()
     assert wait_until(lambda: dialog.succeeded is not None, 60)
     assert dialog.succeeded is False and dialog.status.text() == dialog.failure
-    assert str(tmp_path / "gone" / "bin" / "python") in dialog.failure
+    assert str(tmp_path / "gone" / "bin" / "python") in dialog.failure and "Not ready" in dialog.failure
+    assert "Settings… → Worker Python" in dialog.failure
     _click(dialog, QDialogButtonBox.StandardButton.Close)
 
 
