@@ -33,6 +33,8 @@ CHECK_IMPORTS = "import backend, torch, torchvision, numpy, rasterio, open_clip,
 OFFLINE_ADVICE = ("Without network: choose an existing Python that has the project installed in Plugins → "
                   "RSRefSeg 2 → Settings… → Worker Python, or run scripts/setup.sh on a computer with network "
                   "access and choose its Python.")
+
+
 def detect_gpu(timeout: float = 5.0) -> bool:
     """True when ``nvidia-smi -L`` lists at least one GPU (False when it is missing, fails or hangs)."""
     program = shutil.which("nvidia-smi")
@@ -109,8 +111,8 @@ def explain_unreachable(log_file: Path) -> Callable[[str], str]:
         else:
             cause = tr("The package index offers no PyTorch for this Python ({error}).").format(
                 error=first_pip_error(output) or tr("pip printed nothing"))
-        return " ".join((cause, tr(OFFLINE_ADVICE), tr("Nothing was changed; pip's log: {log}").format(
-            log=log_file)))
+        unchanged = tr("The Worker Python setting is unchanged; pip's log: {log}").format(log=log_file)
+        return " ".join((cause, tr(OFFLINE_ADVICE), unchanged))
 
     return explain
 
@@ -144,9 +146,9 @@ def setup_steps(*, venv_dir: Path, gpu: bool, log_file: Path, platform: str = sy
     """
     staged = staging_dir(venv_dir)
     staged_py = str(venv_python(staged))
-    quiet = ("--disable-pip-version-check", "--retries", "0", "--log", str(log_file))
-    pip = ("-m", "pip", "install", *quiet, "--timeout", str(INSTALL_TIMEOUT_S), "--progress-bar", "off")
-    probe = ("-m", "pip", "index", "versions", *quiet, "--timeout", str(PROBE_TIMEOUT_S))
+    common = ("--disable-pip-version-check", "--retries", "0", "--log", str(log_file))
+    pip = ("-m", "pip", "install", *common, "--timeout", str(INSTALL_TIMEOUT_S), "--progress-bar", "off")
+    probe = ("-m", "pip", "index", "versions", *common, "--timeout", str(PROBE_TIMEOUT_S))
     if platform == "darwin":
         index: tuple[str, ...] = ()  # macOS wheels on PyPI (MPS); there is no CUDA build
     elif gpu:
