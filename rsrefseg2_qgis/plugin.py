@@ -23,7 +23,7 @@ from .requests import SegmentRequest
 from .runner import SegmentRunner
 from .settings import PluginSettings
 from .settings_dialog import AUTHORS_MODELS, SettingsDialog, model_download_steps
-from .setup_backend import detect_gpu, install_environment, setup_steps
+from .setup_backend import detect_gpu, install_environment, setup_steps, staging_dir
 
 MENU = "&RSRefSeg 2"
 LOG_TAG = "RSRefSeg 2"
@@ -238,9 +238,17 @@ class RSRefSeg2Plugin:
         steps = setup_steps(venv_dir=venv_dir, gpu=detect_gpu(), log_file=log_file, adopt=adopt)
         if authors_model:
             steps += model_download_steps(paths.venv_python(venv_dir), authors_model)
-        self._setup_dialog = ProcessDialog(title=tr("Set up the RSRefSeg 2 backend"), steps=steps,
-                                           parent=self.iface.mainWindow())
-        return self._show_dialog(self._setup_dialog)
+        dialog = ProcessDialog(title=tr("Set up the RSRefSeg 2 backend"), steps=steps, parent=self.iface.mainWindow())
+        cancelled = tr("Cancelled. The Worker Python setting is unchanged; the unfinished environment in {path} is "
+                       "not used (the next Set up backend… removes it).").format(path=staging_dir(venv_dir))
+
+        def tell_if_cancelled(ok: bool) -> None:
+            if not ok and not dialog.failure:  # a failed step explained itself already
+                dialog.status.setText(cancelled)
+
+        dialog.completed.connect(tell_if_cancelled)
+        self._setup_dialog = dialog
+        return self._show_dialog(dialog)
 
 
 def _log_worker_line(line: str) -> None:

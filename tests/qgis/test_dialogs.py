@@ -105,6 +105,8 @@ def test_set_up_backend_cancelled_keeps_the_python(plugin, slot_errors, monkeypa
     dialog = plugin.set_up_backend()
     _click(dialog, QDialogButtonBox.StandardButton.Cancel)
     assert dialog.succeeded is False and PluginSettings.load().python == before
+    assert dialog.status.text().startswith("Cancelled. The Worker Python setting is unchanged; the unfinished "
+                                           f"environment in {tmp_path / 'venv.partial'} is not used")
     _click(dialog, QDialogButtonBox.StandardButton.Close)
     assert not dialog.isVisible()
 
