@@ -99,3 +99,22 @@ def test_info_reports_a_lacking_python_instead_of_crashing(bare_python: Path) ->
     assert info["missing_packages"] == list(REQUIRED_MODULES)
     assert info["summary"].startswith(f"Not ready: this Python ({bare_python}) lacks torch, ")
     assert "Settings… → Worker Python" in info["summary"] and "error" in info["weights"]
+
+
+def test_a_package_that_is_there_but_does_not_import_is_named(tmp_path: Path) -> None:
+    """A broken binary install (rasterio present, its GDAL library gone) in this very Python: an 'environment'
+    error quoting the import failure, before any output is written, not "this is a bug"."""
+    broken = tmp_path / "shadow" / "rasterio"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        'raise ImportError("libgdal.so.36: cannot open shared object file: No such file or directory")\n',
+        encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(tmp_path / "shadow"), str(ROOT)))}
+    sample = ROOT / "resources" / "sample" / "sample.tif"
+    proc = subprocess.run([sys.executable, "-m", "backend", "segment", str(sample), "a white tank", "-o",
+                           str(tmp_path / "out.gpkg")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == EXIT_CODES["environment"], proc.stderr
+    assert f"error: this Python ({sys.executable}) cannot import a package the backend needs: libgdal.so.36" in \
+        proc.stderr and "bug" not in proc.stderr
+    assert not (tmp_path / "out.gpkg").exists()
