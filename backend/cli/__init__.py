@@ -60,12 +60,16 @@ def _report(exc: BackendError) -> int:
     return exc.exit_code
 
 
-def _report_import_failure(exc: ImportError) -> int:
-    """A package that does not import: this Python lacks it (``environment``); one of ours stays a bug."""
-    lacking = import_failure(exc)
-    if lacking is None:
-        raise exc
-    return _report(lacking)
+def _report_unforeseen(exc: BaseException) -> int:
+    """One sanitised line for an unforeseen failure (the traceback with -v): a package that does not import is
+    this Python lacking it (``environment``); anything else, one of our own modules included, is a bug."""
+    lacking = import_failure(exc) if isinstance(exc, ImportError) else None
+    if lacking is not None:
+        return _report(lacking)
+    log.info("unexpected failure", exc_info=exc)  # shown with -v
+    return _report(BackendError("internal", f"{type(exc).__name__}: {exc}",
+                                "this is a bug: run again with -v to see where it happened, and report it "
+                                "with the output of `python -m backend info`"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,20 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser(argv).parse_args(argv)  # imports the chosen subcommand's module
     except ImportError as exc:
-        return _report_import_failure(exc)
+        return _report_unforeseen(exc)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return importlib.import_module(COMMANDS[args.command][0]).run(args)
     except BackendError as exc:
         return _report(exc)
-    except ImportError as exc:
-        return _report_import_failure(exc)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_CODES["cancelled"]
     except Exception as exc:  # noqa: BLE001 (unforeseen: one sanitised line; the traceback with -v)
-        log.info("unexpected failure", exc_info=exc)  # shown with -v
-        return _report(BackendError("internal", f"{type(exc).__name__}: {exc}",
-                                    "this is a bug: run again with -v to see where it happened, and report it "
-                                    "with the output of `python -m backend info`"))
+        return _report_unforeseen(exc)
