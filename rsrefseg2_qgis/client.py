@@ -245,6 +245,8 @@ class BackendClient:
                      is_cancelled: Callable[[], bool] | None) -> Any:
         if not self.running:
             self._start()
+            if request.TYPE != "ping":  # a worker that cannot run fails on this, not on a first load that crashes
+                self._call_locked(self.protocol.Ping(id=_new_id()), None, is_cancelled)
         replies = self._replies
         self._write(request)
         cancel_deadline: float | None = None

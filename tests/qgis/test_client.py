@@ -63,14 +63,14 @@ def test_a_worker_python_that_is_no_python_is_told_so(tmp_path: Path) -> None:
     assert "Settings… → Worker Python" in info.value.hint and "restarts" not in str(info.value)
 
 
-def test_a_worker_that_dies_after_answering_is_a_crash() -> None:
+def test_a_worker_that_dies_during_its_first_load_is_a_crash() -> None:
     import threading
 
     client = BackendClient(python=PYTHON, backend_root=paths.backend_root())
     try:
-        client.ping()
-        # Killed while it loads (importing torch alone takes longer), as the OOM killer or a CUDA fault would.
-        threading.Timer(0.3, client._process.kill).start()
+        # Killed during its first request, a load (importing torch alone takes longer than the delay), as the
+        # OOM killer or a CUDA fault would: a crash, although the worker never answered that request.
+        threading.Timer(1.0, lambda: client._process.kill()).start()
         with pytest.raises(WorkerError) as info:
             client.load(checkpoint=None, config="tiny", device="cpu")
     finally:
