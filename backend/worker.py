@@ -26,6 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
+from backend.environment import import_failure, lacking_packages, missing_modules, require_packages
 from backend.errors import BackendError, safe_text
 from backend.protocol import (
     PROTOCOL_VERSION,
@@ -81,8 +82,9 @@ def error_reply(req_id: str, exc: BaseException) -> Error:
         exc: what was raised.
 
     Returns:
-        ``BackendError`` → its own code; ``ProtocolError`` → "bad_request"; an out-of-memory error (CUDA or
-        host) → "out_of_memory" with advice; anything else → "internal" with the exception text (through
+        ``BackendError`` → its own code; ``ProtocolError`` → "bad_request"; a third-party package that does
+        not import (a Python without our packages) → "environment"; an out-of-memory error (CUDA or host) →
+        "out_of_memory" with advice; anything else → "internal" with the exception text (through
         ``safe_text``, like every ``BackendError``).
     """
     if isinstance(exc, BackendError):
@@ -90,12 +92,8 @@ def error_reply(req_id: str, exc: BaseException) -> Error:
     if isinstance(exc, ProtocolError):
         return Error(id=req_id, code="bad_request", message=str(exc),
                      hint="this is a bug in the client: its request does not follow the protocol")
-    if isinstance(exc, ModuleNotFoundError):  # a Python without our packages: not a bug, a setting to change
-        return Error(id=req_id, code="environment",
-                     message=f"this Python ({sys.executable}) lacks the package {exc.name or exc}",
-                     hint="install the backend's requirements into it (pip install -r backend/requirements.txt), "
-                          "or in QGIS choose a Python that has them: Plugins → RSRefSeg 2 → Settings… → "
-                          "Worker Python")
+    if isinstance(exc, ImportError) and (lacking := import_failure(exc)) is not None:
+        return Error(id=req_id, code=lacking.code, message=lacking.message, hint=lacking.hint)
     if is_out_of_memory(exc):
         return Error(id=req_id, code="out_of_memory", message=safe_text(f"out of memory: {exc}".strip(": ")),
                      hint=OOM_HINT)
@@ -235,11 +233,12 @@ class Worker:
                     self._finished(item.id)
 
     def _load(self, req: Load) -> Loaded:
+        log.info("loading checkpoint=%s config=%s device=%s mode=%s", req.checkpoint, req.config, req.device,
+                 req.mode)
+        require_packages()  # every missing package named at once, before the engine imports any of them
         from backend.engine import Engine
         from backend.loading import describe
 
-        log.info("loading checkpoint=%s config=%s device=%s mode=%s", req.checkpoint, req.config, req.device,
-                 req.mode)
         self._set_threads()
         # The working model stays loaded until the next one has been built: a load that fails (missing base
         # weights, a bad file, no CUDA) leaves the previous model answering, never no model at all. Only running
@@ -423,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         threads = automatic_threads()
         log.warning("%s; using %s", exc, threads)
     log.info("worker ready (protocol %d, backend %s, pid %d)", PROTOCOL_VERSION, backend_version(), os.getpid())
+    if missing := missing_modules():
+        log.warning("%s", lacking_packages(missing))  # each load is answered with this error too
     return Worker(protocol_out, threads=threads).serve(read_lines(sys.stdin.fileno()))
 
 

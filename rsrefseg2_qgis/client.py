@@ -38,7 +38,8 @@ class WorkerError(Exception):
     """A failed request, as the worker reported it or as the client observed it (crash, missing Python).
 
     Attributes:
-        code: the ``backend.errors`` code, or "worker_crashed" / "worker_start" for client-side failures.
+        code: the ``backend.errors`` code, or "worker_crashed" / "worker_start" for client-side failures
+            ("environment" too when the worker exits before answering anything: it cannot run there).
         message: what went wrong.
         hint: what to do about it.
     """
@@ -90,6 +91,7 @@ class BackendClient:
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._loaded: tuple[Any, Any] | None = None  # (load request without id, Loaded reply)
         self._closing = False
+        self._answered = False  # whether the running worker has answered anything (else it never started)
         self._stderr_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -123,6 +125,7 @@ class BackendClient:
         self._stderr.clear()
         self._loaded = None
         self._closing = False
+        self._answered = False
         self._process = process
         threading.Thread(target=self._read_stdout, args=(process, self._replies), daemon=True,
                          name="rsrefseg2-stdout").start()
@@ -242,6 +245,8 @@ class BackendClient:
                      is_cancelled: Callable[[], bool] | None) -> Any:
         if not self.running:
             self._start()
+            if request.TYPE != "ping":  # a worker that cannot run fails on this, not on a first load that crashes
+                self._call_locked(self.protocol.Ping(id=_new_id()), None, is_cancelled)
         replies = self._replies
         self._write(request)
         cancel_deadline: float | None = None
@@ -261,6 +266,7 @@ class BackendClient:
                 continue
             if reply is _EOF:
                 raise self._crash_error()
+            self._answered = True
             if reply.id != request.id:
                 continue  # a late reply to an earlier, abandoned request
             if reply.TYPE == "progress":
@@ -289,6 +295,11 @@ class BackendClient:
         if self._closing:
             return WorkerError("cancelled", tr("The backend was shut down."))
         tail = self.stderr_tail() or tr("(the worker printed nothing)")
+        if not self._answered:  # it never ran: a Python without our packages, or not a Python at all
+            return WorkerError(
+                "environment", tr("The backend cannot run with {python} (it exited with status {status} before "
+                                  "answering). Its last messages:\n{tail}").format(
+                                      python=self.python, status=status, tail=tail), no_python_hint())
         if "No module named" in tail:  # a Python without the backend's packages: not a crash to retry
             hint = no_python_hint()
         else:

@@ -80,7 +80,7 @@ class SegmentDock(QDockWidget):
         self.refine_tool: RefineMapTool | None = None  # on the last answer that can be refined
         self._model_scale = ModelScale()  # of the last model loaded for this dock's choice
         self._chosen: LoadSpec | None = None  # the model the widgets named last
-        self._model_error = ""  # the load failure the status line shows, cleared once it is stale
+        self._error = ""  # the failure (a model load, a query) the status line shows, cleared once it is stale
         self._build()
         self._restore(settings)
         self._on_layer_changed(self.layer_combo.currentLayer())
@@ -299,8 +299,8 @@ class SegmentDock(QDockWidget):
         self.reload_model()
 
     def reload_model(self) -> None:
-        """Load the chosen model again (new settings, a restarted worker); a model error shown is stale now."""
-        self._clear_model_error()
+        """Load the chosen model again (new settings, a restarted worker); an error shown is stale now."""
+        self._clear_error()
         self._chosen = None  # a new worker Python or thread count means a new worker, even for the same model
         self.refresh_models()  # e.g. one downloaded from the settings dialog
         self._on_model_changed()
@@ -322,7 +322,7 @@ class SegmentDock(QDockWidget):
         if spec != self.load_spec():
             return  # loaded for an earlier choice
         self._model_scale = info.scale
-        self._clear_model_error()  # loaded now: an earlier failure to load is stale
+        self._clear_error()  # loaded now: an earlier failure to load (or a query's "no model") is stale
         line = info.title or (Path(spec.checkpoint).stem if spec.checkpoint else self.model_label.text())
         details = "\n".join(part for part in (info.label(spec.checkpoint), spec.checkpoint, info.model,
                                               tr("on {device}").format(device=info.device)) if part)
@@ -331,14 +331,14 @@ class SegmentDock(QDockWidget):
     def show_model_error(self, spec: LoadSpec, text: str) -> None:
         """The worker could not load ``spec``: say so under the model (queries will say it again)."""
         if spec == self.load_spec():
-            self._model_error = text
+            self._error = text
             self.status_label.setText(text)
 
-    def _clear_model_error(self) -> None:
-        """Remove the model error from the status line, unless something newer replaced it there."""
-        if self._model_error and self.status_label.text() == self._model_error:
+    def _clear_error(self) -> None:
+        """Remove the error from the status line, unless something newer replaced it there."""
+        if self._error and self.status_label.text() == self._error:
             self.status_label.setText("")
-        self._model_error = ""
+        self._error = ""
 
     def _start_drawing(self) -> None:
         canvas = self.iface.mapCanvas()
@@ -370,6 +370,8 @@ class SegmentDock(QDockWidget):
         """A query ended (a ``TaskOutcome``): make its answer the one the Refine tool edits, through ``client``
         (the worker that segmented it); an answer that cannot be refined (find-all, several phrases) disables it."""
         if outcome.status != "done":
+            if outcome.status == "failed":
+                self._error = outcome.text  # shown next; stale once the settings, the worker or the model change
             return  # a failed or cancelled query leaves the last answer refinable
         self._leave_refine()
         if outcome.layer is None or outcome.source is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .requests import SegmentRequest
 from .runner import SegmentRunner
 from .settings import PluginSettings
 from .settings_dialog import AUTHORS_MODELS, SettingsDialog, model_download_steps
-from .setup_backend import detect_gpu, setup_steps
+from .setup_backend import detect_gpu, install_environment, setup_steps, staging_dir
 
 MENU = "&RSRefSeg 2"
 LOG_TAG = "RSRefSeg 2"
@@ -43,6 +44,7 @@ class RSRefSeg2Plugin:
         self.preloader: ModelPreloader | None = None
         self.actions: list[QAction] = []
         self.dialogs: list[ProcessDialog] = []
+        self._setup_dialog: ProcessDialog | None = None  # the last "Set up backend…"
         self._client: BackendClient | None = None
 
     # ------------------------------------------------------------------------------------- worker client
@@ -209,23 +211,43 @@ class RSRefSeg2Plugin:
         return self.set_up_backend(AUTHORS_MODELS[index - 1][0] if index else None)
 
     def set_up_backend(self, authors_model: str | None = None) -> ProcessDialog:
-        """Create the private venv with the right torch; on success it becomes the worker interpreter.
+        """Build the private venv apart; once its Python imports our packages it is moved into place and becomes
+        the worker interpreter. A failed or cancelled set-up leaves the setting and the old venv as they were.
 
         Args:
             authors_model: also download and convert this authors' checkpoint (``rsrefseg2-rrsisd`` or
                 ``rsrefseg2-refsegrs``) and the tokenizer it needs, with the new environment's backend.
         """
+        running = self._setup_dialog
+        if running is not None and running in self.dialogs and running.succeeded is None:
+            running.raise_()  # a second set-up would build into the same folder
+            running.activateWindow()
+            return running
         venv_dir = paths.private_venv_dir(Path(QgsApplication.qgisSettingsDirPath()))
-        steps = setup_steps(venv_dir=venv_dir, gpu=detect_gpu())
+        log_file = venv_dir.parent / "setup-logs" / f"setup-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+
+        def adopt() -> str:
+            self.shutdown_worker()  # nothing may run from the environment that is moved aside
+            python = install_environment(venv_dir)
+            replace(PluginSettings.load(), python=str(python)).save()
+            if self.dock is not None:
+                self.dock.apply_settings(PluginSettings.load())
+            return tr("The worker now uses {python}.").format(python=python)
+
+        steps = setup_steps(venv_dir=venv_dir, gpu=detect_gpu(), log_file=log_file, adopt=adopt)
         if authors_model:
             steps += model_download_steps(paths.venv_python(venv_dir), authors_model)
         dialog = ProcessDialog(title=tr("Set up the RSRefSeg 2 backend"), steps=steps, parent=self.iface.mainWindow())
+        cancelled = tr("Cancelled. The Worker Python setting is unchanged; the unfinished environment in {path} is "
+                       "not used (the next Set up backend… removes it).").format(path=staging_dir(venv_dir))
 
-        def adopt(ok: bool) -> None:
-            if ok:
-                replace(PluginSettings.load(), python=str(paths.venv_python(venv_dir))).save()
+        def tell_if_cancelled(ok: bool) -> None:
+            if not ok and not dialog.failure:  # a failed step explained itself already
+                dialog.status.setText(cancelled)
 
-        dialog.completed.connect(adopt)
+        dialog.completed.connect(tell_if_cancelled)
+        self._setup_dialog = dialog
         return self._show_dialog(dialog)
 
 

@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 
+from backend.environment import import_failure
 from backend.errors import EXIT_CODES, BackendError
 from backend.output.preflight import check_utf8
 
@@ -59,6 +60,18 @@ def _report(exc: BackendError) -> int:
     return exc.exit_code
 
 
+def _report_unforeseen(exc: BaseException) -> int:
+    """One sanitised line for an unforeseen failure (the traceback with -v): a package that does not import is
+    this Python lacking it (``environment``); anything else, one of our own modules included, is a bug."""
+    lacking = import_failure(exc) if isinstance(exc, ImportError) else None
+    if lacking is not None:
+        return _report(lacking)
+    log.info("unexpected failure", exc_info=exc)  # shown with -v
+    return _report(BackendError("internal", f"{type(exc).__name__}: {exc}",
+                                "this is a bug: run again with -v to see where it happened, and report it "
+                                "with the output of `python -m backend info`"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -67,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             check_utf8(arg, f"argument {number}")
     except BackendError as exc:
         return _report(exc)
-    args = build_parser(argv).parse_args(argv)
+    try:
+        args = build_parser(argv).parse_args(argv)  # imports the chosen subcommand's module
+    except ImportError as exc:
+        return _report_unforeseen(exc)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -78,7 +94,4 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return EXIT_CODES["cancelled"]
     except Exception as exc:  # noqa: BLE001 (unforeseen: one sanitised line; the traceback with -v)
-        log.info("unexpected failure", exc_info=exc)  # shown with -v
-        return _report(BackendError("internal", f"{type(exc).__name__}: {exc}",
-                                    "this is a bug: run again with -v to see where it happened, and report it "
-                                    "with the output of `python -m backend info`"))
+        return _report_unforeseen(exc)

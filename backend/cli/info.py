@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import importlib.util
 import json
 import platform
 import sys
@@ -19,12 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from backend.cli.segment import DEMO_CHECKPOINT
+from backend.environment import lacking_packages, missing_modules
 from backend.protocol import weights_dir
 from backend.threads import choose_threads
-
-# What the worker imports to run a model (import names), in the order a user would install them.
-REQUIRED_MODULES = ("torch", "torchvision", "numpy", "open_clip", "segment_anything", "safetensors", "tokenizers",
-                    "rasterio", "shapely", "scipy", "pyogrio", "tqdm")
 
 
 def _probe(fn: Callable[[], Any]) -> Any:
@@ -109,17 +105,11 @@ def collect(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     }
 
 
-def missing_modules() -> list[str]:
-    """The ``REQUIRED_MODULES`` this Python cannot import (found without importing them)."""
-    return [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
-
-
 def readiness(missing: list[str], precision: dict[str, Any]) -> str:
     """The one-line verdict: what answers a query here, or what is missing and what to do."""
     if missing:
-        return (f"Not ready: this Python ({sys.executable}) lacks {', '.join(missing)}. Install the backend's "
-                f"requirements into it (pip install -r backend/requirements.txt), or in QGIS choose a Python that "
-                f"has them: Plugins → RSRefSeg 2 → Settings… → Worker Python.")
+        lacking = lacking_packages(missing)
+        return f"Not ready: {lacking.message}: {lacking.hint}."
     if "error" in precision:
         return f"Not ready: PyTorch does not work here ({precision['error']})."
     model = "Demo model" if DEMO_CHECKPOINT.is_file() else "no bundled model (give --checkpoint)"

@@ -41,10 +41,41 @@ def test_a_worker_that_dies_reports_its_last_stderr_lines(tmp_path: Path) -> Non
     client = BackendClient(python=Path(sys._base_executable), backend_root=tmp_path)
     with pytest.raises(WorkerError) as info:
         client.ping()
-    assert info.value.code == "worker_crashed"
-    assert "exit status 1" in info.value.message and "No module named 'backend'" in info.value.message
+    assert info.value.code == "environment"  # it never answered: not a crash to retry, a setting to change
+    assert "exited with status 1 before answering" in info.value.message
+    assert "No module named 'backend'" in info.value.message
     assert "Worker Python" in info.value.hint  # a Python without the backend's packages: choose another
     assert not client.running
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX program that is not Python")
+def test_a_worker_python_that_is_no_python_is_told_so(tmp_path: Path) -> None:
+    """A program picked by mistake as the Worker Python (here the system's ``true``) exits at once, saying
+    nothing: it was "stopped unexpectedly … the next query restarts it", as if a retry could help."""
+    import shutil
+
+    client = BackendClient(python=Path(shutil.which("true")), backend_root=paths.backend_root())
+    with pytest.raises(WorkerError) as info:
+        client.ping()
+    assert info.value.code == "environment"
+    assert info.value.message.startswith(f"The backend cannot run with {shutil.which('true')} (it exited with "
+                                         "status 0 before answering)")
+    assert "Settings… → Worker Python" in info.value.hint and "restarts" not in str(info.value)
+
+
+def test_a_worker_that_dies_during_its_first_load_is_a_crash() -> None:
+    import threading
+
+    client = BackendClient(python=PYTHON, backend_root=paths.backend_root())
+    try:
+        # Killed during its first request, a load (importing torch alone takes longer than the delay), as the
+        # OOM killer or a CUDA fault would: a crash, although the worker never answered that request.
+        threading.Timer(1.0, lambda: client._process.kill()).start()
+        with pytest.raises(WorkerError) as info:
+            client.load(checkpoint=None, config="tiny", device="cpu")
+    finally:
+        client.shutdown()
+    assert info.value.code == "worker_crashed" and "The next query restarts it" in info.value.hint
 
 
 def test_the_thread_setting_reaches_the_worker() -> None:

@@ -56,8 +56,20 @@ def test_diagnostics_opens_finishes_and_closes(plugin, slot_errors) -> None:
     assert dialog.isVisible()
     assert wait_until(lambda: dialog.succeeded is not None, 120)
     assert dialog.succeeded, dialog.output.toPlainText()[-2000:]
+    assert dialog.status.text().startswith("Ready: ")  # the readiness line heads the details
     _click(dialog, QDialogButtonBox.StandardButton.Close)
     assert not dialog.isVisible() and dialog not in plugin.dialogs
+
+
+def test_diagnostics_with_a_python_that_cannot_run_say_so(plugin, slot_errors, monkeypatch, tmp_path) -> None:
+    """A Worker Python that is gone (a removed venv): the dialog says which and what to do."""
+    monkeypatch.setenv("RSREFSEG2_PYTHON", str(tmp_path / "gone" / "bin" / "python"))
+    dialog = plugin.show_diagnostics()
+    assert wait_until(lambda: dialog.succeeded is not None, 60)
+    assert dialog.succeeded is False and dialog.status.text() == dialog.failure
+    assert str(tmp_path / "gone" / "bin" / "python") in dialog.failure and "Not ready" in dialog.failure
+    assert "Settings… → Worker Python" in dialog.failure
+    _click(dialog, QDialogButtonBox.StandardButton.Close)
 
 
 def test_diagnostics_cancel_then_close(plugin, slot_errors) -> None:
@@ -71,11 +83,13 @@ def test_diagnostics_cancel_then_close(plugin, slot_errors) -> None:
 def test_set_up_backend_adopts_its_python_and_closes(plugin, slot_errors, monkeypatch, tmp_path: Path) -> None:
     """The real dialog and signal wiring; the pip steps are replaced by quick local commands (no network here)."""
     venv_python = tmp_path / "venv" / "bin" / "python"
+    staged_python = tmp_path / "venv.partial" / "bin" / "python"
     monkeypatch.setattr(plugin_module.paths, "private_venv_dir", lambda profile: tmp_path / "venv")
     monkeypatch.setattr(plugin_module, "detect_gpu", lambda: False)
-    monkeypatch.setattr(plugin_module, "setup_steps", lambda **_: [
-        Step("make the venv", sys.executable, ("-c", f"import pathlib; p = pathlib.Path({str(venv_python)!r}); "
-                                                     "p.parent.mkdir(parents=True); p.touch()"))])
+    monkeypatch.setattr(plugin_module, "setup_steps", lambda **kwargs: [
+        Step("make the venv", sys.executable, ("-c", f"import pathlib; p = pathlib.Path({str(staged_python)!r}); "
+                                                     "p.parent.mkdir(parents=True); p.touch()"),
+             on_success=kwargs["adopt"])])
     dialog = plugin.set_up_backend()
     assert wait_until(lambda: dialog.succeeded is not None, 60)
     assert dialog.succeeded and PluginSettings.load().python == str(venv_python)
@@ -91,8 +105,25 @@ def test_set_up_backend_cancelled_keeps_the_python(plugin, slot_errors, monkeypa
     dialog = plugin.set_up_backend()
     _click(dialog, QDialogButtonBox.StandardButton.Cancel)
     assert dialog.succeeded is False and PluginSettings.load().python == before
+    assert dialog.status.text().startswith("Cancelled. The Worker Python setting is unchanged; the unfinished "
+                                           f"environment in {tmp_path / 'venv.partial'} is not used")
     _click(dialog, QDialogButtonBox.StandardButton.Close)
     assert not dialog.isVisible()
+
+
+def test_a_second_set_up_while_one_runs_shows_the_running_one(plugin, slot_errors, monkeypatch, tmp_path) -> None:
+    """Two set-ups at once would build into the same folder: the second request shows the first."""
+    monkeypatch.setattr(plugin_module.paths, "private_venv_dir", lambda profile: tmp_path / "venv")
+    monkeypatch.setattr(plugin_module, "setup_steps", lambda **_: [
+        Step("wait", sys.executable, ("-c", "import time; time.sleep(60)"))])
+    first = plugin.set_up_backend()
+    assert plugin.set_up_backend() is first and plugin.dialogs == [first]
+    _click(first, QDialogButtonBox.StandardButton.Cancel)
+    second = plugin.set_up_backend()  # once it ended, a new set-up may start
+    assert second is not first
+    _click(second, QDialogButtonBox.StandardButton.Cancel)
+    for dialog in (first, second):
+        _click(dialog, QDialogButtonBox.StandardButton.Close)
 
 
 def test_closing_a_process_dialog_by_the_window(slot_errors) -> None:
@@ -165,4 +196,7 @@ def test_diagnostics_work_when_the_worker_python_lacks_our_packages(plugin, slot
     text = dialog.output.toPlainText()
     assert dialog.succeeded, text[-2000:]
     assert "Not ready: this Python" in text and "numpy" in text and "Worker Python" in text
+    # The readiness line is the dialog's headline, above the details.
+    assert dialog.status.text().startswith(f"Not ready: this Python ({tmp_path / 'bare' / 'bin' / 'python'}) "
+                                           "lacks torch, ") and "Settings… → Worker Python" in dialog.status.text()
     _click(dialog, QDialogButtonBox.StandardButton.Close)

@@ -158,5 +158,5 @@ def test_a_worker_python_without_our_packages_is_told_so_not_called_a_bug(tmp_pa
             client.load(checkpoint=str(paths.demo_checkpoint()), config=None, device="cpu")
     finally:
         client.shutdown()
-    assert raised.value.code == "environment" and "lacks the package" in raised.value.message
+    assert raised.value.code == "environment" and "lacks torch, torchvision, numpy" in raised.value.message
     assert "Settings… → Worker Python" in raised.value.hint and "bug" not in str(raised.value)

@@ -12,7 +12,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QEventLoop, QTimer
 from rsrefseg2_qgis import paths
 from rsrefseg2_qgis.process_dialog import ProcessDialog, Step, diagnostics_step
 from rsrefseg2_qgis.settings import PREFIX, PluginSettings, model_choice
-from rsrefseg2_qgis.setup_backend import CPU_INDEX, CUDA_INDEX_WINDOWS, setup_steps
+from rsrefseg2_qgis.setup_backend import CPU_INDEX, CUDA_INDEX_WINDOWS, explain_pip_failure, setup_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,17 +61,29 @@ def test_model_choice_defaults_to_the_bundled_demo_checkpoint() -> None:
     assert chosen.checkpoint == "/models/x.safetensors" and not chosen.untrained
 
 
+def _torch_step(steps: list[Step]) -> Step:
+    return next(step for step in steps if "torch==2.14.1" in step.arguments)
+
+
 def test_setup_steps_pick_the_torch_build(tmp_path: Path) -> None:
-    cpu = setup_steps(venv_dir=tmp_path / "venv", gpu=False, platform="linux", python="/usr/bin/python3")
-    assert cpu[0].arguments == ("-m", "venv", str(tmp_path / "venv"))
-    torch_step = cpu[2]
-    assert torch_step.program == str(paths.venv_python(tmp_path / "venv"))
-    assert "torch==2.14.1" in torch_step.arguments and CPU_INDEX in torch_step.arguments
-    gpu_linux = setup_steps(venv_dir=tmp_path, gpu=True, platform="linux", python="python3")[2]
+    log = tmp_path / "setup.log"
+    cpu = setup_steps(venv_dir=tmp_path / "venv", gpu=False, platform="linux", python="/usr/bin/python3",
+                      log_file=log)
+    staged = tmp_path / "venv.partial"  # built apart; moved to venv only once it works
+    assert cpu[1].arguments == ("-m", "venv", str(staged))
+    torch_step = _torch_step(cpu)
+    assert torch_step.program == str(paths.venv_python(staged))
+    assert CPU_INDEX in torch_step.arguments
+    assert torch_step.arguments[torch_step.arguments.index("--retries") + 1] == "0"  # no minutes of retries
+    assert torch_step.arguments[torch_step.arguments.index("--log") + 1] == str(log)
+    gpu_linux = _torch_step(setup_steps(venv_dir=tmp_path, gpu=True, platform="linux", python="python3",
+                                        log_file=log))
     assert "--index-url" not in gpu_linux.arguments  # PyPI's Linux wheels are the CUDA build
-    gpu_windows = setup_steps(venv_dir=tmp_path, gpu=True, platform="win32", python="python")[2]
+    gpu_windows = _torch_step(setup_steps(venv_dir=tmp_path, gpu=True, platform="win32", python="python",
+                                          log_file=log))
     assert CUDA_INDEX_WINDOWS in gpu_windows.arguments
-    requirements = Path(cpu[3].arguments[cpu[3].arguments.index("-r") + 1])
+    requirements_step = next(step for step in cpu if "-r" in step.arguments)
+    requirements = Path(requirements_step.arguments[requirements_step.arguments.index("-r") + 1])
     assert requirements == paths.backend_root() / "backend" / "requirements.txt" and requirements.is_file()
 
 
@@ -119,6 +131,24 @@ def test_process_dialog_cancel_kills_the_running_step() -> None:
     dialog.cancel()
     assert dialog.succeeded is False
     assert dialog.process.state() == dialog.process.ProcessState.NotRunning
+    dialog.deleteLater()
+
+
+def test_a_failed_pip_step_shows_its_first_error_and_the_log(tmp_path: Path) -> None:
+    """Real pip, no index: pip's last line is a consequence; the first ERROR line is the cause."""
+    log = tmp_path / "logs" / "setup.log"
+    (tmp_path / "no-wheels").mkdir()
+    step = Step("pip", sys.executable, ("-m", "pip", "install", "--no-index", "--find-links",
+                                        str(tmp_path / "no-wheels"), "--retries", "0", "--log", str(log),
+                                        "--target", str(tmp_path / "t"), "rsrefseg2-no-such-package==1.0"),
+                explain=explain_pip_failure(log))
+    dialog = ProcessDialog(title="t", steps=[step])
+    dialog.start()
+    assert _wait_done(dialog) is False
+    assert dialog.failure.startswith("pip failed: ERROR: Could not find a version that satisfies the requirement "
+                                     "rsrefseg2-no-such-package==1.0"), dialog.failure
+    assert dialog.failure.endswith(f"pip's full log: {log}") and log.is_file()
+    assert "Worker Python setting is unchanged" in dialog.failure and dialog.status.text() == dialog.failure
     dialog.deleteLater()
 
 
