@@ -42,7 +42,7 @@ from backend.passes import (
     refine_pass,
     view_clicks,
 )
-from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, Click, PhraseSummary, Window
+from backend.protocol import DEFAULT_REFINE, MIN_TILE_SIZE, RESOLUTION_AUTO, Click, PhraseSummary, Window
 from backend.raster.normalize import stretch_for_view
 from backend.raster.reading import MAX_VIEW_PIXELS, RasterView, make_view, read_tile
 from backend.raster.resolution import ResolutionChoice, choose_resolution
@@ -164,6 +164,12 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
                            f"use one of {', '.join(REFINE_STRATEGIES)}")
     if not 0.0 < job.threshold < 1.0:
         raise BackendError("bad_request", f"threshold {job.threshold} is outside (0, 1)", "use e.g. 0.5")
+    if not (math.isfinite(job.simplify_tolerance) and job.simplify_tolerance >= 0):
+        raise BackendError("bad_request", f"simplify tolerance {job.simplify_tolerance} is not a distance >= 0",
+                           "give a tolerance in map units, e.g. 0.5, or 0 to keep the outlines as traced")
+    if job.min_area_px < 0:
+        raise BackendError("bad_request", f"minimum area {job.min_area_px} px is negative",
+                           "give a number of pixels >= 0, e.g. 16")
     if (job.clicks or job.box is not None) and (job.mode != "view" or len(phrases) != 1):
         raise BackendError("bad_request", "clicks and a box refine one phrase's answer in view mode",
                            "give one phrase and leave find-all mode off")
@@ -183,10 +189,10 @@ def _tile_grid_size(job: SegmentJob, input_size: int) -> tuple[int, int]:
     """The run's (tile side, overlap) in view pixels, defaults resolved against the model's input size."""
     tile_size = job.tile_size or input_size
     overlap = tile_size // 8 if job.overlap is None else job.overlap
-    if tile_size < 16 or not 0 <= overlap < tile_size // 2:
+    if tile_size < MIN_TILE_SIZE or not 0 <= overlap < tile_size // 2:
         raise BackendError("bad_request", f"tile size {tile_size} with overlap {overlap} is not usable",
-                           f"use a tile size of at least 16 px and an overlap below half of it, e.g. {input_size} "
-                           f"and {input_size // 8} (this model's input size and an eighth of it)")
+                           f"use a tile size of at least {MIN_TILE_SIZE} px and an overlap below half of it, "
+                           f"e.g. {input_size} and {input_size // 8} (this model's input size and an eighth of it)")
     return tile_size, overlap
 
 

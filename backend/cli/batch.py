@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from backend.batch.plan import DEFAULT_PART_SIZE
-from backend.cli.segment import _numbers, _phrases, _resolution
+from backend.cli.segment import _numbers, _phrases, _resolution, check_search_numbers
 from backend.errors import EXIT_CODES
 from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO
 
@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from backend.batch.run import run_batch, summary_lines
     from backend.batch.work import BatchSettings
 
+    check_search_numbers(args)
     phrases = _phrases(args)
     # A checkpoint file by its absolute path: Ray's workers do not run in this folder. (A name is an imported one.)
     checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint and Path(args.checkpoint).is_file() \

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from backend.errors import BackendError
 from backend.output.preflight import check_output_targets, check_utf8, decode_utf8
-from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO, Click
+from backend.protocol import DEFAULT_REFINE, MIN_TILE_SIZE, REFINE_STRATEGIES, RESOLUTION_AUTO, Click
 
 # The demo checkpoint shipped beside the backend (``<backend root>/resources/models``, in a checkout and in the
 # plugin ZIP alike): what the dock answers with when no model is chosen, and so the CLI's default too.
@@ -195,6 +195,31 @@ def _check_raster(args: argparse.Namespace, window) -> None:
     view_clicks(view, args.clicks, args.box)
 
 
+def check_search_numbers(args: argparse.Namespace) -> None:
+    """Refuse ``--threshold``, ``--simplify``, ``--min-area``, ``--tile-size`` and ``--overlap`` values the
+    engine cannot use (NaN, infinite, negative, out of range), before the raster is opened or the model loaded.
+
+    Raises:
+        BackendError: ``bad_request`` naming the option, with a usable value in the hint.
+    """
+    if not (math.isfinite(args.threshold) and 0.0 < args.threshold < 1.0):
+        raise BackendError("bad_request", f"--threshold {args.threshold:g} is not a probability strictly between "
+                           "0 and 1", "give e.g. --threshold 0.5 (higher keeps fewer pixels)")
+    if not (math.isfinite(args.simplify) and args.simplify >= 0):
+        raise BackendError("bad_request", f"--simplify {args.simplify:g} is not a tolerance >= 0",
+                           "give a distance in the raster's map units, e.g. --simplify 0.5, or 0 to keep the "
+                           "outlines as traced")
+    if args.min_area < 0:
+        raise BackendError("bad_request", f"--min-area {args.min_area} is negative",
+                           "give a number of pixels >= 0, e.g. --min-area 16 (0 keeps every polygon)")
+    if args.tile_size is not None and args.tile_size < MIN_TILE_SIZE:
+        raise BackendError("bad_request", f"--tile-size {args.tile_size} is smaller than {MIN_TILE_SIZE} px",
+                           "leave it out to use the model's input size, or give e.g. --tile-size 512")
+    if args.overlap is not None and not (0 <= args.overlap < (args.tile_size or math.inf) // 2):
+        raise BackendError("bad_request", f"--overlap {args.overlap} is not between 0 and half the tile size",
+                           "leave it out (an eighth of the tile), or give e.g. --overlap 64 with --tile-size 512")
+
+
 def _check_clicks(args: argparse.Namespace, phrases: tuple[str, ...]) -> None:
     """Clicks and a box correct one phrase's answer in view mode; a box needs XMIN < XMAX and YMIN < YMAX."""
     if not args.clicks and args.box is None:
@@ -220,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the request, load the model, segment, write the outputs, print one summary line per phrase."""
     from backend.protocol import ProtocolError, Window
 
+    check_search_numbers(args)
     phrases = _phrases(args)
     if args.extent and args.pixels:
         raise BackendError("bad_request", "both --extent and --pixels were given", "give only one of them")
