@@ -13,6 +13,7 @@ from backend.batch.plan import DEFAULT_PART_SIZE
 from backend.cli.segment import _numbers, _phrases, _resolution, check_search_numbers
 from backend.errors import EXIT_CODES
 from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO
+from backend.threads import choose_threads
 
 EPILOG = f"""\
 examples:
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     from backend.batch.work import BatchSettings
 
     check_search_numbers(args)
+    if args.ray is None:  # a local run's torch threads: --threads, else RSREFSEG2_THREADS, checked before any work
+        choose_threads(args.threads)
     phrases = _phrases(args)
     # A checkpoint file by its absolute path: Ray's workers do not run in this folder. (A name is an imported one.)
     checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint and Path(args.checkpoint).is_file() \

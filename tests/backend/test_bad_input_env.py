@@ -1,0 +1,76 @@
+"""Hostile environments: unusable ``RSREFSEG2_THREADS`` / ``RSREFSEG2_LOG_LEVEL`` values for a real worker process
+and the command line. Each ends in an ``environment`` error naming the variable and its allowed values, never a
+traceback at start-up or a thread count that overflows torch when the model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend.errors import EXIT_CODES
+from backend.protocol import PROTOCOL_VERSION, Load, Ping, decode, encode
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD_THREADS = ["9" * 20, str(2**63), "-3", "abc", "1.5", "1e3", "1025"]
+
+
+def _serve(env: dict[str, str], *requests) -> tuple[list, str, int]:
+    """Run ``python -m backend.worker`` with ``env`` on ``requests``; its (replies, stderr, exit status)."""
+    lines = "".join(encode(r) + "\n" for r in requests)
+    done = subprocess.run([sys.executable, "-m", "backend.worker"], cwd=ROOT, input=lines, capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=120)
+    return [decode(line) for line in done.stdout.splitlines()], done.stderr, done.returncode
+
+
+@pytest.mark.parametrize("value", BAD_THREADS)
+def test_a_worker_with_unusable_threads_answers_and_refuses_loads_by_the_variable_name(value) -> None:
+    replies, stderr, status = _serve({"RSREFSEG2_THREADS": value, "RSREFSEG2_LOG_LEVEL": "INFO"},
+                                     Ping(id="p"), Load(id="l", config="tiny", device="cpu"))
+    assert status == 0 and "Traceback" not in stderr, stderr
+    pong, error = replies
+    assert pong.TYPE == "pong" and pong.protocol == PROTOCOL_VERSION
+    assert (error.TYPE, error.id, error.code) == ("error", "l", "environment"), error
+    assert error.message.startswith("RSREFSEG2_THREADS is ") and "whole number from 0 to 1024" in error.message
+    assert "set RSREFSEG2_THREADS to" in error.hint and "0 for an automatic choice" in error.hint
+    assert "torch threads" not in stderr  # refused before torch was given a count
+
+
+def test_a_bogus_log_level_is_an_environment_error_not_a_startup_traceback() -> None:
+    replies, stderr, status = _serve({"RSREFSEG2_LOG_LEVEL": "BOGUS", "RSREFSEG2_THREADS": "abc"},
+                                     Ping(id="p"), Load(id="l", config="tiny", device="cpu"))
+    assert status == 0 and "Traceback" not in stderr, stderr
+    pong, error = replies
+    assert pong.TYPE == "pong" and (error.code, error.id) == ("environment", "l")
+    assert error.message.startswith("RSREFSEG2_LOG_LEVEL is 'BOGUS', not a log level; RSREFSEG2_THREADS is 'abc'")
+    assert "one of DEBUG, INFO, WARNING, ERROR, CRITICAL" in error.hint and "RSREFSEG2_THREADS" in error.hint
+
+
+def test_a_log_level_in_any_case_is_used(tmp_path: Path) -> None:
+    replies, stderr, _ = _serve({"RSREFSEG2_LOG_LEVEL": "warning"}, Ping(id="p"))
+    assert replies[0].TYPE == "pong"
+    assert "worker ready" not in stderr  # an INFO line, hidden at WARNING
+
+
+@pytest.mark.parametrize("value", ["abc", "9" * 25])
+def test_the_command_line_reports_unusable_threads_as_an_environment_error(tmp_path: Path, value) -> None:
+    done = subprocess.run([sys.executable, "-m", "backend", "batch", str(tmp_path / "missing.tif"), "--phrase",
+                           "the roof", "-o", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "RSREFSEG2_THREADS": value}, timeout=120)
+    assert done.returncode == EXIT_CODES["environment"], done.stderr
+    error, hint = done.stderr.splitlines()
+    assert error.startswith("error: RSREFSEG2_THREADS is ") and hint.startswith("hint: set RSREFSEG2_THREADS to")
+    assert not (tmp_path / "out").exists()
+
+
+def test_backend_info_reports_unusable_threads_among_its_diagnostics() -> None:
+    value = "9" * 25
+    info = subprocess.run([sys.executable, "-m", "backend", "info", "--json"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "RSREFSEG2_THREADS": value}, timeout=120)
+    assert info.returncode == 0, info.stderr  # diagnostics report the problem instead of failing on it
+    assert json.loads(info.stdout)["worker_threads"]["error"].startswith("BackendError: RSREFSEG2_THREADS is ")
