@@ -1,6 +1,7 @@
 """Hostile environments: unusable ``RSREFSEG2_THREADS`` / ``RSREFSEG2_LOG_LEVEL`` values for a real worker process
-and the command line. Each ends in an ``environment`` error naming the variable and its allowed values, never a
-traceback at start-up or a thread count that overflows torch when the model loads.
+and the command line, and a terminal that cannot encode the summary. Each setting ends in an ``environment`` error
+naming the variable and its allowed values, never a traceback at start-up or a thread count that overflows torch
+when the model loads; a summary the terminal cannot show is printed with replacements, never a failed run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyogrio
 import pytest
+from rasters import gradient_rgb, write_geotiff
 
 from backend.errors import EXIT_CODES
 from backend.protocol import PROTOCOL_VERSION, Load, Ping, decode, encode
@@ -74,3 +77,19 @@ def test_backend_info_reports_unusable_threads_among_its_diagnostics() -> None:
                           text=True, env={**os.environ, "RSREFSEG2_THREADS": value}, timeout=120)
     assert info.returncode == 0, info.stderr  # diagnostics report the problem instead of failing on it
     assert json.loads(info.stdout)["worker_threads"]["error"].startswith("BackendError: RSREFSEG2_THREADS is ")
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_summary_the_terminal_cannot_encode_is_printed_with_replacements_and_the_run_succeeds(
+        tmp_path: Path, encoding: str) -> None:
+    scene = write_geotiff(tmp_path / "scène.tif", gradient_rgb(64, 64))
+    output = tmp_path / "toits_é→.gpkg"
+    phrase = "le toit rouge → é"
+    done = subprocess.run([sys.executable, "-m", "backend", "segment", str(scene), phrase, "-o", str(output),
+                           "--config", "tiny", "--device", "cpu"], cwd=ROOT, capture_output=True,
+                          env={**os.environ, "PYTHONIOENCODING": encoding}, timeout=300)
+    assert done.returncode == 0, done.stderr.decode(encoding, "replace")
+    summary = done.stdout.decode(encoding)  # every byte is in the terminal's encoding
+    assert "?" in summary and f"wrote {str(output).encode(encoding, 'replace').decode(encoding)}" in summary
+    _meta, _fids, _geometry, fields = pyogrio.raw.read(output)
+    assert list(fields[0]) == [phrase] * len(fields[0]) and len(fields[0]) >= 1  # the file keeps the exact text
