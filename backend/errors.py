@@ -95,3 +95,14 @@ class BackendError(Exception):
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+def counted(count: int, singular: str, plural: str = "") -> str:
+    """``count`` with its noun as English says it: "0 polygons", "1 polygon", "3 polygons".
+
+    Args:
+        count: how many.
+        singular: the noun for one ("polygon").
+        plural: the noun for any other count (default: ``singular`` + "s").
+    """
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"

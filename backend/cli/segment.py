@@ -12,7 +12,7 @@ import math
 import sys
 from pathlib import Path
 
-from backend.errors import BackendError
+from backend.errors import BackendError, counted
 from backend.output.preflight import check_output_targets, check_utf8, decode_utf8
 from backend.protocol import DEFAULT_REFINE, MIN_TILE_SIZE, REFINE_STRATEGIES, RESOLUTION_AUTO, Click
 
@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"resolution: {result.resolution_note}")
     for summary in result.phrases:
         score = "-" if summary.score is None else f"{summary.score:.3f}"
-        print(f"{summary.query!r}: {summary.count} polygon(s), best score {score}, {summary.area_m2:.1f} m²")
+        print(f"{summary.query!r}: {counted(summary.count, 'polygon')}, best score {score}, {summary.area_m2:.1f} m²")
     print(f"wrote {result.outputs['gpkg']} and {result.outputs['geojson']}")
     if "probability" in result.outputs:
         print(f"wrote {result.outputs['probability']}")
