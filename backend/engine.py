@@ -296,7 +296,7 @@ class Engine:
         folder = tempfile.gettempdir()
         need, free = per_map * count, shutil.disk_usage(folder).free
         if need > free:
-            raise BackendError("too_large", f"the run's probability maps need {need / 2**30:.1f} GiB in the temp "
+            raise BackendError("disk_full", f"the run's probability maps need {need / 2**30:.1f} GiB in the temp "
                                f"folder {folder!r}, which has {free / 2**30:.1f} GiB free",
                                "free space there, point TMPDIR to a larger disk, or choose a coarser resolution or "
                                "a smaller extent")

@@ -29,6 +29,7 @@ EXIT_CODES: dict[str, int] = {
     "checkpoint": 4,
     "weights": 4,
     "out_of_memory": 5,
+    "disk_full": 5,
     "device": 5,
     "cancelled": 6,
     "output_exists": 7,

@@ -93,3 +93,44 @@ def test_a_summary_the_terminal_cannot_encode_is_printed_with_replacements_and_t
     assert "?" in summary and f"wrote {str(output).encode(encoding, 'replace').decode(encoding)}" in summary
     _meta, _fids, _geometry, fields = pyogrio.raw.read(output)
     assert list(fields[0]) == [phrase] * len(fields[0]) and len(fields[0]) >= 1  # the file keeps the exact text
+
+
+def test_a_canvas_larger_than_the_temp_folders_free_space_is_disk_full_before_anything_is_allocated(
+        tmp_path: Path) -> None:
+    from backend.errors import BackendError
+    from backend.raster.tiling import ProbabilityCanvas
+
+    stats = os.statvfs(tmp_path)
+    free_before = stats.f_bavail * stats.f_frsize
+    width = 65536
+    height = (free_before + 2**30) // (4 * width) + 1  # 1 GiB more than is free
+    with pytest.raises(BackendError) as refused:
+        ProbabilityCanvas(shape=(height, width), directory=str(tmp_path))
+    assert refused.value.code == "disk_full" and str(tmp_path) in refused.value.message
+    assert "GiB free" in refused.value.message and "TMPDIR" in refused.value.hint
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # the reserved file is gone with the refusal
+
+
+# A find-all view of 4608² pixels (the 64² raster read at 0.5/72 m) needs an 81 MiB canvas: on disk, not in memory.
+FIND_ALL_ON_DISK = ["--find-all", "--resolution", str(32 / 4608), "--config", "tiny", "--device", "cpu"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_file_size_limit_below_the_canvas_is_disk_full_not_a_signal(tmp_path: Path) -> None:
+    import resource
+
+    scene = write_geotiff(tmp_path / "scene.tif", gradient_rgb(64, 64))
+    limit = 8 * 2**20  # room for the outputs, not for the canvas
+
+    def limited() -> None:  # in the child only; its SIGXFSZ disposition is what the CLI itself sets
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run([sys.executable, "-m", "backend", "segment", str(scene), "all tanks", "-o",
+                           str(tmp_path / "out.gpkg"), *FIND_ALL_ON_DISK], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(tmp_path)}, preexec_fn=limited, timeout=300)
+    assert done.returncode == EXIT_CODES["disk_full"], (done.returncode, done.stderr[-2000:])  # not -SIGXFSZ/-SIGBUS
+    error, hint = [line for line in done.stderr.splitlines() if line.startswith(("error:", "hint:"))]
+    assert error.startswith("error: a probability map of this run needs 0.08 GiB in the temp folder ")
+    assert "file size limit" in error and "ulimit -f unlimited" in hint and "TMPDIR" in hint
+    assert "Traceback" not in done.stderr and not list(tmp_path.glob("out.*"))
+    assert not [p for p in tmp_path.rglob("*.f32")]
