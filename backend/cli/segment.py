@@ -68,16 +68,14 @@ def _click(include: bool):
 
 
 def _resolution(text: str) -> float | str | None:
-    """``--resolution``: "auto", "native" (None) or a positive number of map units per pixel."""
+    """``--resolution``: "auto", "native" (None) or a number of map units per pixel (its range is checked by
+    ``check_search_numbers``, which says what to give instead)."""
     if text.strip().lower() in (RESOLUTION_AUTO, "native"):
         return None if text.strip().lower() == "native" else RESOLUTION_AUTO
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected 'auto', 'native' or a positive number, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'native' or a positive number, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -196,12 +194,17 @@ def _check_raster(args: argparse.Namespace, window) -> None:
 
 
 def check_search_numbers(args: argparse.Namespace) -> None:
-    """Refuse ``--threshold``, ``--simplify``, ``--min-area``, ``--tile-size`` and ``--overlap`` values the
-    engine cannot use (NaN, infinite, negative, out of range), before the raster is opened or the model loaded.
+    """Refuse ``--resolution``, ``--threshold``, ``--simplify``, ``--min-area``, ``--tile-size`` and ``--overlap``
+    values the engine cannot use (NaN, infinite, negative, out of range), before the raster is opened or the model
+    loaded.
 
     Raises:
         BackendError: ``bad_request`` naming the option, with a usable value in the hint.
     """
+    if isinstance(args.resolution, float) and not (math.isfinite(args.resolution) and args.resolution > 0):
+        raise BackendError("bad_request", f"--resolution {args.resolution:g} is not a positive ground size",
+                           "give the size of one pixel in the raster's map units, e.g. --resolution 0.5, or "
+                           "'auto' or 'native'")
     if not (math.isfinite(args.threshold) and 0.0 < args.threshold < 1.0):
         raise BackendError("bad_request", f"--threshold {args.threshold:g} is not a probability strictly between "
                            "0 and 1", "give e.g. --threshold 0.5 (higher keeps fewer pixels)")

@@ -51,6 +51,8 @@ def test_an_unforeseen_failure_is_one_sanitised_error_line_not_a_traceback(monke
     ("--threshold", "1.5", "--threshold 1.5"), ("--threshold", "-0.1", "--threshold -0.1"),
     ("--threshold", "0", "--threshold 0"), ("--min-area", "-3", "--min-area -3"),
     ("--tile-size", "-512", "--tile-size -512"), ("--overlap", "-1", "--overlap -1"),
+    ("--resolution", "inf", "--resolution inf"), ("--resolution", "nan", "--resolution nan"),
+    ("--resolution", "-0.5", "--resolution -0.5"), ("--resolution", "0", "--resolution 0"),
 ])
 def test_unusable_numbers_are_refused_by_name_before_the_raster_or_model(tmp_path, capsys, option, value,
                                                                          named) -> None:
