@@ -44,7 +44,7 @@ from backend.passes import (
 )
 from backend.protocol import DEFAULT_REFINE, MIN_TILE_SIZE, RESOLUTION_AUTO, Click, PhraseSummary, Window
 from backend.raster.normalize import stretch_for_view
-from backend.raster.reading import MAX_VIEW_PIXELS, RasterView, make_view, read_tile
+from backend.raster.reading import MAX_VIEW_PIXELS, MIN_VIEW_SIDE, RasterView, make_view, read_tile
 from backend.raster.resolution import ResolutionChoice, choose_resolution
 from backend.raster.tiling import CANVAS_FOLDER_PREFIX, IN_MEMORY_BYTES, ProbabilityCanvas
 
@@ -285,7 +285,9 @@ class Engine:
                                    centre=native.transform @ (width / 2, height / 2), mode=job.mode,
                                    input_size=int(self.predictor.input_size),
                                    gsd_range_m=getattr(meta, "gsd_range_m", None))
-        view = make_view(job.raster, **area, resolution=choice.resolution, max_pixels=self.max_view_pixels)
+        requested = isinstance(job.resolution, (int, float))  # typed by the user: too coarse is refused
+        view = make_view(job.raster, **area, resolution=choice.resolution, max_pixels=self.max_view_pixels,
+                         min_side=MIN_VIEW_SIDE if requested else 0)
         return view, choice
 
     def _check_scratch_space(self, view: RasterView, count: int) -> None:

@@ -184,12 +184,13 @@ def _check_raster(args: argparse.Namespace, window) -> None:
     """Open the raster and define the requested area without reading pixels (CRS, bands, window, size); the
     clicks and the box must lie in that area."""
     from backend.passes import view_clicks
-    from backend.raster.reading import MAX_VIEW_PIXELS, make_view
+    from backend.raster.reading import MAX_VIEW_PIXELS, MIN_VIEW_SIDE, make_view
 
     explicit = args.resolution not in (None, RESOLUTION_AUTO)
     view = make_view(args.raster, extent=window.extent if window else None,
                      pixels=window.pixels if window else None, resolution=args.resolution if explicit else None,
-                     bands=args.bands, max_pixels=MAX_VIEW_PIXELS if explicit else math.inf)
+                     bands=args.bands, max_pixels=MAX_VIEW_PIXELS if explicit else math.inf,
+                     min_side=MIN_VIEW_SIDE if explicit else 0)
     view_clicks(view, args.clicks, args.box)
 
 

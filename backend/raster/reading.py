@@ -295,7 +295,7 @@ def _clip_window(window: Window, dataset: rasterio.DatasetReader, what: str) -> 
 
 def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Sequence[float] | None = None,
               resolution: float | None = None, bands: Sequence[int] | None = None,
-              max_pixels: int = MAX_VIEW_PIXELS) -> RasterView:
+              max_pixels: int = MAX_VIEW_PIXELS, min_side: int = 0) -> RasterView:
     """Define the view of ``path`` to segment.
 
     Args:
@@ -305,6 +305,8 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
         resolution: target ground size of a pixel in map units (None: the raster's own).
         bands: 1-based band indices (see ``select_bands``).
         max_pixels: refuse views with more pixels than this.
+        min_side: refuse a ``resolution`` that makes the view's longer side shorter than this (``MIN_VIEW_SIDE``
+            for a resolution the user typed), unless the window is that small at its own resolution.
 
     Returns:
         The view; nothing is read yet.
@@ -341,6 +343,11 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
         out_w, out_h = _view_size(window, src_res, resolution, max_pixels)
         if resolution and dataset.crs.is_geographic:
             _refuse_metres_as_degrees(resolution, src_res, (out_w, out_h), dataset.crs)
+        if resolution and max(out_w, out_h) < min_side <= max(window.width, window.height):
+            coarsest = max(window.width * src_res[0], window.height * src_res[1]) / min_side
+            raise BackendError("bad_request", f"resolution {resolution:g} makes the view {out_w}×{out_h} pixels, "
+                               "too coarse to show anything", f"choose a finer resolution (≤ {coarsest:.4g} map "
+                               "units per pixel), or leave it automatic")
         base = dataset.window_transform(window)
         transform = base @ Affine.scale(window.width / out_w, window.height / out_h)
         flip_rows, flip_cols = transform.e > 0, transform.a < 0

@@ -79,3 +79,16 @@ def test_a_resolution_too_fine_for_the_pixel_budget_is_refused_with_the_finest_t
     finest = math.sqrt(32 * 32 / MAX_VIEW_PIXELS)
     assert hint.startswith(f"hint: choose a coarser resolution (≥ {finest:.4g} map units per pixel)"), hint
     assert "Traceback" not in err and not list(tmp_path.glob("out.*"))
+
+
+@pytest.mark.parametrize("resolution", ["1e300", "3"])
+def test_a_resolution_too_coarse_to_show_anything_is_refused_with_the_coarsest_that_does(tmp_path, capsys,
+                                                                                         resolution) -> None:
+    scene = write_geotiff(tmp_path / "scene.tif", np.full((3, 64, 64), 120, np.uint8))  # 32 m × 32 m
+    code = main(["segment", str(scene), "the roof", "-o", str(tmp_path / "out.gpkg"),
+                 "--checkpoint", str(tmp_path / "missing.safetensors"), "--resolution", resolution])
+    err = capsys.readouterr().err
+    assert code == EXIT_CODES["bad_request"], err
+    error, hint = err.splitlines()
+    assert error.startswith(f"error: resolution {float(resolution):g} makes the view ") and "too coarse" in error
+    assert hint.startswith("hint: choose a finer resolution (≤ 2 map units per pixel)"), hint  # 32 m / 16 px

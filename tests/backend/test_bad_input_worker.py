@@ -297,6 +297,7 @@ def test_a_hostile_sweep_of_segment_requests_gets_results_or_coded_errors_never_
         "resolution_1e-9": ({"resolution": 1e-9}, "too_large"),
         "resolution_1e-300": ({"resolution": 1e-300}, "too_large"),  # a view of ~10^600 pixels, not an overflow
         "resolution_denormal": ({"resolution": 5e-324}, "too_large"),
+        "resolution_1e300": ({"resolution": 1e300}, "bad_request"),  # a 1×1 view: nothing the model could see
         "band_1e12": ({"bands": (10**12,)}, "bad_band"),
         "pixels_far_away": ({"window": Window(pixels=(10**15, 0, 5, 5))}, "window_outside"),
         "extent_of_all_floats": ({"window": Window(extent=(-1e308, -1e308, 1e308, 1e308))}, None),
