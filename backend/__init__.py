@@ -2,8 +2,9 @@
 
 Layers, bottom first (a module imports only from its own folder and the layers below; ``tests/test_layering.py``):
 
-1. ``errors`` (structured errors), ``protocol`` (the worker's JSON lines; the plugin loads this file by path, so
-   it imports nothing), ``threads`` (torch thread count), ``files/`` (scratch files, stale sweep);
+0. ``errors`` (structured errors);
+1. ``protocol`` (the worker's JSON lines; the plugin loads this file by path, so it imports nothing), ``threads``
+   (torch thread count and log level, checked), ``files/`` (scratch files, stale sweep);
 2. ``raster/`` (reading, resolution, tiling, radiometric stretch), ``output/`` (vectorize, atomic writes, preflight),
    ``weights/`` (the base-weights manager): siblings that never import each other;
 3. ``model/`` (pure torch);

@@ -42,9 +42,9 @@ from backend.passes import (
     refine_pass,
     view_clicks,
 )
-from backend.protocol import DEFAULT_REFINE, RESOLUTION_AUTO, WARNING_STAGE, Click, PhraseSummary, Window
+from backend.protocol import DEFAULT_REFINE, MIN_TILE_SIZE, RESOLUTION_AUTO, WARNING_STAGE, Click, PhraseSummary, Window
 from backend.raster.normalize import stretch_for_view
-from backend.raster.reading import MAX_VIEW_PIXELS, RasterView, make_view, read_tile
+from backend.raster.reading import MAX_VIEW_PIXELS, MIN_VIEW_SIDE, RasterView, make_view, read_tile
 from backend.raster.resolution import (
     ResolutionChoice,
     choose_resolution,
@@ -183,6 +183,12 @@ def _check_job(job: SegmentJob) -> tuple[str, ...]:
                            "default")
     if not 0.0 < job.threshold < 1.0:
         raise BackendError("bad_request", f"threshold {job.threshold} is outside (0, 1)", "use e.g. 0.5")
+    if not (math.isfinite(job.simplify_tolerance) and job.simplify_tolerance >= 0):
+        raise BackendError("bad_request", f"simplify tolerance {job.simplify_tolerance} is not a distance >= 0",
+                           "give a tolerance in map units, e.g. 0.5, or 0 to keep the outlines as traced")
+    if job.min_area_px < 0:
+        raise BackendError("bad_request", f"minimum area {job.min_area_px} px is negative",
+                           "give a number of pixels >= 0, e.g. 16")
     if (job.clicks or job.box is not None) and (job.mode != "view" or len(phrases) != 1):
         raise BackendError("bad_request", "clicks and a box refine one phrase's answer in view mode",
                            "give one phrase and leave find-all mode off")
@@ -202,10 +208,10 @@ def _tile_grid_size(job: SegmentJob, input_size: int) -> tuple[int, int]:
     """The run's (tile side, overlap) in view pixels, defaults resolved against the model's input size."""
     tile_size = job.tile_size or input_size
     overlap = tile_size // 8 if job.overlap is None else job.overlap
-    if tile_size < 16 or not 0 <= overlap < tile_size // 2:
+    if tile_size < MIN_TILE_SIZE or not 0 <= overlap < tile_size // 2:
         raise BackendError("bad_request", f"tile size {tile_size} with overlap {overlap} is not usable",
-                           f"use a tile size of at least 16 px and an overlap below half of it, e.g. {input_size} "
-                           f"and {input_size // 8} (this model's input size and an eighth of it)")
+                           f"use a tile size of at least {MIN_TILE_SIZE} px and an overlap below half of it, "
+                           f"e.g. {input_size} and {input_size // 8} (this model's input size and an eighth of it)")
     return tile_size, overlap
 
 
@@ -306,7 +312,9 @@ class Engine:
                                    centre=native.transform @ (width / 2, height / 2), mode=job.mode,
                                    input_size=int(self.predictor.input_size),
                                    gsd_range_m=getattr(meta, "gsd_range_m", None))
-        view = make_view(job.raster, **area, resolution=choice.resolution, max_pixels=self.max_view_pixels)
+        requested = isinstance(job.resolution, (int, float))  # typed by the user: too coarse is refused
+        view = make_view(job.raster, **area, resolution=choice.resolution, max_pixels=self.max_view_pixels,
+                         min_side=MIN_VIEW_SIDE if requested else 0)
         warnings = resolution_warnings(crs=native.crs, native=(res_x, res_y), used=view.resolution,
                                        centre=native.transform @ (width / 2, height / 2),
                                        gsd_range_m=getattr(meta, "gsd_range_m", None))
@@ -320,7 +328,7 @@ class Engine:
         folder = tempfile.gettempdir()
         need, free = per_map * count, shutil.disk_usage(folder).free
         if need > free:
-            raise BackendError("too_large", f"the run's probability maps need {need / 2**30:.1f} GiB in the temp "
+            raise BackendError("disk_full", f"the run's probability maps need {need / 2**30:.1f} GiB in the temp "
                                f"folder {folder!r}, which has {free / 2**30:.1f} GiB free",
                                "free space there, point TMPDIR to a larger disk, or choose a coarser resolution or "
                                "a smaller extent")

@@ -29,6 +29,7 @@ EXIT_CODES: dict[str, int] = {
     "checkpoint": 4,
     "weights": 4,
     "out_of_memory": 5,
+    "disk_full": 5,
     "device": 5,
     "cancelled": 6,
     "output_exists": 7,
@@ -95,3 +96,14 @@ class BackendError(Exception):
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+def counted(count: int, singular: str, plural: str = "") -> str:
+    """``count`` with its noun as English says it: "0 polygons", "1 polygon", "3 polygons".
+
+    Args:
+        count: how many.
+        singular: the noun for one ("polygon").
+        plural: the noun for any other count (default: ``singular`` + "s").
+    """
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"

@@ -36,6 +36,8 @@ DEFAULT_REFINE = "prompts"
 RESOLUTION_AUTO = "auto"
 # ``Progress.stage`` of a warning for the user, e.g. a phrase cut to the text encoder's context.
 WARNING_STAGE = "warning"
+# Smallest tile side in pixels a run may use (the engine's tile grid refuses smaller ones).
+MIN_TILE_SIZE = 16
 
 
 # Where the backend keeps base weights, tokenizers and imported checkpoints: part of the contract because the

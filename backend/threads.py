@@ -1,4 +1,5 @@
-"""How many CPU threads torch may use in the worker: chosen deliberately instead of torch's default.
+"""The worker process's settings: how many CPU threads torch may use (chosen deliberately instead of torch's
+default) and how much it logs, each from its command line or environment, checked before anything is served.
 
 torch starts one intra-op thread per core it sees. On a small or busy machine those threads fight each other and
 every other program for the same cores, which measured many times slower than a single thread
@@ -6,18 +7,28 @@ every other program for the same cores, which measured many times slower than a 
 automatically from the machine: 1 on machines with at most 2 logical CPUs, else the physical cores that the load
 average leaves idle (at least 1, at most 8: beyond that the small matrices of one query gain little).
 
+``RSREFSEG2_LOG_LEVEL`` names the worker's log level. A value of either variable that cannot be used is neither a
+start-up traceback (which the plugin never shows) nor a silent fallback: the worker starts with the defaults,
+logs the problem, and answers every ``load`` with the ``environment`` error naming the variable and its allowed
+values (``read_worker_environment``), which the plugin shows the user.
+
 Standard library only: ``backend info`` reports the choice without importing torch.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.errors import BackendError
+
 ENV_VAR = "RSREFSEG2_THREADS"
 MAX_AUTO_THREADS = 8
+# Most threads a setting may ask for: beyond any machine's cores, and far below what a thread pool overflows at.
+MAX_THREADS = 1024
 
 
 @dataclass(frozen=True)
@@ -73,10 +84,11 @@ def automatic_threads() -> ThreadChoice:
 
 
 def parse_threads(text: str | None, source: str) -> int:
-    """A thread setting as an integer >= 0 (0 or empty = automatic).
+    """A thread setting as an integer from 0 to ``MAX_THREADS`` (0 or empty = automatic).
 
     Raises:
-        ValueError: naming ``source`` when ``text`` is not a non-negative integer.
+        BackendError: ``environment`` naming ``source`` and the allowed values when ``text`` is not a whole
+            number in that range (e.g. "abc", "-3", or a number past 2^63 that no thread pool can take).
     """
     if text is None or not text.strip():
         return 0
@@ -84,8 +96,11 @@ def parse_threads(text: str | None, source: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
-        raise ValueError(f"{source} must be a whole number >= 0 (0 = automatic), got {text!r}")
+    if not 0 <= value <= MAX_THREADS:
+        shown = text if len(text) <= 40 else f"{text[:20]}… ({len(text)} characters)"
+        raise BackendError("environment", f"{source} is {shown!r}, not a whole number from 0 to {MAX_THREADS}",
+                           f"set {source} to the number of CPU threads torch may use (1 to {MAX_THREADS}), "
+                           f"to 0 for an automatic choice, or unset it")
     return value
 
 
@@ -99,13 +114,72 @@ def choose_threads(requested: int | None = None) -> ThreadChoice:
         The count and its reason.
 
     Raises:
-        ValueError: when ``requested`` is negative or ``RSREFSEG2_THREADS`` is not a whole number >= 0.
+        BackendError: ``bad_request`` when ``requested`` is outside 0…``MAX_THREADS``; ``environment`` when
+            ``RSREFSEG2_THREADS`` is not a whole number in that range.
     """
-    if requested is not None and requested < 0:
-        raise ValueError(f"--threads must be >= 0 (0 = automatic), got {requested}")
+    if requested is not None and not 0 <= requested <= MAX_THREADS:
+        raise BackendError("bad_request", f"--threads {requested} is not a whole number from 0 to {MAX_THREADS}",
+                           "give the number of CPU threads torch may use, or 0 for an automatic choice")
     if requested:
         return ThreadChoice(requested, "--threads")
     from_env = parse_threads(os.environ.get(ENV_VAR), ENV_VAR)
     if from_env:
         return ThreadChoice(from_env, ENV_VAR)
     return automatic_threads()
+
+
+LOG_LEVEL_ENV = "RSREFSEG2_LOG_LEVEL"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_LOG_LEVEL = "INFO"
+
+
+@dataclass(frozen=True)
+class WorkerEnvironment:
+    """What the worker runs with: ``log_level`` (a ``logging`` level number), ``threads``, and ``problem``, the
+    settings that could not be used, as one error (None when all could)."""
+
+    log_level: int
+    threads: ThreadChoice
+    problem: BackendError | None = None
+
+
+def parse_log_level(text: str | None) -> int:
+    """The ``logging`` level named by ``text`` (any case; None or empty: ``DEFAULT_LOG_LEVEL``).
+
+    Raises:
+        BackendError: ``environment`` naming ``RSREFSEG2_LOG_LEVEL`` and the allowed names.
+    """
+    name = (text or "").strip().upper() or DEFAULT_LOG_LEVEL
+    if name not in LOG_LEVELS:
+        shown = text if len(text) <= 40 else f"{text[:20]}… ({len(text)} characters)"
+        raise BackendError("environment", f"{LOG_LEVEL_ENV} is {shown!r}, not a log level",
+                           f"set {LOG_LEVEL_ENV} to one of {', '.join(LOG_LEVELS)}, or unset it "
+                           f"({DEFAULT_LOG_LEVEL})")
+    return logging.getLevelName(name)
+
+
+def read_worker_environment(requested_threads: int | None = None) -> WorkerEnvironment:
+    """The worker's log level and thread count from ``--threads`` and the environment.
+
+    Args:
+        requested_threads: the worker's ``--threads`` (0 or None: ``RSREFSEG2_THREADS``, else automatic).
+
+    Returns:
+        The settings; an unusable one is replaced by its default and reported as ``problem``.
+    """
+    problems: list[BackendError] = []
+    try:
+        level = parse_log_level(os.environ.get(LOG_LEVEL_ENV))
+    except BackendError as exc:
+        level = logging.getLevelName(DEFAULT_LOG_LEVEL)
+        problems.append(exc)
+    try:
+        threads = choose_threads(requested_threads)
+    except BackendError as exc:
+        threads = automatic_threads()
+        problems.append(exc)
+    problem = None
+    if problems:  # every unusable setting at once, so one fix is enough
+        problem = BackendError(problems[0].code, "; ".join(p.message for p in problems),
+                               "; ".join(p.hint for p in problems))
+    return WorkerEnvironment(log_level=level, threads=threads, problem=problem)

@@ -52,7 +52,7 @@ from backend.protocol import (
     encode,
     request_id,
 )
-from backend.threads import ThreadChoice, automatic_threads, choose_threads
+from backend.threads import ThreadChoice, automatic_threads, read_worker_environment
 
 log = logging.getLogger("backend.worker")
 
@@ -122,10 +122,14 @@ class Worker:
 
     Attributes:
         out: the protocol stream (the process's real stdout).
+        threads: torch's thread count (None: automatic).
+        environment_problem: a setting the worker could not use (``backend.threads``); every ``load`` is
+            answered with it.
     """
 
     out: TextIO
     threads: ThreadChoice | None = None
+    environment_problem: BackendError | None = None
     _write_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _cancel_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _cancelled: set[str] = field(default_factory=set, init=False)
@@ -233,6 +237,8 @@ class Worker:
                     self._finished(item.id)
 
     def _load(self, req: Load) -> Loaded:
+        if self.environment_problem is not None:
+            raise self.environment_problem
         log.info("loading checkpoint=%s config=%s device=%s mode=%s", req.checkpoint, req.config, req.device,
                  req.mode)
         require_packages()  # every missing package named at once, before the engine imports any of them
@@ -414,17 +420,16 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # C-level writes to fd 1 now land on stderr
     sys.stdout = sys.stderr
-    logging.basicConfig(level=os.environ.get("RSREFSEG2_LOG_LEVEL", "INFO"), stream=sys.stderr,
+    settings = read_worker_environment(args.threads)
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        threads = choose_threads(args.threads)
-    except ValueError as exc:
-        threads = automatic_threads()
-        log.warning("%s; using %s", exc, threads)
+    if settings.problem is not None:
+        log.error("%s; every load is refused until it is fixed (%s)", settings.problem.message, settings.problem.hint)
     log.info("worker ready (protocol %d, backend %s, pid %d)", PROTOCOL_VERSION, backend_version(), os.getpid())
     if missing := missing_modules():
         log.warning("%s", lacking_packages(missing))  # each load is answered with this error too
-    return Worker(protocol_out, threads=threads).serve(read_lines(sys.stdin.fileno()))
+    return Worker(protocol_out, threads=settings.threads,
+                  environment_problem=settings.problem).serve(read_lines(sys.stdin.fileno()))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: list[set[str]] = [
-    {"backend.errors", "backend.protocol", "backend.threads", "backend.files"},
+    {"backend.errors"},
+    {"backend.protocol", "backend.threads", "backend.files"},
     {"backend.raster", "backend.output", "backend.weights"},
     {"backend.model"},
     {"backend.predictor"},

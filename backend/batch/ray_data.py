@@ -33,7 +33,7 @@ from pathlib import Path
 
 from backend.batch.plan import Part
 from backend.batch.work import BatchSettings, PartWorker
-from backend.errors import BackendError
+from backend.errors import BackendError, counted
 
 # How many times Ray restarts a killed actor, and retries a part whose actor died while running it.
 RETRIES = 3
@@ -156,8 +156,8 @@ def run_ray(address: str, parts: list[Part], settings: BatchSettings, parts_dir:
         num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
         fn_constructor_kwargs={"settings": settings.to_dict(), "parts_dir": parts_dir, "threads": plan.threads},
         max_restarts=RETRIES, max_task_retries=RETRIES)
-    print(f"ray: {len(parts)} part(s) on {plan.actors} actor(s), {plan.num_cpus:g} CPU, {plan.num_gpus:g} GPU and "
-          f"{plan.threads} thread(s) each", file=sys.stderr)
+    print(f"ray: {counted(len(parts), 'part')} on {counted(plan.actors, 'actor')}, {plan.num_cpus:g} CPU, "
+          f"{plan.num_gpus:g} GPU and {counted(plan.threads, 'thread')} each", file=sys.stderr)
     for row in dataset.iter_rows():
         record(json.loads(row["outcome"]))
     return plan

@@ -18,7 +18,7 @@ from backend.batch.manifest import MANIFEST_NAME, Manifest
 from backend.batch.merge import PartPolygons, merge_parts
 from backend.batch.plan import Part, build_plan
 from backend.batch.work import BatchSettings, part_outputs
-from backend.errors import BackendError
+from backend.errors import BackendError, counted
 from backend.output.preflight import check_output_targets
 from backend.output.writing import output_paths
 
@@ -98,7 +98,7 @@ def summary_lines(summary: dict) -> list[str]:
     lines = [f"parts: {summary['done']} of {summary['parts']} done, {summary['failed']} failed "
              f"({summary['skipped_as_done']} already done before this run, {summary['ran_now']} run now, "
              f"{summary['runner']}, {summary['seconds']:.1f} s)"]
-    lines += [f"{phrase!r}: {count} polygon(s) merged" for phrase, count in summary["polygons"].items()]
+    lines += [f"{phrase!r}: {counted(count, 'polygon')} merged" for phrase, count in summary["polygons"].items()]
     lines += [f"failed: {part}: {error}" for part, error in summary["failures"].items()]
     if summary["merged"]:
         lines.append(f"wrote {summary['merged']['gpkg']} and {summary['merged']['geojson']}")

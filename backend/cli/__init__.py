@@ -72,8 +72,18 @@ def _report_unforeseen(exc: BaseException) -> int:
                                 "with the output of `python -m backend info`"))
 
 
+def _print_what_the_terminal_can() -> None:
+    """Let stdout print characters its encoding lacks (a phrase or path with "é" on an ASCII or Latin-1 terminal,
+    ``PYTHONIOENCODING=ascii``) as "?" instead of failing: the summary comes after the outputs were written, so
+    a character it cannot show must not turn a finished run into an error. (stderr already escapes them.)"""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="replace")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return the process exit status."""
+    _print_what_the_terminal_can()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         for number, arg in enumerate(argv, 1):

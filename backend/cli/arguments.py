@@ -28,16 +28,14 @@ def number_list(kind: type, count: int, what: str):
 
 
 def resolution_value(text: str) -> float | str | None:
-    """``--resolution``: "auto", "native" (None) or a positive number of map units per pixel."""
+    """``--resolution``: "auto", "native" (None) or a number of map units per pixel (its range is checked by
+    ``segment.check_search_numbers``, which says what to give instead)."""
     if text.strip().lower() in (RESOLUTION_AUTO, "native"):
         return None if text.strip().lower() == "native" else RESOLUTION_AUTO
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected 'auto', 'native' or a positive number, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'native' or a positive number, got {text!r}") from None
 
 
 def square_metres(text: str) -> float:

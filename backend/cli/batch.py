@@ -11,8 +11,10 @@ from pathlib import Path
 
 from backend.batch.plan import DEFAULT_PART_SIZE
 from backend.cli.arguments import number_list, read_phrases, resolution_value, square_metres
+from backend.cli.segment import check_search_numbers
 from backend.errors import EXIT_CODES
 from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO
+from backend.threads import choose_threads
 
 EPILOG = f"""\
 examples:
@@ -103,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     from backend.batch.run import run_batch, summary_lines
     from backend.batch.work import BatchSettings
 
+    check_search_numbers(args)
+    if args.ray is None:  # a local run's torch threads: --threads, else RSREFSEG2_THREADS, checked before any work
+        choose_threads(args.threads)
     phrases = read_phrases(args, missing_hint='add --phrase "all storage tanks" (repeat it for more) '
                                          'or --phrases-file FILE')
     # A checkpoint file by its absolute path: Ray's workers do not run in this folder. (A name is an imported one.)

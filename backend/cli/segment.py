@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from backend.cli.arguments import number_list, read_phrases, resolution_value, square_metres
-from backend.errors import BackendError
+from backend.errors import BackendError, counted
 from backend.output.preflight import check_output_targets
-from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO, WARNING_STAGE, Click
+from backend.protocol import DEFAULT_REFINE, MIN_TILE_SIZE, REFINE_STRATEGIES, RESOLUTION_AUTO, WARNING_STAGE, Click
 
 # The demo checkpoint shipped beside the backend (``<backend root>/resources/models``, in a checkout and in the
 # plugin ZIP alike): what the dock answers with when no model is chosen, and so the CLI's default too.
@@ -145,13 +145,44 @@ def _check_raster(args: argparse.Namespace, window) -> None:
     """Open the raster and define the requested area without reading pixels (CRS, bands, window, size); the
     clicks and the box must lie in that area."""
     from backend.passes import view_clicks
-    from backend.raster.reading import MAX_VIEW_PIXELS, make_view
+    from backend.raster.reading import MAX_VIEW_PIXELS, MIN_VIEW_SIDE, make_view
 
     explicit = args.resolution not in (None, RESOLUTION_AUTO)
     view = make_view(args.raster, extent=window.extent if window else None,
                      pixels=window.pixels if window else None, resolution=args.resolution if explicit else None,
-                     bands=args.bands, max_pixels=MAX_VIEW_PIXELS if explicit else math.inf)
+                     bands=args.bands, max_pixels=MAX_VIEW_PIXELS if explicit else math.inf,
+                     min_side=MIN_VIEW_SIDE if explicit else 0)
     view_clicks(view, args.clicks, args.box)
+
+
+def check_search_numbers(args: argparse.Namespace) -> None:
+    """Refuse ``--resolution``, ``--threshold``, ``--simplify``, ``--min-pixels``, ``--tile-size`` and ``--overlap``
+    values the engine cannot use (NaN, infinite, negative, out of range), before the raster is opened or the model
+    loaded.
+
+    Raises:
+        BackendError: ``bad_request`` naming the option, with a usable value in the hint.
+    """
+    if isinstance(args.resolution, float) and not (math.isfinite(args.resolution) and args.resolution > 0):
+        raise BackendError("bad_request", f"--resolution {args.resolution:g} is not a positive ground size",
+                           "give the size of one pixel in the raster's map units, e.g. --resolution 0.5, or "
+                           "'auto' or 'native'")
+    if not (math.isfinite(args.threshold) and 0.0 < args.threshold < 1.0):
+        raise BackendError("bad_request", f"--threshold {args.threshold:g} is not a probability strictly between "
+                           "0 and 1", "give e.g. --threshold 0.5 (higher keeps fewer pixels)")
+    if not (math.isfinite(args.simplify) and args.simplify >= 0):
+        raise BackendError("bad_request", f"--simplify {args.simplify:g} is not a tolerance >= 0",
+                           "give a distance in the raster's map units, e.g. --simplify 0.5, or 0 to keep the "
+                           "outlines as traced")
+    if args.min_pixels < 0:
+        raise BackendError("bad_request", f"--min-pixels {args.min_pixels} is negative",
+                           "give a number of pixels >= 0, e.g. --min-pixels 16 (0 keeps every polygon)")
+    if args.tile_size is not None and args.tile_size < MIN_TILE_SIZE:
+        raise BackendError("bad_request", f"--tile-size {args.tile_size} is smaller than {MIN_TILE_SIZE} px",
+                           "leave it out to use the model's input size, or give e.g. --tile-size 512")
+    if args.overlap is not None and not (0 <= args.overlap < (args.tile_size or math.inf) // 2):
+        raise BackendError("bad_request", f"--overlap {args.overlap} is not between 0 and half the tile size",
+                           "leave it out (an eighth of the tile), or give e.g. --overlap 64 with --tile-size 512")
 
 
 def _check_clicks(args: argparse.Namespace, phrases: tuple[str, ...]) -> None:
@@ -179,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the request, load the model, segment, write the outputs, print one summary line per phrase."""
     from backend.protocol import ProtocolError, Window
 
+    check_search_numbers(args)
     phrases = read_phrases(args, missing_hint='add a phrase after the raster, e.g. "the large white storage tank"')
     if args.extent and args.pixels:
         raise BackendError("bad_request", "both --extent and --pixels were given", "give only one of them")
@@ -231,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"resolution: {result.resolution_note}")
     for summary in result.phrases:
         score = "-" if summary.score is None else f"{summary.score:.3f}"
-        print(f"{summary.query!r}: {summary.count} polygon(s), best score {score}, {summary.area_m2:.1f} m²")
+        print(f"{summary.query!r}: {counted(summary.count, 'polygon')}, best score {score}, {summary.area_m2:.1f} m²")
     print(f"wrote {result.outputs['gpkg']} and {result.outputs['geojson']}")
     if "probability" in result.outputs:
         print(f"wrote {result.outputs['probability']}")

@@ -295,7 +295,7 @@ def _clip_window(window: Window, dataset: rasterio.DatasetReader, what: str) -> 
 
 def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Sequence[float] | None = None,
               resolution: float | None = None, bands: Sequence[int] | None = None,
-              max_pixels: int = MAX_VIEW_PIXELS) -> RasterView:
+              max_pixels: int = MAX_VIEW_PIXELS, min_side: int = 0) -> RasterView:
     """Define the view of ``path`` to segment.
 
     Args:
@@ -305,6 +305,8 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
         resolution: target ground size of a pixel in map units (None: the raster's own).
         bands: 1-based band indices (see ``select_bands``).
         max_pixels: refuse views with more pixels than this.
+        min_side: refuse a ``resolution`` that makes the view's longer side shorter than this (``MIN_VIEW_SIDE``
+            for a resolution the user typed), unless the window is that small at its own resolution.
 
     Returns:
         The view; nothing is read yet.
@@ -338,17 +340,14 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
         if resolution is not None and not (math.isfinite(resolution) and resolution > 0):
             raise BackendError("bad_request", f"resolution {resolution} is not a positive number",
                                "give the ground size of a pixel in the raster's map units")
-        factor_x = src_res[0] / resolution if resolution else 1.0
-        factor_y = src_res[1] / resolution if resolution else 1.0
-        out_w = max(1, round(window.width * factor_x))
-        out_h = max(1, round(window.height * factor_y))
+        out_w, out_h = _view_size(window, src_res, resolution, max_pixels)
         if resolution and dataset.crs.is_geographic:
             _refuse_metres_as_degrees(resolution, src_res, (out_w, out_h), dataset.crs)
-        if out_w * out_h > max_pixels:
-            fit = math.sqrt(out_w * out_h / max_pixels) * (resolution or src_res[0])
-            raise BackendError("too_large", f"the view is {out_w}×{out_h} = {out_w * out_h:,} pixels, more than "
-                               f"the {max_pixels:,} one run may take",
-                               f"choose a coarser resolution (≥ {fit:.4g} map units per pixel) or a smaller extent")
+        if resolution and max(out_w, out_h) < min_side <= max(window.width, window.height):
+            coarsest = max(window.width * src_res[0], window.height * src_res[1]) / min_side
+            raise BackendError("bad_request", f"resolution {resolution:g} makes the view {out_w}×{out_h} pixels, "
+                               "too coarse to show anything", f"choose a finer resolution (≤ {coarsest:.4g} map "
+                               "units per pixel), or leave it automatic")
         base = dataset.window_transform(window)
         transform = base @ Affine.scale(window.width / out_w, window.height / out_h)
         flip_rows, flip_cols = transform.e > 0, transform.a < 0
@@ -361,6 +360,29 @@ def make_view(path: str, *, extent: Sequence[float] | None = None, pixels: Seque
         return RasterView(path=str(path), window=(window.col_off, window.row_off, window.width, window.height),
                           shape=(out_h, out_w), transform=transform, crs=dataset.crs, bands=chosen, nodata=nodata,
                           dtypes=dtypes, flip_rows=flip_rows, flip_cols=flip_cols, palette=palette)
+
+
+def _view_size(window: Window, src_res: tuple[float, float], resolution: float | None,
+               max_pixels: float) -> tuple[int, int]:
+    """The view's (width, height) in pixels for ``window`` read at ``resolution`` (None: the source's own).
+
+    The size is judged in floating point before any integer is made, so a resolution as fine as 1e-300 (a view
+    of ~10^600 pixels, or an infinite one) is refused like any other view too large, never an overflow.
+
+    Raises:
+        BackendError: ``too_large`` when the view would exceed ``max_pixels``; the hint gives the finest
+            resolution that fits (the window's ground area divided by the pixel budget).
+    """
+    width = window.width * (src_res[0] / resolution if resolution else 1.0)
+    height = window.height * (src_res[1] / resolution if resolution else 1.0)
+    if max(1.0, width) * max(1.0, height) > max_pixels:
+        ground_area = (window.width * src_res[0]) * (window.height * src_res[1])
+        fit = math.sqrt(ground_area / max_pixels)
+        shown = f"{width:.4g}×{height:.4g}" if max(width, height) >= 1e9 else f"{round(width)}×{round(height)}"
+        raise BackendError("too_large", f"the view at resolution {resolution or src_res[0]:g} would be {shown} "
+                           f"pixels, more than the {max_pixels:,} one run may take",
+                           f"choose a coarser resolution (≥ {fit:.4g} map units per pixel) or a smaller extent")
+    return max(1, round(width)), max(1, round(height))
 
 
 def _palette(dataset: rasterio.DatasetReader, bands: tuple[int, ...]) -> np.ndarray | None:

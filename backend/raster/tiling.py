@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.errors import BackendError
 from backend.files.stale import owned_prefix, sweep
 
 # Canvases above this many bytes live in a memory-mapped temp file instead of RAM.
@@ -114,6 +117,50 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
+def reserve_space(handle: int, size: int, folder: Path) -> None:
+    """Give the open file ``handle`` its ``size`` bytes of disk blocks now, before it is memory-mapped.
+
+    A sparse file's blocks are allocated only when a page is first written; on a disk that filled up meanwhile
+    that write is a SIGBUS, which kills the process with no word. Reserved up front (``posix_fallocate``), a full
+    disk is an error here instead. The free space is checked first, because a file system may take all that is
+    free before it fails to reserve the rest; where nothing can be reserved (no ``posix_fallocate``, or a file
+    system without it) the file is only extended, and that check is all there is.
+
+    Raises:
+        BackendError: ``disk_full`` naming the folder and TMPDIR: too little free space, or a file larger than
+            this process may write (its file size limit, RLIMIT_FSIZE).
+    """
+    need = f"{size / 2**30:.2f} GiB"
+    free = shutil.disk_usage(folder).free
+    if size > free:
+        raise _scratch_full(need, folder, f"it has {free / 2**30:.2f} GiB free")
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(handle, 0, size)
+            return
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # not "unsupported here"
+                raise _write_refused(err, need, folder) from err
+    try:  # sparse: the free-space check above stands for the reservation
+        os.ftruncate(handle, size)
+    except OSError as err:
+        raise _write_refused(err, need, folder) from err
+
+
+def _write_refused(err: OSError, need: str, folder: Path) -> BackendError:
+    if err.errno == errno.EFBIG:
+        return _scratch_full(need, folder, "this process may not write a file that large (its file size limit, "
+                             "ulimit -f)", "raise the limit (ulimit -f unlimited), ")
+    return _scratch_full(need, folder, err.strerror or str(err))
+
+
+def _scratch_full(need: str, folder: Path, why: str, first_fix: str = "") -> BackendError:
+    return BackendError("disk_full", f"a probability map of this run needs {need} in the temp folder {folder}, "
+                        f"but {why}",
+                        f"{first_fix}free space there, point TMPDIR to a folder on a larger disk (for the QGIS "
+                        "plugin: before starting QGIS), or choose a coarser resolution or a smaller extent")
+
+
 class ProbabilityCanvas:
     """An H×W float32 map assembled from tile cores; memory-mapped from a temp file when large.
 
@@ -131,9 +178,16 @@ class ProbabilityCanvas:
         self._path: str | None = None
         self._on_disk = shape[0] * shape[1] * 4 > in_memory_bytes
         if self._on_disk:
-            handle, path = tempfile.mkstemp(suffix=".f32", dir=canvas_folder(directory))
+            folder = canvas_folder(directory)
+            handle, path = tempfile.mkstemp(suffix=".f32", dir=folder)
+            try:
+                reserve_space(handle, shape[0] * shape[1] * 4, folder)
+            except BackendError:
+                os.close(handle)
+                os.remove(path)
+                raise
             os.close(handle)
-            self.array: np.ndarray = np.memmap(path, dtype=np.float32, mode="w+", shape=shape)
+            self.array: np.ndarray = np.memmap(path, dtype=np.float32, mode="r+", shape=shape)
             if sys.platform == "win32":  # an open file cannot be unlinked there: deleted on close or swept
                 self._path = path
             else:  # the mapping keeps the data; no name is left for a killed process to leak

@@ -122,6 +122,18 @@ def test_numbers_past_2_53_in_fields_are_refused_by_name() -> None:
             decode(line)
 
 
+@pytest.mark.parametrize(("field", "literal"), [("threshold", "NaN"), ("threshold", "Infinity"), ("threshold", "1.5"),
+                                                ("threshold", "0"), ("threshold", "-0.25"), ("resolution", "NaN"),
+                                                ("resolution", "-Infinity"), ("resolution", "-5"), ("resolution", "0")])
+def test_unusable_numbers_in_a_segment_line_are_refused_by_field_before_it_is_queued(field, literal) -> None:
+    line = ('{"type": "segment", "id": "s", "v": 1, "raster": "r.tif", "phrases": ["a"], "output_dir": "o", '
+            f'"{field}": {literal}}}')
+    out = Replies()
+    Worker(out).serve([line])  # no model is loaded, so only the message naming the field tells the two apart
+    (reply,) = out.decoded()["s"]
+    assert (reply.TYPE, reply.code) == ("error", "bad_request") and f"segment.{field}" in reply.message, reply
+
+
 def test_a_nul_inside_a_phrase_is_refused_not_cut() -> None:
     out = Replies()
     Worker(out).serve(['{"type": "segment", "id": "s", "v": 1, "raster": "r.tif", "phrases": ["the roof\\u0000 '
@@ -283,6 +295,9 @@ def test_a_hostile_sweep_of_segment_requests_gets_results_or_coded_errors_never_
         "output_is_a_file": ({"output_dir": str(tmp_path / "a_file")}, "bad_request"),
         "tile_larger_than_view": ({"tile_size": 10**6, "mode": "find-all"}, None),
         "resolution_1e-9": ({"resolution": 1e-9}, "too_large"),
+        "resolution_1e-300": ({"resolution": 1e-300}, "too_large"),  # a view of ~10^600 pixels, not an overflow
+        "resolution_denormal": ({"resolution": 5e-324}, "too_large"),
+        "resolution_1e300": ({"resolution": 1e300}, "bad_request"),  # a 1×1 view: nothing the model could see
         "band_1e12": ({"bands": (10**12,)}, "bad_band"),
         "pixels_far_away": ({"window": Window(pixels=(10**15, 0, 5, 5))}, "window_outside"),
         "extent_of_all_floats": ({"window": Window(extent=(-1e308, -1e308, 1e308, 1e308))}, None),

@@ -95,3 +95,26 @@ def test_the_answering_model_is_printed_for_a_config_too(scene, tmp_path, capsys
     assert main(["segment", str(scene), "the white tank", "-o", str(tmp_path / "t.gpkg"), *TINY,
                  "--extent=500010,3999870,500140,3999990"]) == 0
     assert "model: config tiny (random weights) — rsrefseg2" in capsys.readouterr().out
+
+
+def test_summaries_count_polygons_in_words_not_with_a_parenthesised_plural(scene, tmp_path, capsys):
+    import re
+
+    from backend.batch.run import summary_lines
+    from backend.errors import counted
+
+    assert [counted(n, "polygon") for n in (0, 1, 3)] == ["0 polygons", "1 polygon", "3 polygons"]
+    assert counted(2, "match", "matches") == "2 matches"
+    counts = set()
+    for mode in ([], ["--find-all", "--threshold", "0.3"]):
+        out = tmp_path / f"counted{len(mode)}.gpkg"
+        assert main(["segment", str(scene), "the white tank", "-o", str(out), *TINY, *mode]) == 0
+        stdout = capsys.readouterr().out
+        (found,) = re.findall(r"^'the white tank': (\d+) (polygons?), best score", stdout, re.MULTILINE)
+        count = int(found[0])
+        assert found[1] == ("polygon" if count == 1 else "polygons") and "(s)" not in stdout
+        assert count == pyogrio.read_info(out)["features"]  # the count said is the count written
+        counts.add(count)
+    lines = summary_lines({"done": 1, "parts": 1, "failed": 0, "skipped_as_done": 0, "ran_now": 1, "runner": "local",
+                           "seconds": 1.0, "polygons": {"a": 1, "b": 4}, "failures": {}, "merged": {}})
+    assert lines[1:] == ["'a': 1 polygon merged", "'b': 4 polygons merged"]

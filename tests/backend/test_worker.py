@@ -347,7 +347,7 @@ def test_thread_count_comes_from_the_option_then_the_environment_then_the_machin
 
     assert collect()["worker_threads"] == "2 (RSREFSEG2_THREADS)"  # what `backend info` prints
     monkeypatch.setenv(threads.ENV_VAR, "many")
-    with pytest.raises(ValueError, match="RSREFSEG2_THREADS must be a whole number"):
+    with pytest.raises(BackendError, match="RSREFSEG2_THREADS is 'many', not a whole number from 0 to 1024"):
         threads.choose_threads()
     monkeypatch.setenv(threads.ENV_VAR, "0")
     # Machines other than this one (CPU count, cores, load) cannot exist here: their probes are replaced.

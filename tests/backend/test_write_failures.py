@@ -80,7 +80,7 @@ def test_probability_maps_that_do_not_fit_the_temp_disk_are_refused_up_front(tin
                      output_dir=str(tmp_path), mode="find-all", resolution=32 / 16384)
     with pytest.raises(BackendError) as info:
         Engine(NoModel()).run(job)
-    assert info.value.code == "too_large" and "GiB" in info.value.message and "TMPDIR" in info.value.hint
+    assert info.value.code == "disk_full" and "GiB" in info.value.message and "TMPDIR" in info.value.hint
     assert not list(tmp_path.glob("segmentation.*"))
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import open_clip
@@ -21,13 +23,46 @@ from .towers import native_vision_tokens, text_tokens, timm_vision_tokens, word_
 PACKED_QKV = r"(.+\.)?attn\.qkv"
 
 
+# What open_clip's factory logs (through the root logger) when it builds a named model without weights.
+RANDOM_INIT_WARNING = "No pretrained weights loaded for model"
+
+
+class _DropRandomInitWarning(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded … Model initialized randomly" record, and nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(RANDOM_INIT_WARNING)
+
+
+@contextlib.contextmanager
+def _weights_assigned_afterwards(device: torch.device) -> Iterator[None]:
+    """Silence open_clip's random-init warning for a build on the meta device, and only there.
+
+    On the meta device no weight is initialised at all: such a build is the empty frame a checkpoint with its base
+    weights (``checkpoint.io.load_model``) then fills with its own tensors, so "initialized randomly" would be
+    false on every run with a trained checkpoint. Any other build without weights is random and keeps the warning.
+    """
+    if device.type != "meta":
+        yield
+        return
+    root, drop = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def create_open_clip(cfg: ClipConfig, weights: str | Path | None) -> nn.Module:
-    """The open_clip model of ``cfg`` with weights from a local file (None: random init, nothing downloaded)."""
+    """The open_clip model of ``cfg`` with weights from a local file (None: random init, nothing downloaded;
+    on the meta device: no init, the weights are assigned afterwards)."""
     if cfg.model_cfg is None:
         # open_clip moves the model to ``device``: keep it on the default device (meta for size-only builds). A new
         # tensor's device, because torch.get_default_device() ignores a `with torch.device(...)` block before 2.7.
-        return open_clip.create_model(cfg.name, pretrained=None if weights is None else str(weights),
-                                      load_weights=weights is not None, device=torch.empty(0).device)
+        device = torch.empty(0).device
+        with _weights_assigned_afterwards(device):
+            return open_clip.create_model(cfg.name, pretrained=None if weights is None else str(weights),
+                                          load_weights=weights is not None, device=device)
     model_cfg = copy.deepcopy(cfg.model_cfg)
     custom_text = model_cfg.pop("custom_text", False)
     model = (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**model_cfg)
