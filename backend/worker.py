@@ -26,7 +26,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TextIO
 
-from backend.environment import import_failure, lacking_packages, missing_modules, require_packages
+from backend.environment.packages import import_failure, lacking_packages, missing_modules, require_packages
+from backend.environment.variables import ThreadChoice, automatic_threads, read_worker_environment
 from backend.errors import BackendError, safe_text
 from backend.protocol import (
     PROTOCOL_VERSION,
@@ -52,7 +53,6 @@ from backend.protocol import (
     encode,
     request_id,
 )
-from backend.threads import ThreadChoice, automatic_threads, read_worker_environment
 
 log = logging.getLogger("backend.worker")
 
@@ -123,7 +123,7 @@ class Worker:
     Attributes:
         out: the protocol stream (the process's real stdout).
         threads: torch's thread count (None: automatic).
-        environment_problem: a setting the worker could not use (``backend.threads``); every ``load`` is
+        environment_problem: a setting the worker could not use (``backend.environment.variables``); every ``load`` is
             answered with it.
     """
 
@@ -404,7 +404,7 @@ def read_lines(fd: int, max_bytes: int = MAX_LINE_BYTES) -> Iterator[str | _Inva
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """``--threads N`` (0 = ``RSREFSEG2_THREADS``, else automatic; see ``backend.threads``)."""
+    """``--threads N`` (0 = ``RSREFSEG2_THREADS``, else automatic; see ``backend.environment.variables``)."""
     parser = argparse.ArgumentParser(prog="python -m backend.worker",
                                      description="The RSRefSeg 2 worker: JSON lines on stdin/stdout "
                                                  "(see backend/protocol.py).")

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LAYERS: list[set[str]] = [
     {"backend.errors"},
-    {"backend.protocol", "backend.threads", "backend.files"},
+    {"backend.protocol", "backend.environment", "backend.files"},
     {"backend.raster", "backend.output", "backend.weights"},
     {"backend.model"},
     {"backend.predictor"},

@@ -8,5 +8,5 @@ through the engine, its failure recorded instead of raised), ``local`` (every pa
 command: plan, runner, merge, summary).
 
 May import the engine and everything below it (``backend.engine``, ``backend.loading``, ``backend.raster``,
-``backend.output``, ``backend.errors``, ``backend.threads``); imported only by ``backend.cli``.
+``backend.output``, ``backend.errors``, ``backend.environment.variables``); imported only by ``backend.cli``.
 """

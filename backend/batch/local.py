@@ -18,14 +18,14 @@ def run_local(parts: list[Part], settings: BatchSettings, parts_dir: str, record
         settings: the batch's settings.
         parts_dir: where part outputs go.
         record: stores an outcome (the manifest's ``record``); called before the next part starts.
-        threads: torch CPU threads (None: the machine's automatic choice, ``backend.threads``).
+        threads: torch CPU threads (None: the machine's automatic choice, ``backend.environment.variables``).
         show_progress: draw a progress bar on stderr (parts done, and the current part's stage).
     """
     if not parts:
         return
     from tqdm import tqdm
 
-    from backend.threads import choose_threads
+    from backend.environment.variables import choose_threads
 
     worker = PartWorker(settings, parts_dir, threads=threads or choose_threads().count)
     with tqdm(total=len(parts), file=sys.stderr, unit="part", disable=not show_progress) as bar:

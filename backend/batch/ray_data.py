@@ -37,7 +37,8 @@ from backend.errors import BackendError, counted
 
 # How many times Ray restarts a killed actor, and retries a part whose actor died while running it.
 RETRIES = 3
-# Torch threads beyond which one actor gains little (``backend.threads``): more CPUs make more actors instead.
+# Torch threads beyond which one actor gains little (``backend.environment.variables``): more CPUs make more
+# actors instead.
 THREADS_PER_ACTOR = 4
 
 

@@ -13,7 +13,7 @@ import importlib
 import logging
 import sys
 
-from backend.environment import import_failure
+from backend.environment.packages import import_failure
 from backend.errors import EXIT_CODES, BackendError
 from backend.output.preflight import check_utf8
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from backend.batch.plan import DEFAULT_PART_SIZE
 from backend.cli.arguments import number_list, read_phrases, resolution_value, square_metres
 from backend.cli.segment import check_search_numbers
+from backend.environment.variables import choose_threads
 from backend.errors import EXIT_CODES
 from backend.protocol import DEFAULT_REFINE, REFINE_STRATEGIES, RESOLUTION_AUTO
-from backend.threads import choose_threads
 
 EPILOG = f"""\
 examples:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from backend.cli.segment import DEMO_CHECKPOINT
-from backend.environment import lacking_packages, missing_modules
+from backend.environment.packages import lacking_packages, missing_modules
+from backend.environment.variables import choose_threads
 from backend.protocol import weights_dir
-from backend.threads import choose_threads
 
 
 def _probe(fn: Callable[[], Any]) -> Any:

@@ -49,7 +49,7 @@ def test_an_unforeseen_failure_is_one_sanitised_error_line_not_a_traceback(monke
     ("--simplify", "nan", "--simplify nan"), ("--simplify", "-5", "--simplify -5"),
     ("--simplify", "inf", "--simplify inf"), ("--threshold", "nan", "--threshold nan"),
     ("--threshold", "1.5", "--threshold 1.5"), ("--threshold", "-0.1", "--threshold -0.1"),
-    ("--threshold", "0", "--threshold 0"), ("--min-area", "-3", "--min-area -3"),
+    ("--threshold", "0", "--threshold 0"), ("--min-pixels", "-3", "--min-pixels -3"),
     ("--tile-size", "-512", "--tile-size -512"), ("--overlap", "-1", "--overlap -1"),
     ("--resolution", "inf", "--resolution inf"), ("--resolution", "nan", "--resolution nan"),
     ("--resolution", "-0.5", "--resolution -0.5"), ("--resolution", "0", "--resolution 0"),

@@ -25,7 +25,9 @@ def test_both_commands_parse_resolution_and_bands_alike(command, head) -> None:
     assert parser.parse_args([*head, "--resolution", "native"]).resolution is None
     assert parser.parse_args(head).resolution == "auto"
     with pytest.raises(argparse.ArgumentError, match="'auto', 'native' or a positive number"):
-        parser.parse_args([*head, "--resolution", "-1"])
+        parser.parse_args([*head, "--resolution", "half a metre"])
+    # A number out of range parses; ``check_search_numbers`` refuses it with error:/hint: before any work.
+    assert parser.parse_args([*head, "--resolution", "-1"]).resolution == -1.0
 
 
 def test_batch_reads_phrases_from_its_options_and_file_like_segment(tmp_path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy
 import pytest
 
-from backend.environment import REQUIRED_MODULES
+from backend.environment.packages import REQUIRED_MODULES
 from backend.errors import EXIT_CODES
 
 ROOT = Path(__file__).resolve().parents[2]

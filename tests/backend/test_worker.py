@@ -337,7 +337,7 @@ def test_every_segment_request_field_reaches_the_engine_job_with_the_same_defaul
 
 
 def test_thread_count_comes_from_the_option_then_the_environment_then_the_machine(monkeypatch) -> None:
-    from backend import threads
+    from backend.environment import variables as threads
 
     monkeypatch.delenv(threads.ENV_VAR, raising=False)
     assert threads.choose_threads(3) == threads.ThreadChoice(3, "--threads")
