@@ -12,7 +12,8 @@ from backend.protocol import Load
 OWNERS = {"mode": (SegmentJob, "mode"), "resolution": (SegmentJob, "resolution"), "bands": (SegmentJob, "bands"),
           "refine": (SegmentJob, "refine"), "tile_size": (SegmentJob, "tile_size"),
           "overlap": (SegmentJob, "overlap"), "threshold": (SegmentJob, "threshold"),
-          "min_area_px": (SegmentJob, "min_area_px"), "simplify_tolerance": (SegmentJob, "simplify_tolerance"),
+          "min_area_px": (SegmentJob, "min_area_px"), "min_area_m2": (SegmentJob, "min_area_m2"),
+          "simplify_tolerance": (SegmentJob, "simplify_tolerance"),
           "all_matches": (SegmentJob, "all_matches"), "checkpoint": (Load, "checkpoint"), "config": (Load, "config"),
           "clip_weights": (Load, "clip_weights"), "sam_weights": (Load, "sam_weights"), "device": (Load, "device"),
           "model_mode": (Load, "mode"), "precision": (Load, "precision")}

@@ -53,7 +53,7 @@ PLANTED = [
     ("plugin.py", "SettingsDialog.DialogCode.Accepted", "SettingsDialog.Accepted", "QT602"),
     ("result_style.py", "QgsWkbTypes.GeometryType.PolygonGeometry", "QgsWkbTypes.PolygonGeometry", "QT602"),
     # QVariant.String outside the QGIS < 3.38 branch of the field-type fallback
-    ("processing/referring_segmentation.py", "text, number = QMetaType.Type.QString,",
+    ("processing/shared.py", "text, number = QMetaType.Type.QString,",
      "text, number = QVariant.String,", "QT603"),
     ("process_dialog.py", "from qgis.PyQt.QtCore import QProcess,", "from qgis.PyQt.QtCore import QRegExp, QProcess,",
      "QT604"),
