@@ -21,7 +21,9 @@ What it does, with the product's own classes:
    resolution, its default tile grid: tiles of the model's input with an eighth of overlap) on a GeoTIFF that
    holds ``--tiles-per-side``² tiles (default 3 × 3). The engine does **not** batch tiles: it encodes and decodes
    one tile after the other (``backend/passes.py: find_all_pass``), so tiles/s is that loop's rate.
-5. Peak memory per precision: ``torch.cuda.max_memory_allocated`` on CUDA (weights included), peak RSS on CPU.
+5. Memory: the weights' own size; the peak while building (random init makes frozen weights in fp32 before they
+   are stored in bf16, which loading a checkpoint does not); per precision the peak of everything above,
+   ``torch.cuda.max_memory_allocated`` on CUDA (weights included), the process's peak RSS on CPU.
 
 Prints one table beside the paper's figure (5.4 FPS on an RTX 4090, RSRefSeg 2 paper) and writes
 ``benchmarks/results/gpu_check.json``. Without a CUDA device ``--device cuda`` stops at once with ``error:`` and
@@ -74,6 +76,12 @@ def _peak_memory_mib(device) -> float:
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _weights_mib(model) -> float:
+    """MiB the model's parameters and buffers hold (bf16 frozen weights count two bytes each)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return round(sum(t.numel() * t.element_size() for t in tensors) / 2**20, 1)
 
 
 def _reset_peak(device) -> None:
@@ -214,7 +222,8 @@ def _table(doc: dict) -> str:
     paper = f"paper: {PAPER_FPS} FPS ({PAPER_GPU})"
     lines = [f"{doc['config']} on {doc['device_name']} ({doc['device']}), view {doc['view_px']}², random weights, "
              f"tokenizer: {doc['tokenizer']}",
-             f"load (build on the device): {doc['load_s']} s; memory after load: {doc['memory_after_load_MiB']} MiB",
+             f"load (build on the device): {doc['load_s']} s; weights {doc['weights_MiB']} MiB, peak while building "
+             f"{doc['peak_load_MiB']} MiB",
              f"{'':<38}" + "".join(f"{name:>12}" for name in names)]
 
     def line(label: str, values: list[Any], note: str = "") -> None:
@@ -273,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
             or platform.machine(),
             "view_px": model.config.input_size, "views": args.views, "repeats": args.repeats,
-            "tokenizer": tokenizer, "load_s": load_s, "memory_after_load_MiB": _peak_memory_mib(device),
+            "tokenizer": tokenizer, "load_s": load_s, "weights_MiB": _weights_mib(model),
+            "peak_load_MiB": _peak_memory_mib(device),
             "paper": {"fps": PAPER_FPS, "gpu": PAPER_GPU},
             "torch": torch.__version__, "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
             "load_average_1_5_15": os.getloadavg(), "precisions": {}}

@@ -24,6 +24,7 @@ def test_the_dry_run_measures_both_precisions_and_writes_the_table(tmp_path: Pat
     assert run.returncode == 0, run.stderr[-2000:]
     doc = json.loads(out.read_text(encoding="utf-8"))
     assert doc["config"] == "tiny" and doc["device"] == "cpu" and doc["view_px"] == 256 and doc["load_s"] > 0
+    assert 0 < doc["weights_MiB"] < doc["peak_load_MiB"]  # the tiny model's few MiB; RSS holds torch too
     assert list(doc["precisions"]) == ["fp32", "bf16"]
     for name, row in doc["precisions"].items():
         assert (row["precision"], row["reason"]) == (name, "requested")
