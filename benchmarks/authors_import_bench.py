@@ -18,6 +18,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "model"))
 
 
+def _is_norm_scale(key: str) -> bool:
+    """A normalisation layer's scale (``…norm….weight``, ``…ln_….weight``, ``…layernorm….weight``)."""
+    module, _, name = key.rpartition(".")
+    last = module.rsplit(".", 1)[-1]
+    return name == "weight" and ("norm" in last or last.startswith("ln"))
+
+
 def make(path: Path) -> None:
     from authors_layout import PAPER_DIMS, authors_layout  # the tests' description of the authors' layout
 
@@ -26,8 +33,14 @@ def make(path: Path) -> None:
     layout = authors_layout(load_config("rsrefseg2-paper"), PAPER_DIMS, rank=16)
     state = {}
     for key, shape in layout.items():
-        dtype = torch.int64 if key.endswith("num_batches_tracked") else torch.bfloat16
-        state[key] = torch.zeros(shape, dtype=dtype) if dtype == torch.int64 else torch.randn(shape).to(dtype) * 0.02
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.zeros(shape, dtype=torch.int64)
+        elif key.endswith("running_var") or (len(shape) == 1 and _is_norm_scale(key)):
+            # A variance is positive (a negative one makes BatchNorm's output NaN) and a norm's scale is near 1, as
+            # in trained weights: the forward pass then gives finite masks to compare and time.
+            state[key] = (1 + 0.02 * torch.randn(shape)).abs().to(torch.bfloat16)
+        else:
+            state[key] = torch.randn(shape).to(torch.bfloat16) * 0.02
     torch.save({"state_dict": state}, path)
     print(json.dumps({"file": str(path), "bytes": path.stat().st_size, "tensors": len(state)}))
 

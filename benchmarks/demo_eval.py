@@ -1,7 +1,10 @@
 """The bundled demo model through the real engine: a held-out synthetic split and the sample's phrases.
 
 Run: ``python benchmarks/demo_eval.py [--checkpoint resources/models/demo-synthetic.safetensors] [--data data/demo]
-[--split test] [--limit N] [--baseline OLD.safetensors] [--threads 1]``.
+[--split test] [--limit N] [--baseline OLD.safetensors] [--threads 1] [--precision auto|fp32|bf16]``.
+
+``--precision`` is the compute precision the product's load takes (``load_predictor(precision=…)``; ``auto`` = bf16
+where the CPU computes it natively, as the plugin and the CLI default to); the one chosen is written to the JSON.
 
 Three parts, each with the product's defaults (automatic resolution, default refinement, one answer per phrase):
 
@@ -90,7 +93,7 @@ def evaluate_split(engine, data: Path, split: str, limit: int | None, tmp: Path)
     by_image: dict[str, list] = defaultdict(list)
     for record in records:
         by_image[record.image].append(record)
-    inter, union, types, seconds = [], [], [], 0.0
+    inter, union, types, categories, seconds = [], [], [], [], 0.0
     for index, (image_path, group) in enumerate(by_image.items()):
         image = read_image(image_path)
         rel = Path(image_path).resolve().relative_to(data.resolve()).as_posix()
@@ -107,10 +110,15 @@ def evaluate_split(engine, data: Path, split: str, limit: int | None, tmp: Path)
             inter.append(int((mask & target).sum()))
             union.append(int((mask | target).sum()))
             types.append(record.phrase_type)
-    inter_a, union_a, types_a = np.array(inter, float), np.array(union, float), np.array(types)
-    per_type = {t: scores(inter_a[types_a == t], union_a[types_a == t]) for t in sorted(set(types))}
-    return {"split": split, "images": len(by_image), **scores(inter_a, union_a), "per_phrase_type": per_type,
-            "seconds": round(seconds, 1)}
+            categories.append(record.category)
+    inter_a, union_a = np.array(inter, float), np.array(union, float)
+
+    def per(labels: list[str]) -> dict[str, dict[str, float]]:
+        labels_a = np.array(labels)
+        return {k: scores(inter_a[labels_a == k], union_a[labels_a == k]) for k in sorted(set(labels))}
+
+    return {"split": split, "images": len(by_image), **scores(inter_a, union_a), "per_phrase_type": per(types),
+            "per_category": per(categories), "seconds": round(seconds, 1)}
 
 
 def evaluate_sample(engine, tmp: Path) -> list[dict]:
@@ -134,13 +142,13 @@ def evaluate_sample(engine, tmp: Path) -> list[dict]:
     return rows
 
 
-def time_sample(checkpoint: Path, tmp: Path) -> dict[str, float]:
+def time_sample(checkpoint: Path, tmp: Path, precision: str) -> dict[str, float]:
     """Part 3: cold (load + first phrase) and re-query (a second phrase) on the sample, in seconds."""
     from backend.engine import Engine, SegmentJob
     from backend.loading import load_predictor
 
     start = time.perf_counter()
-    engine = Engine(load_predictor(checkpoint=str(checkpoint), device="cpu"))
+    engine = Engine(load_predictor(checkpoint=str(checkpoint), device="cpu", precision=precision))
     load = time.perf_counter() - start
     runs = []
     for name, phrase in (("first", "the red building at the top left"), ("again", "the large pond")):
@@ -160,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="score only the first N records of the split")
     parser.add_argument("--baseline", type=Path, help="another checkpoint to time in the same run")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="compute precision of the load, as the product's (auto: bf16 where native)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -180,14 +190,18 @@ def main(argv: list[str] | None = None) -> int:
         for role, checkpoint in timed.items():
             if checkpoint is not None:
                 (tmp / role).mkdir()
-                doc["time"][f"{role} {checkpoint.name}"] = time_sample(checkpoint, tmp / role)
-        engine = Engine(load_predictor(checkpoint=str(args.checkpoint), device="cpu"))
+                doc["time"][f"{role} {checkpoint.name}"] = time_sample(checkpoint, tmp / role, args.precision)
+        predictor = load_predictor(checkpoint=str(args.checkpoint), device="cpu", precision=args.precision)
+        doc["precision"] = {"requested": args.precision, "chosen": predictor.precision,
+                            "reason": predictor.precision_reason}
+        engine = Engine(predictor)
         doc["sample"] = evaluate_sample(engine, tmp)
         if (args.data / f"{args.split}.jsonl").is_file():
             doc["engine_split"] = evaluate_split(engine, args.data, args.split, args.limit, tmp)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
+    print(f"precision {doc['precision']['chosen']} ({doc['precision']['reason']})")
     print(f"{'phrase':<46}{'type':<10}{'IoU':>6}{'polys':>6}{'score':>7}")
     for row in doc["sample"]:
         print(f"{row['phrase']:<46}{row['type']:<10}{row['iou']:>6.2f}{row['polygons']:>6}{row['score']:>7.2f}")
@@ -198,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     if "engine_split" in doc:
         s = doc["engine_split"]
         print(f"engine on {s['split']} ({s['n']} phrases, {s['images']} images): gIoU {s['gIoU']} cIoU {s['cIoU']} "
-              f"Pr@0.5 {s['Pr@0.5']} | " + " ".join(f"{k} {v['gIoU']}" for k, v in s["per_phrase_type"].items()))
+              f"Pr@0.5 {s['Pr@0.5']} | " + " ".join(f"{k} {v['gIoU']}" for k, v in s["per_phrase_type"].items())
+              + " | " + " ".join(f"{k} {v['gIoU']}" for k, v in s["per_category"].items()))
     return 0
 
 

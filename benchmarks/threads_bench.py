@@ -5,7 +5,7 @@ Each (thread count, repeat) runs in a fresh child process that sets ``torch.set_
 worker does, loads ``resources/models/demo-synthetic.*`` and runs the demo's job on ``resources/sample/sample.tif``
 (native resolution, ``--refine none``): a cold query (image encoders + phrase), then three re-queries on the
 same view (cached embeddings; their median is reported). The children run one after another, so the only other load is
-whatever else the machine runs, which is the point: the worker's automatic choice (``backend/threads.py``)
+whatever else the machine runs, which is the point: the worker's automatic choice (``backend/environment/variables.py``)
 is 1 thread on small or busy machines. Writes ``benchmarks/results/threads.json`` and prints a table.
 """
 
@@ -70,7 +70,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child)))
         return
-    from backend.threads import choose_threads
+    from backend.environment.variables import choose_threads
 
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     runs = {n: [] for n in args.threads}

@@ -186,19 +186,20 @@ class BackendClient:
         return self.call(self.protocol.Ping(id=_new_id()))
 
     def holds(self, *, checkpoint: str | None, config: str | None, device: str = "auto", mode: str = "trained",
-              clip_weights: str | None = None, sam_weights: str | None = None) -> bool:
+              clip_weights: str | None = None, sam_weights: str | None = None, precision: str = "auto") -> bool:
         """True when the running worker has this model loaded already (``load`` with it returns at once)."""
         request = self.protocol.Load(id="", checkpoint=checkpoint, config=config, device=device, mode=mode,
-                                     clip_weights=clip_weights, sam_weights=sam_weights)
+                                     clip_weights=clip_weights, sam_weights=sam_weights, precision=precision)
         loaded = self._loaded
         return loaded is not None and loaded[0] == request and self.running
 
     def load(self, *, checkpoint: str | None, config: str | None, device: str = "auto",
              mode: str = "trained", clip_weights: str | None = None, sam_weights: str | None = None,
-             is_cancelled: Callable[[], bool] | None = None) -> Any:
-        """Load a model unless the running worker already holds the same one. Returns the ``Loaded`` reply."""
+             precision: str = "auto", is_cancelled: Callable[[], bool] | None = None) -> Any:
+        """Load a model unless the running worker already holds the same one (same device and precision too).
+        Returns the ``Loaded`` reply (its ``precision`` and ``precision_reason`` say what the worker chose)."""
         request = self.protocol.Load(id="", checkpoint=checkpoint, config=config, device=device, mode=mode,
-                                     clip_weights=clip_weights, sam_weights=sam_weights)
+                                     clip_weights=clip_weights, sam_weights=sam_weights, precision=precision)
         with self._call_lock:
             if self._loaded is not None and self._loaded[0] == request and self.running:
                 return self._loaded[1]

@@ -310,7 +310,8 @@ class SegmentDock(QDockWidget):
         model = model_choice(self.checkpoint_widget.filePath(), self.mode_combo.currentData())
         return LoadSpec(checkpoint=model.checkpoint, config=model.config,
                         device=self.device_combo.currentText().strip() or "auto", mode=self.mode_combo.currentData(),
-                        clip_weights=self.settings.clip_weights or None, sam_weights=self.settings.sam_weights or None)
+                        clip_weights=self.settings.clip_weights or None, sam_weights=self.settings.sam_weights or None,
+                        precision=self.settings.precision)
 
     def _request_preload(self, visible: bool) -> None:
         if visible:
@@ -318,15 +319,17 @@ class SegmentDock(QDockWidget):
             self.preload_requested.emit(self.load_spec())
 
     def show_model(self, spec: LoadSpec, info: ModelInfo) -> None:
-        """The worker loaded ``spec``: name the model by its title and purpose (its file in the tooltip)."""
+        """The worker loaded ``spec``: name the model by its title and the precision it computes in, and why (its
+        purpose and file in the tooltip)."""
         if spec != self.load_spec():
             return  # loaded for an earlier choice
         self._model_scale = info.scale
         self._clear_error()  # loaded now: an earlier failure to load (or a query's "no model") is stale
         line = info.title or (Path(spec.checkpoint).stem if spec.checkpoint else self.model_label.text())
         details = "\n".join(part for part in (info.label(spec.checkpoint), spec.checkpoint, info.model,
-                                              tr("on {device}").format(device=info.device)) if part)
-        self._describe_model(tr("Model: {name}").format(name=line) if spec.checkpoint else line, details)
+                                              tr("on {device}").format(device=info.device), info.compute()) if part)
+        line = tr("Model: {name}").format(name=line) if spec.checkpoint else line
+        self._describe_model(" · ".join(part for part in (line, info.compute()) if part), details)
 
     def show_model_error(self, spec: LoadSpec, text: str) -> None:
         """The worker could not load ``spec``: say so under the model (queries will say it again)."""
@@ -446,7 +449,8 @@ class SegmentDock(QDockWidget):
             extent=None if extent is None else (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
                                                 extent.yMaximum()),
             resolution=resolution, load_mode=spec.mode, checkpoint=spec.checkpoint, config=spec.config,
-            device=spec.device, search=self.search_combo.currentData(), refine=self.settings.refine,
+            device=spec.device, precision=spec.precision, search=self.search_combo.currentData(),
+            refine=self.settings.refine,
             tile_size=tile_size, overlap=overlap, threshold=self.settings.threshold,
             clip_weights=spec.clip_weights, sam_weights=spec.sam_weights,
             output_gpkg=self.output_widget.filePath() or None, all_matches=self.all_matches_check.isChecked(),

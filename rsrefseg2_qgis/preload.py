@@ -28,11 +28,13 @@ class LoadSpec:
     mode: str = "trained"
     clip_weights: str | None = None
     sam_weights: str | None = None
+    precision: str = "auto"
 
     def load(self, client: BackendClient, is_cancelled: Callable[[], bool] | None = None) -> Any:
         """``client.load`` with these fields. Returns the ``Loaded`` reply (cached by the client)."""
         return client.load(checkpoint=self.checkpoint, config=self.config, device=self.device, mode=self.mode,
-                           clip_weights=self.clip_weights, sam_weights=self.sam_weights, is_cancelled=is_cancelled)
+                           clip_weights=self.clip_weights, sam_weights=self.sam_weights, precision=self.precision,
+                           is_cancelled=is_cancelled)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class ModelInfo:
         model: the worker's one-line description of the architecture.
         device: where it runs ("cpu", "cuda:0").
         scale: its training scale, for the automatic resolution of layers the plugin reads itself.
+        precision: the compute precision the worker chose ("fp32", "bf16"), "" from a worker that does not say.
+        precision_reason: why ("the CPU has avx512_bf16", "requested"), or "".
     """
 
     title: str
@@ -52,6 +56,8 @@ class ModelInfo:
     model: str
     device: str
     scale: ModelScale
+    precision: str = ""
+    precision_reason: str = ""
 
     @classmethod
     def from_reply(cls, loaded: Any) -> ModelInfo:
@@ -60,7 +66,15 @@ class ModelInfo:
         size = getattr(loaded, "input_size", None)
         return cls(title=getattr(loaded, "title", "") or "", description=getattr(loaded, "description", "") or "",
                    model=loaded.model, device=loaded.device,
-                   scale=ModelScale(gsd_range_m=tuple(gsd) if gsd else None, input_size=size or None))
+                   scale=ModelScale(gsd_range_m=tuple(gsd) if gsd else None, input_size=size or None),
+                   precision=getattr(loaded, "precision", "") or "",
+                   precision_reason=getattr(loaded, "precision_reason", "") or "")
+
+    def compute(self) -> str:
+        """"bf16 (the CPU has avx512_bf16)": the precision and why, or "" when the worker did not say."""
+        if not self.precision:
+            return ""
+        return f"{self.precision} ({self.precision_reason})" if self.precision_reason else self.precision
 
     def label(self, checkpoint: str | None) -> str:
         """"Demo model — synthetic scenes only"; without metadata the checkpoint's file name, never its path."""

@@ -69,7 +69,8 @@ def run_query(*, client: BackendClient, request: SegmentRequest, plan: RasterPla
     if is_cancelled():
         raise WorkerError("cancelled", tr("Cancelled."))
     model = {"checkpoint": request.checkpoint, "config": request.config, "device": request.device,
-             "mode": request.load_mode, "clip_weights": request.clip_weights, "sam_weights": request.sam_weights}
+             "mode": request.load_mode, "clip_weights": request.clip_weights, "sam_weights": request.sam_weights,
+             "precision": request.precision}
     on_progress(READ_SHARE, tr("Segmenting…") if client.holds(**model) else tr("Loading the model…"))
     loaded = client.load(**model, is_cancelled=is_cancelled)
     if is_cancelled():

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 REFINEMENTS = (("prompts", "Phrase prompts on each tile"), ("phrase", "Re-run the phrase on each tile"),
                ("box", "SAM box around the coarse mask"), ("none", "None: coarse mask only (fastest)"))
 
+# Compute precisions of a load (backend.protocol.PRECISIONS) with their labels, the default first: Automatic = bf16
+# on CUDA and on CPUs that compute it natively, fp32 elsewhere (the worker decides and says why).
+PRECISIONS = (("auto", "Automatic"), ("fp32", "fp32"), ("bf16", "bf16"))
+
 Extent = tuple[float, float, float, float]
 # A request's resolution that lets the engine choose: the model's training scale (``backend.protocol``'s value).
 RESOLUTION_AUTO = "auto"
@@ -32,6 +36,7 @@ class SegmentRequest:
         checkpoint: checkpoint path, or None for a random-init model of ``config``.
         config: model config name used without a checkpoint ("tiny": untrained, for tests and a first look).
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        precision: compute precision of the load: "auto", "fp32" or "bf16" (``PRECISIONS``).
         search: "view" (one object in the view) or "find-all" (tile the view, find every instance).
         refine: view-mode refinement: "prompts", "phrase", "box" or "none" (see ``backend.protocol.Segment``).
         tile_size, overlap: tile grid in pixels; None = the model's input size and an eighth of it.
@@ -55,6 +60,7 @@ class SegmentRequest:
     checkpoint: str | None = None
     config: str | None = "tiny"
     device: str = "auto"
+    precision: str = PRECISIONS[0][0]
     search: str = "view"
     refine: str = REFINEMENTS[0][0]
     tile_size: int | None = None

@@ -9,7 +9,7 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsSettings
 
 from . import paths
-from .requests import REFINEMENTS, request_tile_grid
+from .requests import PRECISIONS, REFINEMENTS, request_tile_grid
 
 PREFIX = "rsrefseg2/"
 HISTORY_LENGTH = 20
@@ -25,6 +25,8 @@ class PluginSettings:
             variable ``RSREFSEG2_PYTHON`` overrides it.
         threads: torch threads of the worker; 0 = the worker decides from the machine (cores, load).
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        precision: compute precision the worker loads the model in: "auto" (bf16 where the device computes it
+            natively), "fp32" or "bf16".
         mode: "trained" (a checkpoint) or "zero-shot" (base CLIP + SAM weights only).
         checkpoint: a ``.safetensors`` checkpoint; "" means the bundled demo model when it exists.
         clip_weights, sam_weights: local base weights (needed for zero-shot and for full-size checkpoints).
@@ -39,6 +41,7 @@ class PluginSettings:
     python: str = ""
     threads: int = 0
     device: str = "auto"
+    precision: str = PRECISIONS[0][0]
     mode: str = "trained"
     checkpoint: str = ""
     clip_weights: str = ""
@@ -67,8 +70,9 @@ class PluginSettings:
                     values[field.name] = type(default)(raw)
                 except (TypeError, ValueError):
                     continue  # a hand-edited value that does not parse keeps the default
-        if values.get("refine", REFINEMENTS[0][0]) not in {value for value, _ in REFINEMENTS}:
-            del values["refine"]  # e.g. written by another version: the worker would refuse it
+        for name, choices in (("refine", REFINEMENTS), ("precision", PRECISIONS)):
+            if name in values and values[name] not in {value for value, _ in choices}:
+                del values[name]  # e.g. written by another version: the worker would refuse it
         return cls(**values)
 
     def save(self, store: QgsSettings | None = None) -> None:

@@ -15,7 +15,7 @@ from qgis.PyQt.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayou
 from . import paths
 from .i18n import tr
 from .process_dialog import ProcessDialog, Step
-from .settings import REFINEMENTS, PluginSettings
+from .settings import PRECISIONS, REFINEMENTS, PluginSettings
 
 MIN_TILE = 64
 # The authors' checkpoints the backend's weights manager knows (backend/weights/registry.py): name, dataset, and
@@ -64,6 +64,14 @@ class SettingsDialog(QDialog):
         self.threads_spin.setToolTip(tr("PyTorch threads of the worker. Automatic: one on small or busy machines, "
                                         "else the physical cores (at most 8). Applies when the worker restarts."))
         form.addRow(tr("Torch threads (0 = automatic)"), self.threads_spin)
+        self.precision_combo = QComboBox(self)
+        for value, label in PRECISIONS:
+            self.precision_combo.addItem(tr(label), value)
+        self.precision_combo.setCurrentIndex(max(self.precision_combo.findData(settings.precision), 0))
+        self.precision_combo.setToolTip(tr("Compute precision of the model. Automatic: bf16 on CUDA and on CPUs that "
+                                           "compute it natively (about twice as fast, masks nearly the same), fp32 "
+                                           "elsewhere. The model is loaded again with the next query."))
+        form.addRow(tr("Precision"), self.precision_combo)
         self.clip_widget = self._file(settings.clip_weights, tr("open_clip checkpoint of the CLIP model"))
         form.addRow(tr("CLIP weights"), self.clip_widget)
         self.sam_widget = self._file(settings.sam_weights, tr("segment_anything .pth checkpoint"))
@@ -142,6 +150,7 @@ class SettingsDialog(QDialog):
         """The settings with the dialog's values (a tile size other than Auto is at least 64 px)."""
         tile = self.tile_spin.value() and max(self.tile_spin.value(), MIN_TILE)
         return replace(self._settings, python=self.python_widget.filePath().strip(), threads=self.threads_spin.value(),
+                       precision=self.precision_combo.currentData(),
                        clip_weights=self.clip_widget.filePath().strip(),
                        sam_weights=self.sam_widget.filePath().strip(), refine=self.refine_combo.currentData(),
                        tile_size=tile, overlap=min(self.overlap_spin.value(), max(tile // 2 - 1, 0)),

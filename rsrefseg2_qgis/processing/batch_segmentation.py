@@ -70,6 +70,8 @@ class BatchReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     OVERLAP = shared.OVERLAP
     THRESHOLD = shared.THRESHOLD
     ALL_MATCHES = shared.ALL_MATCHES
+    MIN_AREA = shared.MIN_AREA
+    PRECISION = shared.PRECISION
     PYTHON = shared.PYTHON
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
     OVERWRITE = "OVERWRITE"

@@ -61,6 +61,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     THRESHOLD = shared.THRESHOLD
     ALL_MATCHES = shared.ALL_MATCHES
     MIN_AREA = shared.MIN_AREA
+    PRECISION = shared.PRECISION
     PYTHON = shared.PYTHON
     OUTPUT = "OUTPUT"
     PROBABILITY = "PROBABILITY"

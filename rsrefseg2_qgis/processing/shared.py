@@ -39,7 +39,7 @@ from ..model_catalog import ImportedModel
 from ..preload import LoadSpec, ModelInfo
 from ..query import QueryResult
 from ..raster_source import local_file_path, native_resolution
-from ..requests import RESOLUTION_AUTO, SegmentRequest, request_tile_grid
+from ..requests import PRECISIONS, RESOLUTION_AUTO, SegmentRequest, request_tile_grid
 from ..settings import PYTHON_ENV, REFINEMENTS, PluginSettings, model_choice
 
 HELP_URL = "https://github.com/rsrefseg2-qgis/rsrefseg2-qgis#readme"  # metadata.txt's homepage, usage section
@@ -60,6 +60,7 @@ OVERLAP = "OVERLAP"
 THRESHOLD = "THRESHOLD"
 ALL_MATCHES = "ALL_MATCHES"
 MIN_AREA = "MIN_AREA"
+PRECISION = "PRECISION"
 PYTHON = "PYTHON"
 
 
@@ -158,6 +159,13 @@ def add_model_parameters(algorithm: QgsProcessingAlgorithm, imported: list[Impor
         tr("Polygons of less ground area are dropped. Empty: for every match (tiled or All matches) the "
            "smallest object the model can draw, from the resolution it was trained at; 0 keeps all."),
         advanced=True)
+    precision_values = [value for value, _ in PRECISIONS]
+    add(QgsProcessingParameterEnum(PRECISION, tr("Precision"), [tr(label) for _, label in PRECISIONS],
+                                   defaultValue=precision_values.index(defaults.precision)
+                                   if defaults.precision in precision_values else 0),
+        tr("Compute precision of the model. Automatic: bf16 on CUDA and on CPUs that compute it natively "
+           "(AVX512-BF16 or AMX; masks nearly the same), fp32 elsewhere; the log says which was used and why."),
+        advanced=True)
     add(QgsProcessingParameterFile(PYTHON, tr("Worker Python"), optional=True,
                                    fileFilter="All files (*)"),  # the default, (*.*), wants a dot in the name
         tr("A Python with PyTorch that runs the model; empty = the {env} environment variable, else the "
@@ -223,7 +231,8 @@ class RunChoices:
             extent=None if extent is None else (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
                                                 extent.yMaximum()),
             resolution=resolution, load_mode=self.spec.mode, checkpoint=self.spec.checkpoint,
-            config=self.spec.config, device=self.spec.device, search=self.search, refine=self.refine,
+            config=self.spec.config, device=self.spec.device, precision=self.spec.precision, search=self.search,
+            refine=self.refine,
             tile_size=self.tile_size, overlap=self.overlap, threshold=self.threshold,
             all_matches=self.all_matches, resolution_note=note, probability=probability,
             min_area_m2=self.min_area_m2)
@@ -243,7 +252,8 @@ def read_choices(algorithm: QgsProcessingAlgorithm, parameters: dict, context,
                   algorithm.parameterAsFile(parameters, CHECKPOINT, context))
     model = model_choice(checkpoint, mode)
     spec = LoadSpec(checkpoint=model.checkpoint, config=model.config, mode=mode,
-                    device=algorithm.parameterAsString(parameters, DEVICE, context) or "auto")
+                    device=algorithm.parameterAsString(parameters, DEVICE, context) or "auto",
+                    precision=PRECISIONS[algorithm.parameterAsEnum(parameters, PRECISION, context)][0])
     tile_size, overlap = request_tile_grid(algorithm.parameterAsInt(parameters, TILE_SIZE, context),
                                            algorithm.parameterAsInt(parameters, OVERLAP, context))
     return RunChoices(
@@ -317,10 +327,13 @@ def copy_features(geojson: str, sink: QgsFeatureSink) -> None:
 
 
 def report_reply(feedback, request: SegmentRequest, reply: QueryResult) -> None:
-    """Tell the Processing log the answer's warnings, the resolution read at (when explained) and each phrase's
-    object count."""
+    """Tell the Processing log the answer's warnings, the precision computed in, the resolution read at (when
+    explained) and each phrase's object count."""
     for warning in reply.result.warnings:
         feedback.pushWarning(tr("Warning: {warning}").format(warning=warning))
+    computed = ModelInfo.from_reply(reply.loaded).compute() if reply.loaded is not None else ""
+    if computed:
+        feedback.pushInfo(tr("Computed in {precision}").format(precision=computed))
     note = request.resolution_note or reply.result.resolution_note
     if note:
         feedback.pushInfo(tr("Read at {note}").format(note=note))

@@ -40,7 +40,9 @@ def test_opening_the_dock_preloads_the_model_without_blocking(qgis_iface, tmp_pa
         spec, info = loaded[0]
         assert spec.checkpoint == str(checkpoint) and info.device
         # The worker's Load reply carries the checkpoint's meta: the dock shows what the model is, not its file.
-        assert plugin.dock.model_label.text() == "Model: Test model"  # the purpose is in the tooltips
+        # One line: the title, then the precision the worker chose and why; the purpose is in the tooltips.
+        assert info.precision in ("fp32", "bf16") and info.precision_reason
+        assert plugin.dock.model_label.text() == f"Model: Test model · {info.precision} ({info.precision_reason})"
         assert str(checkpoint) in plugin.dock.model_label.toolTip()
         assert "Test model — for tests only" in plugin.dock.model_info_button.toolTip()
         assert info.scale.gsd_range_m == (0.3, 2.0)
