@@ -12,8 +12,8 @@ phrase on the cached view ("re-query") and one include click on the first phrase
 (issue 26's re-decode, "click"). A matmul probe gives the device's GFLOP/s in that dtype and the model's
 FLOPs are counted once (``torch.utils.flop_counter``) so that each time reads as a share of the matmul rate.
 With two precisions the first phrase's masks (probability > 0.5) are compared (IoU): what bf16 costs in
-accuracy on these weights. ``--profile`` adds a table of the ten operators with the most self CPU time in
-``set_image``. Prints tables and writes ``benchmarks/results/cpu_speed.json``.
+accuracy on these weights. ``--profile`` adds tables of the ten operators with the most self CPU time in
+``set_image`` and in a re-query. Prints tables and writes ``benchmarks/results/cpu_speed.json``.
 """
 
 from __future__ import annotations
@@ -71,10 +71,10 @@ def encode_flops(predictor: Any, image: np.ndarray) -> int:
     return counter.get_total_flops()
 
 
-def profile_encode(predictor: Any, image: np.ndarray, rows: int = 10) -> list[dict[str, Any]]:
-    """The operators with the most self CPU time in one ``set_image``."""
+def profile_call(call, rows: int = 10) -> list[dict[str, Any]]:
+    """The operators with the most self CPU time in one ``call()``."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        predictor.set_image(image)
+        call()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:rows]
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
     return [{"op": e.key, "self_s": round(e.self_cpu_time_total / 1e6, 3), "calls": e.count,
@@ -106,7 +106,8 @@ def run_precision(checkpoint: str, precision: str, profile: bool) -> tuple[dict[
         result["encode_tflop"] = round(encode_flops(predictor, view_image(2)) / 1e12, 3)
     if profile:
         with autocast(predictor.device, predictor.precision):
-            result["profile"] = profile_encode(predictor, view_image(3))
+            result["profile"] = profile_call(lambda: predictor.set_image(view_image(3)))
+        result["profile_requery"] = profile_call(lambda: predictor.predict(PHRASES[1]))
     return result, answers[0].probs[0]
 
 
@@ -137,8 +138,10 @@ def main() -> None:
                  r["cold_query_s"], r["requery_s"], r["click_s"], f"{r['share_of_matmul_rate']:.0%}", r["peak_rss_gib"]]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     for r in rows:
-        for line in r.get("profile", []):
-            print(f"  {r['precision']} {line['op']:<40} {line['self_s']:>7} s {line['share']:>6.1%} ({line['calls']})")
+        for table, what in (("profile", "set_image"), ("profile_requery", "re-query")):
+            for line in r.get(table, []):
+                print(f"  {r['precision']} {what:<9} {line['op']:<40} {line['self_s']:>7} s {line['share']:>6.1%} "
+                      f"({line['calls']})")
     agreement = None
     if len(masks) == 2:
         pa, pb = masks.values()

@@ -127,19 +127,22 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def low_precision_keys(model: nn.Module) -> set[str]:
-    """State-dict keys whose frozen tensors may stay in bf16: the weights of linear layers, convolutions and
-    attention projections (autocast reads them as they are; fp32 compute casts them per call) and embedding tables
-    (looked up in bf16). Everything else (biases, norms, position tables, buffers such as SAM's random Fourier
-    matrix) is small and is kept in fp32: code reads some of them outside its module's ``forward`` (e.g.
-    ``PositionEmbeddingRandom.forward_with_coords``), where no per-layer cast runs."""
+    """State-dict keys whose frozen tensors may stay in bf16: the weights and biases of linear layers, convolutions
+    and attention projections (autocast reads them as they are, without a cast per call; fp32 compute casts them
+    per call) and embedding tables (looked up in bf16). Everything else (norms, position tables, buffers such as
+    SAM's random Fourier matrix) is small and is kept in fp32: code reads some of them outside its module's
+    ``forward`` (e.g. ``PositionEmbeddingRandom.forward_with_coords``), where no per-layer cast runs."""
     keys = set()
     for prefix, module in model.named_modules():
         dot = f"{prefix}." if prefix else ""
-        if isinstance(module, (*_AUTOCAST_CASTS, nn.Embedding)):
+        if isinstance(module, _AUTOCAST_CASTS):
+            keys.update({f"{dot}weight", f"{dot}bias"})
+        if isinstance(module, nn.Embedding):
             keys.add(f"{dot}weight")
         if isinstance(module, nn.MultiheadAttention):
             keys.update({f"{dot}in_proj_weight", f"{dot}q_proj_weight", f"{dot}k_proj_weight",
-                         f"{dot}v_proj_weight", f"{dot}out_proj.weight"})
+                         f"{dot}v_proj_weight", f"{dot}in_proj_bias", f"{dot}out_proj.weight",
+                         f"{dot}out_proj.bias"})
     return keys
 
 
