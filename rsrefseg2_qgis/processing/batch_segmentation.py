@@ -49,7 +49,7 @@ from .styling import style_on_load
 SOURCE_FIELD = "source"
 
 
-class BatchReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
+class BatchReferringSegmentationAlgorithm(shared.SharedParameterNames, QgsProcessingAlgorithm):
     """Segment the objects that phrases describe in each of several rasters, with one model load for all.
 
     Args:
@@ -57,22 +57,6 @@ class BatchReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     """
 
     INPUTS = "INPUTS"
-    PHRASE = shared.PHRASE
-    PHRASES_FILE = shared.PHRASES_FILE
-    RESOLUTION = shared.RESOLUTION
-    MODE = shared.MODE
-    MODEL = shared.MODEL
-    CHECKPOINT = shared.CHECKPOINT
-    SEARCH = shared.SEARCH
-    DEVICE = shared.DEVICE
-    REFINE = shared.REFINE
-    TILE_SIZE = shared.TILE_SIZE
-    OVERLAP = shared.OVERLAP
-    THRESHOLD = shared.THRESHOLD
-    ALL_MATCHES = shared.ALL_MATCHES
-    MIN_AREA = shared.MIN_AREA
-    PRECISION = shared.PRECISION
-    PYTHON = shared.PYTHON
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
     OVERWRITE = "OVERWRITE"
     OUTPUT = "OUTPUT"

@@ -37,7 +37,7 @@ from .shared import HELP_URL, add_parameter, copy_features, result_fields
 from .styling import style_on_load
 
 
-class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
+class ReferringSegmentationAlgorithm(shared.SharedParameterNames, QgsProcessingAlgorithm):
     """Segment the objects that phrases describe; one polygon layer with a ``query`` attribute per polygon.
 
     Args:
@@ -46,23 +46,7 @@ class ReferringSegmentationAlgorithm(QgsProcessingAlgorithm):
     """
 
     INPUT = "INPUT"
-    PHRASE = shared.PHRASE
-    PHRASES_FILE = shared.PHRASES_FILE
     EXTENT = "EXTENT"
-    RESOLUTION = shared.RESOLUTION
-    MODE = shared.MODE
-    MODEL = shared.MODEL
-    CHECKPOINT = shared.CHECKPOINT
-    SEARCH = shared.SEARCH
-    DEVICE = shared.DEVICE
-    REFINE = shared.REFINE
-    TILE_SIZE = shared.TILE_SIZE
-    OVERLAP = shared.OVERLAP
-    THRESHOLD = shared.THRESHOLD
-    ALL_MATCHES = shared.ALL_MATCHES
-    MIN_AREA = shared.MIN_AREA
-    PRECISION = shared.PRECISION
-    PYTHON = shared.PYTHON
     OUTPUT = "OUTPUT"
     PROBABILITY = "PROBABILITY"
 

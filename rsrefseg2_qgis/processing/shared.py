@@ -64,6 +64,28 @@ PRECISION = "PRECISION"
 PYTHON = "PYTHON"
 
 
+class SharedParameterNames:
+    """The names of the parameters both algorithms share (``add_phrase_parameters``, ``add_model_parameters``), as
+    class attributes of each algorithm (``Algorithm.PHRASE``), the way Processing code names parameters."""
+
+    PHRASE = PHRASE
+    PHRASES_FILE = PHRASES_FILE
+    RESOLUTION = RESOLUTION
+    MODE = MODE
+    MODEL = MODEL
+    CHECKPOINT = CHECKPOINT
+    SEARCH = SEARCH
+    DEVICE = DEVICE
+    REFINE = REFINE
+    TILE_SIZE = TILE_SIZE
+    OVERLAP = OVERLAP
+    THRESHOLD = THRESHOLD
+    ALL_MATCHES = ALL_MATCHES
+    MIN_AREA = MIN_AREA
+    PRECISION = PRECISION
+    PYTHON = PYTHON
+
+
 def field_types() -> tuple[object, object]:
     """(text, number) field types of this QGIS: QMetaType from 3.38 on (the only ones left with Qt 6 / QGIS 4)."""
     if Qgis.QGIS_VERSION_INT >= 33800:
