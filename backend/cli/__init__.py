@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from backend.environment.packages import import_failure
@@ -103,5 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_CODES["cancelled"]
+    except BrokenPipeError:  # the reader went away (`… | head`): what it wanted was printed; no error to report
+        _silence_stdout()
+        return 0
     except Exception as exc:  # noqa: BLE001 (unforeseen: one sanitised line; the traceback with -v)
         return _report_unforeseen(exc)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not fail again on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
