@@ -30,7 +30,7 @@ from qgis.PyQt.QtCore import QPoint, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QKeyEvent
 
 from .client import BackendClient
-from .i18n import tr
+from .i18n import tr, tr_count
 from .notices import Notices
 from .query import RefineSource
 from .result_layer import ResultLayerError, replace_features
@@ -201,8 +201,9 @@ class RefineMapTool(QgsMapTool):
         if self.isActive():
             self._draw_edits()
         self.edits_changed.emit(len(self.edits))
-        self.message.emit(tr("{count} object(s) after {edits} click(s)").format(count=len(features),
-                                                                              edits=len(self.edits)))
+        self.message.emit(tr("{objects} after {clicks}").format(
+            objects=tr_count(len(features), "{count} object", "{count} objects"),
+            clicks=tr_count(len(self.edits), "{count} click", "{count} clicks")))
 
     def _ready(self) -> bool:
         """True unless a refinement is running (edits apply one at a time, each on the last answer)."""

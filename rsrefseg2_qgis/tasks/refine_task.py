@@ -16,7 +16,7 @@ from pathlib import Path
 from qgis.core import QgsFeature, QgsTask
 
 from ..client import BackendClient, WorkerError
-from ..i18n import tr
+from ..i18n import tr, tr_count
 from ..query import RefineSource
 from ..result_layer import ResultLayerError, memory_copy
 
@@ -46,7 +46,8 @@ class RefineTask(QgsTask):
 
     def __init__(self, *, source: RefineSource, clicks: tuple, box: tuple[float, float, float, float] | None,
                  client: BackendClient, on_done: Callable[[RefineOutcome], None]) -> None:
-        super().__init__(tr("Refining the answer with {count} click(s)").format(count=len(clicks)),
+        super().__init__(tr("Refining the answer with {clicks}").format(
+            clicks=tr_count(len(clicks), "{count} click", "{count} clicks")),
                          QgsTask.Flag.CanCancel)
         self.source = source
         self.clicks = clicks

@@ -78,6 +78,8 @@ def test_an_exclude_click_edits_the_layer_in_place_and_undo_restores_it(answered
     tool = dock.refine_tool
     assert qgis_canvas.mapTool() is tool
 
+    messages = []
+    tool.message.connect(messages.append)
     clicked = _click(qgis_canvas, inside, Qt.MouseButton.RightButton)
     assert before.contains(QgsGeometry.fromPointXY(clicked)), "the click must land on the answer's object"
     assert tool.task is not None, "the refinement runs as a background task"
@@ -86,6 +88,7 @@ def test_an_exclude_click_edits_the_layer_in_place_and_undo_restores_it(answered
     after = _union(layer)
     assert not after.contains(QgsGeometry.fromPointXY(clicked)), dock.status_label.text()
     assert {feature["clicks"] for feature in layer.getFeatures()} <= {1}
+    assert messages and messages[-1].endswith("after 1 click"), messages  # counted, not "click(s)"
     assert tool.drawn_items == 1 and dock.undo_button.isEnabled()
 
     dock.undo_button.click()
