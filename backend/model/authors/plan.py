@@ -215,10 +215,11 @@ def _rank(matrix: torch.Tensor, dim: int) -> int | None:
 def _made_shape(recipe: Recipe, state: dict[str, torch.Tensor]) -> tuple[int, ...] | str:
     """The shape ``recipe`` makes from the file's shapes (on meta tensors), or why it cannot: a recipe's own shape
     error (a ``logit_scale`` of [2] where one number belongs, q/k/v adapters of different ranks) names the
-    sources' shapes instead of escaping as an internal error."""
+    sources' shapes instead of escaping as an internal error. (Some torch versions' meta kernels report a shape
+    mismatch as an ``AssertionError``: torch 2.6's ``torch.stack`` does.)"""
     try:
         return tuple(recipe.make(_meta_reader(state)).shape)
-    except (RuntimeError, ValueError, IndexError) as exc:
+    except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
         sources = ", ".join(f"{key} {tuple(state[key].shape)}" for key in recipe.sources)
         return f"cannot be made from {sources} ({str(exc).splitlines()[0][:120]})"
 
