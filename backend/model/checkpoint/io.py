@@ -247,7 +247,7 @@ def load_model(checkpoint: str | Path, clip_weights: str | Path | None = None,
         # weights and embedding tables keep the file's dtype (bf16 as released, or fp32 from an older file whose
         # LoRA was merged); trained tensors and the small rest (norms, biases, buffers) are fp32.
         model = empty
-        state = map_safetensors(path, "checkpoint")
+        state = map_safetensors(path, header, "checkpoint")
         keep = low_precision_keys(model) - set(trained)
         state = {k: v.float() if k not in keep and v.dtype in LOW_PRECISION else v for k, v in state.items()}
         model.load_state_dict(state, strict=True, assign=True)

@@ -71,21 +71,24 @@ def read_safetensors(path: Path, code: str) -> dict[str, torch.Tensor]:
 
 
 TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
+                "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                "BOOL": torch.bool}
 
 
-def map_safetensors(path: Path, code: str) -> dict[str, torch.Tensor]:
+def map_safetensors(path: Path, header: SafetensorsHeader, code: str) -> dict[str, torch.Tensor]:
     """All tensors of a checked safetensors file, memory-mapped: nothing is read until a tensor is used, and what is
     read lives in the page cache, once (no private copy of the file).
 
     The mapping is copy-on-write, so an in-place change to a tensor (fine-tuning) never reaches the file.
 
+    Args:
+        path: the file.
+        header: its header as ``check_safetensors`` returned it (the file is not read again for it).
+        code: the ``BackendError`` code to raise with.
+
     Raises:
-        BackendError(code): the file is damaged (checked as ``check_safetensors``), or a tensor's bytes do not match
-            its dtype and shape.
+        BackendError(code): a tensor of a dtype no model of ours uses.
     """
-    header = check_safetensors(path, code)
     with open(path, "rb") as stream:
         mapped = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_COPY)
     start = 8 + header.length
