@@ -306,18 +306,16 @@ class Engine:
                 "bands": job.bands}
         native = make_view(job.raster, **area, resolution=None, max_pixels=math.inf)
         (height, width), (res_x, res_y) = native.shape, native.resolution
-        meta = getattr(self.predictor, "meta", None)
+        centre = native.transform @ (width / 2, height / 2)
+        gsd_range_m = getattr(getattr(self.predictor, "meta", None), "gsd_range_m", None)
         choice = choose_resolution(job.resolution, crs=native.crs, native=(res_x, res_y),
-                                   extent_size=(width * res_x, height * res_y),
-                                   centre=native.transform @ (width / 2, height / 2), mode=job.mode,
-                                   input_size=int(self.predictor.input_size),
-                                   gsd_range_m=getattr(meta, "gsd_range_m", None))
+                                   extent_size=(width * res_x, height * res_y), centre=centre, mode=job.mode,
+                                   input_size=int(self.predictor.input_size), gsd_range_m=gsd_range_m)
         requested = isinstance(job.resolution, (int, float))  # typed by the user: too coarse is refused
         view = make_view(job.raster, **area, resolution=choice.resolution, max_pixels=self.max_view_pixels,
                          min_side=MIN_VIEW_SIDE if requested else 0)
-        warnings = resolution_warnings(crs=native.crs, native=(res_x, res_y), used=view.resolution,
-                                       centre=native.transform @ (width / 2, height / 2),
-                                       gsd_range_m=getattr(meta, "gsd_range_m", None))
+        warnings = resolution_warnings(crs=native.crs, native=(res_x, res_y), used=view.resolution, centre=centre,
+                                       gsd_range_m=gsd_range_m)
         return view, choice, warnings
 
     def _check_scratch_space(self, view: RasterView, count: int) -> None:

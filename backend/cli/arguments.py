@@ -19,9 +19,7 @@ def number_list(kind: type, count: int, what: str):
             values = tuple(kind(v) for v in text.split(","))
         except ValueError:
             values = ()
-        if len(values) != count and count:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        if not values:
+        if not values or (count and len(values) != count):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return values
     return parse

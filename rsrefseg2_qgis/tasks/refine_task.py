@@ -46,9 +46,9 @@ class RefineTask(QgsTask):
 
     def __init__(self, *, source: RefineSource, clicks: tuple, box: tuple[float, float, float, float] | None,
                  client: BackendClient, on_done: Callable[[RefineOutcome], None]) -> None:
-        super().__init__(tr("Refining the answer with {clicks}").format(
-            clicks=tr_count(len(clicks), "{count} click", "{count} clicks")),
-                         QgsTask.Flag.CanCancel)
+        title = tr("Refining the answer with {clicks}").format(
+            clicks=tr_count(len(clicks), "{count} click", "{count} clicks"))
+        super().__init__(title, QgsTask.Flag.CanCancel)
         self.source = source
         self.clicks = clicks
         self.box = box
