@@ -112,6 +112,11 @@ def choose_precision(device: torch.device, requested: str = "auto", cpuinfo: Pat
     return ("bf16" if native else "fp32"), why
 
 
+def autocasting(device_type: str) -> bool:
+    """Whether autocast is on for tensors of ``device_type`` ("cpu" or "cuda"; never for meta tensors)."""
+    return device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type)
+
+
 def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
     """bf16 autocast for ``precision == "bf16"`` on CUDA or CPU; a no-op otherwise (fp32 compute)."""
     if precision == "bf16" and device.type in ("cuda", "cpu"):
@@ -163,8 +168,7 @@ def _cast_in(module: nn.Module, args: tuple) -> None:
     """Forward pre-hook: swap the module's low-precision weights for fp32 copies, unless autocast casts them."""
     swapped = []
     device_type = next((t.device.type for t in args if isinstance(t, torch.Tensor)), "cpu")
-    autocasting = device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type)  # not on meta tensors
-    if not (isinstance(module, _AUTOCAST_CASTS) and autocasting):
+    if not (isinstance(module, _AUTOCAST_CASTS) and autocasting(device_type)):
         for owner, table, name in _stored(module):
             tensors = getattr(owner, table)
             stored = tensors[name]

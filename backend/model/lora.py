@@ -32,14 +32,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .config import LoRAConfig
+from .device import autocasting
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.Tensor:
     """``x`` in autocast's dtype when autocast is on (cast once here, so that the base layer and the adapter do
     not each cast it again), else as it is."""
-    device_type = x.device.type
-    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type) and x.is_floating_point():
-        return x.to(torch.get_autocast_dtype(device_type))
+    if autocasting(x.device.type) and x.is_floating_point():
+        return x.to(torch.get_autocast_dtype(x.device.type))
     return x
 
 
@@ -224,8 +224,7 @@ def _adapted_linear(x: torch.Tensor, owner: nn.Module, name: str, bias: torch.Te
     chain = owner.parametrizations[name]
     base, delta = chain.original, chain[0]
     x = _compute_dtype(x)
-    autocasting = torch.is_autocast_enabled(x.device.type) if x.device.type in ("cpu", "cuda") else False
-    if not autocasting:  # fp32 compute: a bf16-stored base is cast for this call only, as elsewhere
+    if not autocasting(x.device.type):  # fp32 compute: a bf16-stored base is cast for this call only, as elsewhere
         base, bias = base.to(x.dtype), None if bias is None else bias.to(x.dtype)
     return _add_scaled(F.linear(x, base, bias), _packed_update(x, delta.lora_a, delta.lora_b), delta.scale)
 
